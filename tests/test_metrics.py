@@ -1,0 +1,437 @@
+"""Tests of bts_course.metrics against independent computations: numpy loops and sums, brute-force
+surface distances, hand-computed cases, Keras training / saving, hostile inputs and hypothesis properties."""
+import math, warnings
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st, HealthCheck
+from hypothesis.extra import numpy as hnp
+from scipy import ndimage
+from scipy.spatial.distance import cdist
+
+import keras
+import tensorflow as tf
+from bts_course.data import CLASS_NAMES
+from bts_course.metrics import (single_class_dice_coefficient, dice_coefficient, soft_dice_loss, class_dice,
+                                dice_edema, dice_non_enhancing, dice_enhancing, CLASS_DICE_METRICS,
+                                compute_class_sens_spec, get_sens_spec_df, surface, surface_distances, hd95, binary_dice,
+                                brats_region_metrics, BRATS_REGIONS, REGION_COLUMNS)
+
+# ---------------------------------------------------------------- independent references
+
+def ref_dice(t, p, eps=1e-5, squared=False):
+    "Dice of two arrays, written out with float64 numpy sums"
+    t, p = np.asarray(t, np.float64), np.asarray(p, np.float64)
+    den = (t ** 2).sum() + (p ** 2).sum() if squared else t.sum() + p.sum()
+    return (2 * (t * p).sum() + eps) / (den + eps)
+
+def ref_batch_dice(t, p, eps=1e-5, squared=False):
+    "Mean over samples and classes of (B, C, X, Y, Z) arrays, by explicit loops"
+    return np.mean([[ref_dice(t[b, c], p[b, c], eps, squared) for c in range(t.shape[1])] for b in range(t.shape[0])])
+
+def ref_surface(mask):
+    "Voxels of `mask` with a face-neighbour outside it (outside the array counts as outside), by padding and shifting"
+    padded = np.pad(mask, 1, constant_values=False)
+    inner = np.ones_like(mask)
+    for ax in range(mask.ndim):
+        for step in (-1, 1):
+            sl = [slice(1, -1)] * mask.ndim
+            sl[ax] = slice(1 + step, padded.shape[ax] - 1 + step)
+            inner &= padded[tuple(sl)]
+    return mask & ~inner
+
+def ref_hd95(p, t, spacing):
+    "Pooled 95th percentile of both directed surface distances, by brute force over all pairs"
+    sp = np.argwhere(ref_surface(p)) * np.asarray(spacing, float)
+    stt = np.argwhere(ref_surface(t)) * np.asarray(spacing, float)
+    d = cdist(sp, stt)
+    return np.percentile(np.concatenate([d.min(axis=1), d.min(axis=0)]), 95)
+
+def ref_sens_spec(p, t):
+    "Sensitivity and specificity by counting voxel by voxel"
+    tp = fn = fp = tn = 0
+    for a, b in zip(p.ravel().tolist(), t.ravel().tolist()):
+        if b and a: tp += 1
+        elif b: fn += 1
+        elif a: fp += 1
+        else: tn += 1
+    return (tp / (tp + fn) if tp + fn else math.nan), (tn / (tn + fp) if tn + fp else math.nan)
+
+def blobs(rng, shape, n=1, sigma=1.5, level=0.55):
+    "Smooth random binary masks"
+    return [ndimage.gaussian_filter(rng.random(shape), sigma) > level for _ in range(n)]
+
+def random_labels(rng, shape):
+    "A random label map with codes 0-3 in smooth nested-ish blobs"
+    lab = np.zeros(shape, np.uint8)
+    for code, level in ((1, 0.52), (2, 0.54), (3, 0.56)):
+        lab[ndimage.gaussian_filter(rng.random(shape), 1.5) > level] = code
+    return lab
+
+# ---------------------------------------------------------------- course reference values (epsilon = 1)
+
+EYE = np.eye(2, dtype=np.float32)[..., None]
+TOP = np.array([[1, 1], [0, 0]], np.float32)[..., None]
+TOP_CORNER = np.array([[1, 1], [0, 1]], np.float32)[..., None]
+SOFT = np.array([[1, 0.8], [0, 1]], np.float32)[..., None]
+CUBE = np.array([[[1, 1], [0, 0]], [[1, 0], [0, 1]]], np.float32)
+CUBE_LABELS = np.array([[[[1, 0], [1, 0]], [[1, 0], [0, 0]]], [[[0, 0], [0, 0]], [[1, 0], [0, 0]]]], np.float32)
+
+@pytest.mark.parametrize("fn,label,pred,expected", [
+    (single_class_dice_coefficient, TOP, EYE, 0.6000),
+    (single_class_dice_coefficient, TOP_CORNER, EYE, 0.8333),
+    (dice_coefficient, TOP[None], EYE[None], 0.6000),
+    (dice_coefficient, TOP_CORNER[None], EYE[None], 0.8333),
+    (dice_coefficient, np.stack([TOP, TOP_CORNER]), np.stack([EYE, EYE]), 0.7167),
+    (soft_dice_loss, TOP[None], EYE[None], 0.4000),
+    (soft_dice_loss, TOP[None], 0.5 * EYE[None], 0.4286),
+    (soft_dice_loss, TOP_CORNER[None], EYE[None], 0.1667),
+    (soft_dice_loss, TOP_CORNER[None], SOFT[None], 0.0060),
+    (soft_dice_loss, np.stack([TOP, TOP_CORNER]), np.stack([0.5 * EYE, SOFT]), 0.2173),
+    (soft_dice_loss, CUBE_LABELS, np.stack([CUBE, CUBE]), 0.4375),
+])
+def test_course_reference_values(fn, label, pred, expected):
+    assert round(float(fn(label, pred, epsilon=1)), 4) == expected
+
+def test_course_sens_spec_reference_values():
+    preds = np.array([1, 1, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0]).reshape(1, 14, 1, 1)
+    truth = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1]).reshape(1, 14, 1, 1)
+    got = [compute_class_sens_spec(EYE[None], TOP[None], 0), compute_class_sens_spec(EYE[None], TOP_CORNER[None], 0),
+           compute_class_sens_spec(preds, truth, 0)]
+    assert [tuple(round(v, 4) for v in r) for r in got] == [(0.5, 0.5), (0.6667, 1.0), (0.2857, 0.4286)]
+
+# ---------------------------------------------------------------- dice / loss vs numpy, batches, axes
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    t = (rng.random((3, 3, 12, 10, 6)) > 0.6).astype(np.float32)
+    p = np.clip(t + rng.normal(0, 0.4, t.shape), 0, 1).astype(np.float32)
+    return t, p
+
+def test_single_class_matches_numpy(batch):
+    t, p = batch
+    assert float(single_class_dice_coefficient(t[0, 0], p[0, 0])) == pytest.approx(ref_dice(t[0, 0], p[0, 0]), rel=1e-5)
+    # a (B, X, Y, Z) batch of one class: mean of per-sample dice
+    want = np.mean([ref_dice(t[b, 0], p[b, 0]) for b in range(3)])
+    assert float(single_class_dice_coefficient(t[:, 0], p[:, 0])) == pytest.approx(want, rel=1e-5)
+
+def test_unbatched_matches_numpy(batch):
+    t, p = batch
+    assert float(dice_coefficient(t[1], p[1])) == pytest.approx(np.mean([ref_dice(t[1, c], p[1, c]) for c in range(3)]), rel=1e-5)
+    want = 1 - np.mean([ref_dice(t[1, c], p[1, c], squared=True) for c in range(3)])
+    assert float(soft_dice_loss(t[1], p[1])) == pytest.approx(want, rel=1e-5)
+
+def test_batch_is_per_sample_per_class(batch):
+    t, p = batch
+    assert float(dice_coefficient(t, p)) == pytest.approx(ref_batch_dice(t, p), rel=1e-5)
+    assert float(soft_dice_loss(t, p)) == pytest.approx(1 - ref_batch_dice(t, p, squared=True), rel=1e-5)
+
+def test_batch_differs_from_course_axis_pooling():
+    "The course's axis=(1, 2, 3) applied literally to a batch pools classes and two spatial axes"
+    t = np.zeros((2, 3, 8, 8, 4), np.float32)
+    t[:, 0, :6, :6] = 1; t[:, 2, 6:, 6:, :2] = 1       # a large class 0, a small class 2 in two z-slices
+    p = t.copy(); p[1, 2] = 0                           # sample 2 misses class 2 entirely
+    pooled = np.mean((2 * (t * p).sum(axis=(1, 2, 3)) + 1e-5) / (t.sum(axis=(1, 2, 3)) + p.sum(axis=(1, 2, 3)) + 1e-5))
+    ours = float(dice_coefficient(t, p))
+    assert ours == pytest.approx(ref_batch_dice(t, p), abs=1e-6)
+    assert ours == pytest.approx(5 / 6, abs=1e-6)          # class 1 empty in both (dice 1), one class at 0
+    assert pooled > 0.95                                   # the pooled value hides the missed class
+
+def test_explicit_and_negative_axes(batch):
+    t, p = batch
+    want = ref_batch_dice(t, p)
+    assert float(dice_coefficient(t, p, axis=(-3, -2, -1))) == pytest.approx(want, rel=1e-5)
+    # channels last: axis (0, 1, 2) of an (X, Y, Z, C) sample, shifted for an (B, X, Y, Z, C) batch
+    t_last, p_last = np.moveaxis(t, 1, -1), np.moveaxis(p, 1, -1)
+    assert float(dice_coefficient(t_last, p_last, axis=(0, 1, 2))) == pytest.approx(want, rel=1e-5)
+    assert float(dice_coefficient(t_last[0], p_last[0], axis=(0, 1, 2))) == pytest.approx(
+        np.mean([ref_dice(t[0, c], p[0, c]) for c in range(3)]), rel=1e-5)
+
+def test_class_metrics(batch):
+    t, p = batch
+    for c, metric in enumerate(CLASS_DICE_METRICS):
+        want = np.mean([ref_dice(t[b, c], p[b, c]) for b in range(3)])
+        assert float(metric(t, p)) == pytest.approx(want, rel=1e-5)
+        assert float(class_dice(t, p, c)) == pytest.approx(want, rel=1e-5)
+    assert [m.__name__ for m in CLASS_DICE_METRICS] == ["dice_edema", "dice_non_enhancing", "dice_enhancing"]
+    with pytest.raises(ValueError, match="2 channels"):
+        dice_enhancing(t[:, :2], p[:, :2])
+
+def test_float16_predictions(batch):
+    t, p = batch
+    out = dice_coefficient(t, p.astype(np.float16))
+    assert out.dtype == tf.float32
+    assert float(out) == pytest.approx(float(dice_coefficient(t, p)), abs=1e-3)
+    assert float(soft_dice_loss(t.astype(np.float16), p.astype(np.float16))) == pytest.approx(float(soft_dice_loss(t, p)), abs=1e-3)
+    # integer and boolean masks are accepted too
+    assert float(dice_coefficient(t.astype(bool), t.astype(np.uint8))) == pytest.approx(1.0)
+
+def test_empty_masks_give_one():
+    z = np.zeros((3, 4, 4, 4), np.float32)
+    assert float(dice_coefficient(z, z)) == 1.0
+    assert float(soft_dice_loss(z, z)) == 0.0
+
+# ---------------------------------------------------------------- refused inputs
+
+@pytest.mark.parametrize("fn", [single_class_dice_coefficient, dice_coefficient, soft_dice_loss, dice_edema])
+def test_nonfinite_refused(fn):
+    t = np.ones((1, 3, 4, 4, 4), np.float32)
+    bad = t.copy(); bad[0, 0, 0, 0, 0] = np.nan
+    args = (t[:, 0], bad[:, 0]) if fn is single_class_dice_coefficient else (t, bad)
+    with pytest.raises(ValueError, match="1 non-finite"):
+        fn(*args)
+    inf = t.copy(); inf[..., 1] = np.inf
+    args = (inf[:, 0], t[:, 0]) if fn is single_class_dice_coefficient else (inf, t)
+    with pytest.raises(ValueError, match="y_true: .*non-finite"):
+        fn(*args)
+
+@pytest.mark.parametrize("shape", [(4,), (4, 4), (1, 1, 3, 4, 4, 4)])
+def test_wrong_rank_refused(shape):
+    x = np.ones(shape, np.float32)
+    with pytest.raises(ValueError, match=f"found {len(shape)} dimensions"):
+        dice_coefficient(x, x)
+    with pytest.raises(ValueError, match=f"found {len(shape)} dimensions"):
+        soft_dice_loss(x, x)
+
+def test_shape_mismatch_and_bad_axis_refused():
+    a, b = np.ones((3, 4, 4, 4)), np.ones((3, 4, 4, 5))
+    with pytest.raises(ValueError, match="same shape"):
+        dice_coefficient(a, b)
+    with pytest.raises(ValueError, match="distinct axes"):
+        dice_coefficient(a, a, axis=(1, 2, 2))
+    with pytest.raises(ValueError, match="distinct axes"):
+        dice_coefficient(a, a, axis=(1, 2, 5))
+    with pytest.raises(ValueError, match="numeric"):
+        dice_coefficient(np.full((3, 4, 4, 4), "a"), a)
+
+# ---------------------------------------------------------------- Keras: compile, fit, save, load
+
+def _tiny_model(dtype=None):
+    return keras.Sequential([keras.Input((4, 8, 8, 4)), keras.layers.Permute((2, 3, 4, 1)),
+                             keras.layers.Conv3D(3, 1, activation="sigmoid", dtype=dtype),
+                             keras.layers.Permute((4, 1, 2, 3), dtype=dtype)])
+
+@pytest.fixture(scope="module")
+def xy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 4, 8, 8, 4)).astype(np.float32)
+    y = (rng.random((4, 3, 8, 8, 4)) > 0.7).astype(np.float32)
+    return x, y
+
+def test_keras_fit_save_load(tmp_path, xy):
+    x, y = xy
+    keras.utils.set_random_seed(0)
+    model = _tiny_model()
+    model.compile(optimizer="adam", loss=soft_dice_loss, metrics=[dice_coefficient, *CLASS_DICE_METRICS])
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "dice_coefficient", "dice_edema", "dice_non_enhancing", "dice_enhancing"}
+    assert all(np.isfinite(v[0]) for v in history.history.values())
+    before = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    # evaluate on the whole set at once equals our functions on the predictions
+    pred = model.predict(x, verbose=0)
+    assert before["loss"] == pytest.approx(float(soft_dice_loss(y, pred)), abs=1e-5)
+    assert before["dice_edema"] == pytest.approx(np.mean([ref_dice(y[b, 0], pred[b, 0]) for b in range(4)]), abs=1e-5)
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)          # no custom_objects: the functions are registered
+    after = loaded.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    assert after == pytest.approx(before, abs=1e-6)
+    assert loaded.loss is soft_dice_loss
+    loaded.fit(x, y, batch_size=2, epochs=1, verbose=0)   # and it trains on
+
+def test_keras_mixed_precision(xy):
+    x, y = xy
+    model = _tiny_model(dtype="mixed_float16")
+    assert model(x[:1]).dtype == "float16"
+    model.compile(optimizer="adam", loss=soft_dice_loss, metrics=[dice_coefficient, dice_enhancing])
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    assert all(np.isfinite(v[0]) for v in history.history.values())
+    pred = model.predict(x, verbose=0)
+    got = model.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    assert got["dice_coefficient"] == pytest.approx(ref_batch_dice(y, pred.astype(np.float64)), abs=1e-4)
+
+# ---------------------------------------------------------------- sensitivity / specificity
+
+def test_sens_spec_random_vs_loops():
+    rng = np.random.default_rng(2)
+    p = rng.random((3, 6, 5, 4)) > 0.5
+    t = rng.random((3, 6, 5, 4)) > 0.6
+    df = get_sens_spec_df(p.astype(np.float32), t.astype(np.uint8))
+    assert list(df.columns) == list(CLASS_NAMES) and list(df.index) == ["Sensitivity", "Specificity"]
+    assert df.dtypes.tolist() == [np.float64] * 3
+    for c, name in enumerate(CLASS_NAMES):
+        want = ref_sens_spec(p[c], t[c])
+        assert compute_class_sens_spec(p, t, c) == pytest.approx(want)
+        assert (df.loc["Sensitivity", name], df.loc["Specificity", name]) == pytest.approx(want)
+
+def test_sens_spec_absent_class_is_nan_without_warning():
+    p = np.zeros((3, 4, 4, 2)); t = np.zeros((3, 4, 4, 2))
+    p[0, 0, 0, 0] = 1; t[0, 0, 0, 0] = 1       # only edema present
+    t[2] = 1; p[2] = 1                          # enhancing everywhere: no negatives
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = get_sens_spec_df(p, t)
+    assert df["Edema"].tolist() == [1.0, 1.0]
+    assert math.isnan(df.loc["Sensitivity", "Non-Enhancing Tumor"]) and df.loc["Specificity", "Non-Enhancing Tumor"] == 1.0
+    assert df.loc["Sensitivity", "Enhancing Tumor"] == 1.0 and math.isnan(df.loc["Specificity", "Enhancing Tumor"])
+
+def test_sens_spec_refused_inputs():
+    ok = np.zeros((3, 4, 4, 2))
+    with pytest.raises(ValueError, match="threshold"):
+        compute_class_sens_spec(np.full_like(ok, 0.7), ok, 0)
+    with pytest.raises(ValueError, match="non-finite"):
+        compute_class_sens_spec(np.where(ok == 0, np.nan, 0), ok, 0)
+    with pytest.raises(ValueError, match="same shape"):
+        compute_class_sens_spec(ok, ok[:, :3], 0)
+    with pytest.raises(ValueError, match="3 dimensions"):
+        compute_class_sens_spec(ok[0], ok[0], 0)
+    with pytest.raises(ValueError, match="out of range"):
+        compute_class_sens_spec(ok, ok, 3)
+    with pytest.raises(ValueError, match="background"):
+        get_sens_spec_df(np.zeros((4, 4, 4, 2)), np.zeros((4, 4, 4, 2)))
+
+# ---------------------------------------------------------------- HD95
+
+def test_surface_matches_reference():
+    rng = np.random.default_rng(4)
+    for m in blobs(rng, (15, 12, 9), n=3, level=0.5):
+        np.testing.assert_array_equal(surface(m), ref_surface(m))
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_offset_cubes(k, axis):
+    spacing = (0.8, 1.5, 3.0)
+    a = np.zeros((30, 30, 30), bool); a[8:18, 8:18, 8:18] = True
+    b = np.roll(a, k, axis=axis)
+    assert hd95(b, a, spacing) == pytest.approx(k * spacing[axis], abs=1e-12)
+    assert hd95(a, b, spacing) == pytest.approx(k * spacing[axis], abs=1e-12)
+    assert ref_hd95(b, a, spacing) == pytest.approx(k * spacing[axis], abs=1e-12)   # the hand computation holds
+
+def test_hd95_random_vs_brute_force():
+    rng = np.random.default_rng(5)
+    for shape in [(20, 18, 12), (25, 10, 16)]:
+        p, t = blobs(rng, shape, n=2)
+        spacing = tuple(rng.uniform(0.5, 2.5, 3))
+        for method in ("auto", "edt", "kdtree"):
+            assert hd95(p, t, spacing, method) == pytest.approx(ref_hd95(p, t, spacing), abs=1e-9)
+        assert hd95(p, t, spacing) == hd95(t, p, spacing)
+
+def test_hd95_sparse_surfaces_both_methods():
+    "Scattered voxels in a large box (where auto picks the k-d tree) against brute force and the distance transform"
+    rng = np.random.default_rng(9)
+    spacing = (1.0, 0.7, 2.0)
+    p, t = rng.random((40, 36, 30)) > 0.998, rng.random((40, 36, 30)) > 0.998
+    t[5:12, 5:12, 5:12] = True
+    want = ref_hd95(p, t, spacing)
+    for method in ("auto", "edt", "kdtree"):
+        assert hd95(p, t, spacing, method) == pytest.approx(want, abs=1e-9)
+    to_t, to_p = surface_distances(p, t, spacing, "kdtree")
+    e_t, e_p = surface_distances(p, t, spacing, "edt")
+    np.testing.assert_allclose(to_t, e_t, atol=1e-9)
+    np.testing.assert_allclose(to_p, e_p, atol=1e-9)
+    with pytest.raises(ValueError, match="method"):
+        hd95(p, t, method="fast")
+
+def test_hd95_masks_touching_the_border_and_2d():
+    rng = np.random.default_rng(6)
+    p, t = blobs(rng, (12, 12, 8), n=2, level=0.45)
+    p[0], t[:, -1] = True, True                          # surfaces on the array's faces
+    assert hd95(p, t) == pytest.approx(ref_hd95(p, t, (1, 1, 1)), abs=1e-9)
+    p2, t2 = blobs(rng, (30, 30), n=2, sigma=2.0, level=0.5)
+    assert hd95(p2, t2, (1.0, 0.5)) == pytest.approx(ref_hd95(p2, t2, (1.0, 0.5)), abs=1e-9)
+
+def test_hd95_empty_conventions_and_errors():
+    a = np.zeros((5, 5, 5), bool); e = np.zeros_like(a); a[2, 2, 2] = True
+    assert hd95(e, e) == 0.0 and hd95(a, a) == 0.0
+    assert hd95(a, e) == math.inf and hd95(e, a) == math.inf
+    with pytest.raises(ValueError, match="same shape"):
+        hd95(a, a[:4])
+    with pytest.raises(ValueError, match="positive finite"):
+        hd95(a, a, spacing=(1, 0, 1))
+    with pytest.raises(ValueError, match="positive finite"):
+        hd95(a, a, spacing=(1, 1))
+    with pytest.raises(ValueError, match="non-finite"):
+        hd95(np.full((5, 5, 5), np.nan), a)
+
+# ---------------------------------------------------------------- BraTS region table
+
+def test_region_table_random_vs_reference():
+    rng = np.random.default_rng(7)
+    spacing = (1.0, 1.2, 2.0)
+    pred, truth = random_labels(rng, (22, 20, 12)), random_labels(rng, (22, 20, 12))
+    df = brats_region_metrics(pred, truth, spacing)
+    assert list(df.index) == ["Whole tumour", "Tumour core", "Enhancing tumour"] == list(BRATS_REGIONS)
+    assert list(df.columns) == list(REGION_COLUMNS) == ["Dice", "Sensitivity", "Specificity", "HD95"]
+    for name, codes in {"Whole tumour": [1, 2, 3], "Tumour core": [2, 3], "Enhancing tumour": [3]}.items():
+        p = np.zeros(pred.shape, bool); t = np.zeros(pred.shape, bool)
+        for code in codes: p |= pred == code; t |= truth == code
+        assert df.loc[name, "Dice"] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()))
+        assert (df.loc[name, "Sensitivity"], df.loc[name, "Specificity"]) == pytest.approx(ref_sens_spec(p, t))
+        assert df.loc[name, "HD95"] == pytest.approx(ref_hd95(p, t, spacing), abs=1e-9)
+
+def test_region_table_identical_and_empty():
+    rng = np.random.default_rng(8)
+    truth = random_labels(rng, (16, 16, 10))
+    same = brats_region_metrics(truth, truth)
+    assert same["Dice"].tolist() == [1.0] * 3 and same["HD95"].tolist() == [0.0] * 3
+    truth_no_et = np.where(truth == 3, 2, truth)
+    both_empty = brats_region_metrics(truth_no_et, truth_no_et).loc["Enhancing tumour"]
+    assert both_empty["Dice"] == 1.0 and math.isnan(both_empty["Sensitivity"])
+    assert both_empty["Specificity"] == 1.0 and both_empty["HD95"] == 0.0
+    missed = brats_region_metrics(truth_no_et, truth).loc["Enhancing tumour"]        # truth has ET, prediction none
+    assert (missed["Dice"], missed["Sensitivity"], missed["Specificity"], missed["HD95"]) == (0.0, 0.0, 1.0, math.inf)
+    invented = brats_region_metrics(truth, truth_no_et).loc["Enhancing tumour"]       # prediction has ET, truth none
+    assert invented["Dice"] == 0.0 and math.isnan(invented["Sensitivity"])
+    assert invented["Specificity"] < 1.0 and invented["HD95"] == math.inf
+    zeros = np.zeros((6, 6, 6), np.uint8)
+    assert brats_region_metrics(zeros, zeros)["Dice"].tolist() == [1.0] * 3
+
+def test_region_table_refused_inputs():
+    lab = np.zeros((6, 6, 6), np.uint8); lab[2:4, 2:4, 2:4] = 3
+    with pytest.raises(ValueError, match="BraTS 2018-2021"):
+        brats_region_metrics(np.where(lab == 3, 4, 0), lab)
+    with pytest.raises(ValueError, match="codes"):
+        brats_region_metrics(lab.astype(np.int16) - 1, lab)
+    with pytest.raises(ValueError, match="whole numbers"):
+        brats_region_metrics(lab + 0.5, lab)
+    with pytest.raises(ValueError, match="non-finite"):
+        brats_region_metrics(np.where(lab == 3, np.nan, 0), lab)
+    with pytest.raises(ValueError, match="3D label map"):
+        brats_region_metrics(lab[0], lab[0])
+    with pytest.raises(ValueError, match="same shape"):
+        brats_region_metrics(lab, lab[:5])
+    with pytest.raises(ValueError, match="spacing"):
+        brats_region_metrics(lab, lab, spacing=(1, 1, float("nan")))
+    # float label maps with whole-number codes are fine
+    assert brats_region_metrics(lab.astype(np.float32), lab)["Dice"].tolist() == [1.0] * 3
+
+# ---------------------------------------------------------------- properties (hypothesis)
+
+@st.composite
+def mask_pairs(draw):
+    shape = draw(hnp.array_shapes(min_dims=3, max_dims=3, min_side=1, max_side=6))
+    return draw(hnp.arrays(np.bool_, shape)), draw(hnp.arrays(np.bool_, shape))
+
+PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+@PROPS
+@given(mask_pairs())
+def test_dice_properties_tf(masks):
+    a, b = (m.astype(np.float32) for m in masks)
+    ab, ba = float(single_class_dice_coefficient(a, b)), float(single_class_dice_coefficient(b, a))
+    assert ab == ba
+    assert 0.0 <= ab <= 1.0
+    assert float(single_class_dice_coefficient(a, a)) == pytest.approx(1.0, abs=1e-6)
+    # as one class of a (C, X, Y, Z) sample
+    assert float(dice_coefficient(a[None], b[None])) == pytest.approx(ab, abs=1e-6)
+    assert 0.0 <= float(soft_dice_loss(a[None], b[None])) <= 1.0
+
+@PROPS
+@given(mask_pairs())
+def test_dice_properties_numpy(masks):
+    a, b = masks
+    d = binary_dice(a, b)
+    assert d == binary_dice(b, a)
+    assert 0.0 <= d <= 1.0
+    assert binary_dice(a, a) == 1.0
+    assert (d == 1.0) == np.array_equal(a, b)   # without epsilon, dice is 1 only for identical masks
