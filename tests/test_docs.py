@@ -1,0 +1,411 @@
+"""The docs site: `docs/build.py` and `docs/execute_notebooks.py`, checked in the HTML and in headless Chromium.
+
+Two sites are built into temporary folders: the real one from `nbs/` as committed, and a small demo
+project whose notebook is first executed by `docs/execute_notebooks.py` so that it carries every kind
+of output (matplotlib PNG, GIF, DataFrame, widget, LaTeX, README picture). Both are served on
+127.0.0.1 and every page is loaded in Chromium: no missing image, no broken internal link or anchor,
+no console error, no request leaving the machine. A screenshot of each page is saved (the path is
+printed; set BTS_DOCS_SCREENSHOTS=DIR to keep them).
+"""
+from __future__ import annotations
+
+import functools, html, inspect, io, json, os, re, subprocess, sys, threading, time
+import urllib.request
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urldefrag, urlparse
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NBS = REPO / "nbs"
+BUILD, EXECUTE = REPO / "docs" / "build.py", REPO / "docs" / "execute_notebooks.py"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def run(*args, check=True, timeout=300):
+    "Run `args` with this Python; fail with its output when it fails and `check`"
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    r.seconds = time.perf_counter() - t0
+    if check and r.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def page_text(s: str) -> str:
+    "The visible text of HTML `s`, whitespace collapsed"
+    s = re.sub(r"<(script|style)\b.*?</\1>", " ", s, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", s))).strip()
+
+
+def code_blocks(s: str) -> list[str]:
+    return [html.unescape(re.sub(r"<[^>]+>", "", b)) for b in re.findall(r"<pre\b[^>]*>(.*?)</pre>", s, re.S)]
+
+
+def notebooks(folder: Path = NBS) -> list[Path]:
+    return sorted((p for p in folder.glob("*.ipynb") if not p.name.startswith(("_", "."))),
+                  key=lambda p: (p.stem != "index", p.name))
+
+
+def page_name(nb: Path) -> str:
+    return re.sub(r"^\d+[a-zA-Z0-9]*_", "", nb.name.lower())[:-len(".ipynb")] + ".html"
+
+
+def cells(nb: Path) -> list[dict]:
+    return [dict(c, source="".join(c["source"])) for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]]
+
+
+def directives(src: str) -> set[str]:
+    names = set()
+    for line in src.splitlines():
+        m = re.match(r"^\s*#\|\s*([\w-]+)", line)
+        if m: names.add(m.group(1))
+        elif line.strip(): break
+    return names
+
+
+def docstring_lines(src: str) -> set[int]:
+    "Line numbers (from 1) of the docstrings in Python `src`"
+    import ast
+    try: tree = ast.parse(src)
+    except SyntaxError: return set()
+    res = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            d = node.body[0]
+            if isinstance(d, ast.Expr) and isinstance(d.value, ast.Constant) and isinstance(d.value.value, str):
+                res |= set(range(d.lineno, d.end_lineno + 1))
+    return res
+
+
+# ----------------------------------------------------------------------------------------------------
+# the real site
+# ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("docs") / "site"
+    r = run(BUILD, "--out", out)
+    print(f"built the site from nbs/ in {r.seconds:.1f} s:\n{r.stdout}")
+    return out
+
+
+def test_every_notebook_has_a_page_listed_in_notebook_order(site):
+    nbs = notebooks()
+    assert nbs and nbs[0].name == "index.ipynb"
+    index = (site / "index.html").read_text(encoding="utf-8")
+    nav = re.search(r'<nav class="sidebar".*?</nav>', index, re.S).group(0)
+    listed = [h for h in re.findall(r'<li><a href="([^"#]+)"', nav)]
+    assert listed == [page_name(nb) for nb in nbs]
+    for nb in nbs: assert (site / page_name(nb)).is_file(), nb
+
+
+def test_hidden_and_exported_cells_do_not_show(site):
+    "The lines of `#| hide`, `#| export` and `#| default_exp` cells are not in the page (unless shown elsewhere)"
+    checked = 0
+    for nb in notebooks():
+        cs = cells(nb)
+        shown = "\n".join(c["source"] for c in cs if not directives(c["source"]) & {"hide", "export", "exporti", "default_exp"})
+        page = page_text((site / page_name(nb)).read_text(encoding="utf-8"))
+        for c in cs:
+            if c["cell_type"] != "code" or not directives(c["source"]) & {"hide", "export", "exporti", "default_exp"}: continue
+            docs = docstring_lines(c["source"])  # show_doc shows docstrings: they may be on the page
+            for n, line in enumerate(c["source"].splitlines(), 1):
+                line = line.strip()
+                if n in docs: continue
+                if line.startswith("#|") or len(line) < 12 or line in shown: continue
+                assert re.sub(r"\s+", " ", line) not in page, f"{nb.name}: hidden line {line!r} is on its page"
+                checked += 1
+    assert checked > 10
+
+
+def test_directive_lines_never_show(site):
+    for nb in notebooks():
+        s = (site / page_name(nb)).read_text(encoding="utf-8")
+        for block in code_blocks(s):
+            assert not re.search(r"^\s*#\|", block, re.M), f"{nb.name}: a `#|` line shows:\n{block}"
+        prose = "\n".join(c["source"] for c in cells(nb) if c["cell_type"] == "markdown")
+        if nb.stem == "index": prose += (REPO / "README.md").read_text(encoding="utf-8")
+        if "#|" not in prose: assert "#|" not in s, nb.name
+        if "default_exp" not in prose: assert "default_exp" not in s, nb.name
+
+
+def test_exported_function_has_signature_and_docstring(site):
+    from bts_course.data import make_phantom
+    s = (site / "data.html").read_text(encoding="utf-8")
+    m = re.search(r'<h3 id="make_phantom">.*?(<pre\b.*?</pre>)(.*?)(?:<hr|<h[1-3]\b)', s, re.S)
+    assert m, "no API block for make_phantom on data.html"
+    sig = code_blocks(m.group(1))[0]
+    assert "def make_phantom(" in sig
+    for name, p in inspect.signature(make_phantom).parameters.items():
+        assert name in sig
+        if p.default is not inspect.Parameter.empty: assert f"={p.default!r}" in sig, (name, sig)
+    doc = inspect.getdoc(make_phantom).splitlines()[0].replace("`", "")
+    assert re.sub(r"\s+", " ", doc) in page_text(m.group(2))
+
+
+def test_landing_page_carries_the_readme(site):
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    index = page_text((site / "index.html").read_text(encoding="utf-8"))
+    headings = [re.sub(r"[`*]", "", h).strip() for h in re.findall(r"^#{1,4}\s+(.+)$", readme, re.M)]
+    assert headings
+    for h in headings: assert h in index, h
+    paragraphs = [p for p in re.split(r"\n\s*\n", readme) if p.strip() and not re.match(r"\s*[#|`<!\[>-]", p)]
+    first = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", paragraphs[0])  # links keep their text
+    assert re.sub(r"\s+", " ", re.sub(r"[`*]", "", first)).strip() in index
+
+
+def test_explorer_page_shows_a_picture(site):
+    pages = [page_name(nb) for nb in notebooks() if "explorer" in nb.stem]
+    if not pages: pytest.skip("no explorer notebook yet")
+    for p in pages:
+        assert re.search(r'<img src="[^"]+\.png"', (site / p).read_text(encoding="utf-8")), f"{p}: no picture"
+
+
+def test_notebooks_work_with_nbdev_docs():
+    """`nbdev_docs` (Quarto) runs every cell that holds an import, in a namespace with only the exports: a
+    cell that mixes imports with the notebook's own work fails there (or repeats slow work). Such imports
+    belong in the notebook's imports cell at the top."""
+    import warnings
+    from execnb.nbio import read_nb
+    from nbdev.process import NBProcessor
+    from nbdev.processors import _do_eval, _show_docs
+    bad = []
+    for nb in notebooks():
+        cs = NBProcessor(nb=read_nb(nb)).nb.cells
+        for i, c in enumerate(cs):
+            if c.cell_type != "code" or not c.source: continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if not _do_eval(c): continue
+            trees = c.parsed_() or []
+            if (c.directives_.keys() & {"export", "exports", "exporti", "exec_doc"} or _show_docs(trees)
+                    or all(type(t).__name__ in ("Import", "ImportFrom") for t in trees)): continue
+            bad.append(f"{nb.name} cell {i}: {c.source.strip().splitlines()[0]}")
+    assert not bad, "cells that mix imports with other code (move the imports to the imports cell):\n" + "\n".join(bad)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a demo project with every kind of output, executed by docs/execute_notebooks.py
+# ----------------------------------------------------------------------------------------------------
+
+def nb_json(*cells_) -> dict:
+    return {"cells": [{"cell_type": t, "id": f"c{i}", "metadata": {}, "source": s,
+                       **({"outputs": [], "execution_count": None} if t == "code" else {})}
+                      for i, (t, s) in enumerate(cells_)],
+            "metadata": {"kernelspec": {"display_name": "python3", "language": "python", "name": "python3"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def png_bytes(color=(200, 30, 30), size=(24, 16)) -> bytes:
+    from PIL import Image
+    b = io.BytesIO()
+    Image.new("RGB", size, color).save(b, format="PNG")
+    return b.getvalue()
+
+
+FIG_NB = nb_json(
+    ("code", "#| default_exp demo_fig"),
+    ("code", "#| export\ndef shout(word: str, times: int = 2) -> str:\n    \"Return `word` in capitals, `times` times\"\n"
+             "    return ' '.join([word.upper()] * times)"),
+    ("code", "#| hide\nHIDDEN = 'hidden-cell-marker-7f3a'"),
+    ("markdown", "# Figures\n> A page with every kind of output"),
+    ("markdown", "## A section\n\nEnergy: $E = mc^2$, and a display:\n\n$$\\frac{2|A \\cap B|}{|A| + |B|}$$\n\n"
+                 "It costs $5 and $10. See [the other page](02_other.ipynb), "
+                 "and a local picture: ![a dot](images/dot.png)"),
+    ("code", "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 1.5), dpi=60)\n"
+             "ax.plot([0, 1], [0, 1])\nplt.show()"),
+    ("code", "import io\nfrom PIL import Image as P\nfrom IPython.display import Image\n"
+             "frames = [P.new('RGB', (20, 20), c) for c in ('red', 'blue')]\nb = io.BytesIO()\n"
+             "frames[0].save(b, format='GIF', save_all=True, append_images=frames[1:], loop=0)\n"
+             "Image(data=b.getvalue(), format='gif')"),
+    ("code", "import pandas as pd\npd.DataFrame({'class': ['edema', 'core'], 'dice': [0.81, 0.62]})"),
+    ("code", "import ipywidgets as w\nw.IntSlider(3)"),
+    ("code", "print('printed-line-42')"),
+    ("code", "#| slow\nopen('slow-cell-ran', 'w').write('x')\nraise RuntimeError('a slow cell ran')"),
+    ("code", "#| echo: false\nprint('echo-false-output')"),
+    ("code", "#| hide\nshout('x')"),
+)
+OTHER_NB = nb_json(("markdown", "# Other\n> The second page"),
+                   ("markdown", "Back to [a section](01_fig.ipynb#a-section) and [home](index.ipynb)."))
+README = ("# Demo project\n\nA small project to check the docs builder.\n\n![a picture](docs/pic.png)\n\n"
+          "Read [the figures](nbs/01_fig.ipynb) or the [settings](settings.ini).\n")
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    (root / "nbs" / "images").mkdir(parents=True)
+    (root / "docs").mkdir()
+    (root / "settings.ini").write_text("[DEFAULT]\n")
+    (root / "README.md").write_text(README)
+    (root / "docs" / "pic.png").write_bytes(png_bytes((30, 90, 200), (60, 30)))
+    (root / "nbs" / "images" / "dot.png").write_bytes(png_bytes())
+    (root / "nbs" / "index.ipynb").write_text(json.dumps(nb_json(("markdown", "{{< include ../README.md >}}"))))
+    (root / "nbs" / "01_fig.ipynb").write_text(json.dumps(FIG_NB))
+    (root / "nbs" / "02_other.ipynb").write_text(json.dumps(OTHER_NB))
+    r = run(EXECUTE, root / "nbs" / "01_fig.ipynb")
+    print(f"executed the demo notebook in {r.seconds:.1f} s")
+    site = root / "site"
+    r = run(BUILD, "--nbs", root / "nbs", "--out", site)
+    print(f"built the demo site in {r.seconds:.1f} s")
+    return root, site
+
+
+def test_execute_saves_outputs_and_skips_flagged_cells(demo):
+    root, _ = demo
+    cs = json.loads((root / "nbs" / "01_fig.ipynb").read_text())["cells"]
+    mimes = [set(o.get("data", {})) for c in cs if c["cell_type"] == "code" for o in c["outputs"]]
+    assert any("image/png" in m for m in mimes) and any("image/gif" in m for m in mimes)
+    assert any("text/html" in m for m in mimes)
+    assert any("application/vnd.jupyter.widget-view+json" in m for m in mimes)
+    slow = next(c for c in cs if "#| slow" in "".join(c["source"]))
+    assert slow["outputs"] == [] and not (root / "nbs" / "slow-cell-ran").exists()
+    assert all(c.get("execution_count") is None for c in cs if c["cell_type"] == "code")  # cleaned as nbdev_clean does
+    printed = next(c for c in cs if "printed-line-42" in "".join(c["source"]))
+    assert "".join(printed["outputs"][0]["text"]) == "printed-line-42\n"
+
+
+def test_execute_fails_loudly_and_leaves_the_notebook(tmp_path):
+    nb = tmp_path / "bad.ipynb"
+    nb.write_text(json.dumps(nb_json(("code", "x = 1"), ("code", "raise ValueError('boom-1234')"))))
+    before = nb.read_bytes()
+    r = run(EXECUTE, nb, check=False)
+    assert r.returncode == 1 and "boom-1234" in r.stderr and "bad.ipynb" in r.stderr
+    assert nb.read_bytes() == before
+
+
+def test_demo_pages_show_every_kind_of_output(demo):
+    _, site = demo
+    s = (site / "fig.html").read_text(encoding="utf-8")
+    text = page_text(s)
+    imgs = re.findall(r'<img src="([^"]+)"', s)
+    assert any(i.endswith(".png") for i in imgs) and any(i.endswith(".gif") for i in imgs)
+    assert "_assets/nbs/images/dot.png" in imgs
+    for i in imgs: assert (site / i).is_file(), i
+    assert "<table" in s and "edema" in text  # the DataFrame
+    assert "<math" in s and "$E" not in s and "It costs $5 and $10." in text  # LaTeX as MathML, prices left alone
+    assert 'href="other.html"' in s
+    assert "printed-line-42" in text and "echo-false-output" in text and "print('echo-false-output')" not in text
+    assert "hidden-cell-marker-7f3a" not in s and "#|" not in s and "IntSlider(" not in s
+    assert re.search(r'<h3 id="shout">', s) and any("def shout(" in b for b in code_blocks(s)) and "Return word in capitals, times times" in text
+    other = (site / "other.html").read_text(encoding="utf-8")
+    assert 'href="fig.html#a-section"' in other and 'id="a-section"' in s
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert '<img src="_assets/docs/pic.png"' in index and 'href="fig.html"' in index
+    assert "https://github.com/" in index and "/blob/main/settings.ini" in index
+
+
+def test_build_fails_loudly(tmp_path):
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    bad = nb_json(("markdown", "# Bad\n> broken"), ("markdown", "![missing](nowhere.png) [gone](03_gone.ipynb)"))
+    (nbs / "01_bad.ipynb").write_text(json.dumps(bad))
+    out = tmp_path / "site"
+    r = run(BUILD, "--nbs", nbs, "--out", out, check=False)
+    assert r.returncode == 1 and "nowhere.png" in r.stderr and "03_gone.ipynb" in r.stderr
+    assert not out.exists()
+    err = nb_json(("code", "1/0"))
+    err["cells"][0]["outputs"] = [{"output_type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero",
+                                   "traceback": []}]
+    (nbs / "01_bad.ipynb").write_text(json.dumps(err))
+    r = run(BUILD, "--nbs", nbs, "--out", out, check=False)
+    assert r.returncode == 1 and "ZeroDivisionError" in r.stderr and "01_bad.ipynb" in r.stderr
+
+
+# ----------------------------------------------------------------------------------------------------
+# in the browser
+# ----------------------------------------------------------------------------------------------------
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args): pass
+
+
+def serve(folder: Path):
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def browse(site: Path, shots: Path) -> dict:
+    "Load every page of `site` in Chromium; return the problems found and what was seen"
+    from playwright.sync_api import sync_playwright
+    srv = serve(site)
+    base = f"http://127.0.0.1:{srv.server_port}/"
+    problems, external, ids, links, n_imgs = [], [], {}, [], 0
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+
+            def route(r):
+                if urlparse(r.request.url).hostname == "127.0.0.1": return r.continue_()
+                external.append(r.request.url)
+                return r.abort()
+            ctx.route("**/*", route)
+            page = ctx.new_page()
+            current = {}
+            page.on("console", lambda m: m.type == "error" and problems.append(f"{current['p']}: console error: {m.text}"))
+            page.on("pageerror", lambda e: problems.append(f"{current['p']}: script error: {e}"))
+            page.on("requestfailed", lambda r: urlparse(r.url).hostname == "127.0.0.1"
+                    and problems.append(f"{current['p']}: request failed: {r.url} {r.failure}"))
+            page.on("response", lambda r: r.status >= 400 and problems.append(f"{current['p']}: {r.status} for {r.url}"))
+            for f in sorted(site.rglob("*.html")):
+                rel = f.relative_to(site).as_posix()
+                current["p"] = rel
+                resp = page.goto(base + rel, wait_until="load")
+                if resp is None or resp.status != 200: problems.append(f"{rel}: status {resp and resp.status}")
+                bad = page.eval_on_selector_all(
+                    "img", "els => els.filter(e => !e.complete || e.naturalWidth === 0).map(e => e.getAttribute('src'))")
+                problems += [f"{rel}: image does not display: {b}" for b in bad]
+                n_imgs += page.eval_on_selector_all("img", "els => els.length")
+                ids[rel] = set(page.eval_on_selector_all("[id]", "els => els.map(e => e.id)"))
+                links += [(rel, h) for h in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")]
+                page.screenshot(path=str(shots / (rel.replace("/", "__") + ".png")), full_page=True)
+            browser.close()
+        for rel, href in links:  # every same-site link answers 200, and its #fragment names an element there
+            url, frag = urldefrag(href)
+            if urlparse(url).netloc != urlparse(base).netloc: continue
+            target = url[len(base):] or "index.html"
+            if target not in ids:
+                try: status = urllib.request.urlopen(url, timeout=10).status
+                except Exception as e: status = e
+                if status != 200: problems.append(f"{rel}: link {href} -> {status}")
+            elif frag and frag not in ids[target]: problems.append(f"{rel}: link {href}: no element with id {frag!r}")
+    finally:
+        srv.shutdown()
+    return dict(problems=problems, external=external, pages=len(ids), images=n_imgs, links=len(links))
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    d = Path(os.environ.get("BTS_DOCS_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"): pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    pytest.importorskip("playwright")
+
+
+@pytest.mark.parametrize("which", ["site", "demo"])
+def test_every_page_in_chromium(which, site, demo, shots, chromium):
+    folder = site if which == "site" else demo[1]
+    d = shots / which
+    d.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    seen = browse(folder, d)
+    print(f"{which}: {seen['pages']} pages, {seen['images']} images, {seen['links']} links in "
+          f"{time.perf_counter() - t0:.1f} s; screenshots in {d}")
+    assert not seen["problems"], "\n".join(seen["problems"])
+    assert not seen["external"], f"requests leaving the machine: {seen['external']}"
+    assert seen["pages"] == len(list(folder.rglob("*.html")))
+    assert len(list(d.glob("*.png"))) == seen["pages"]
+    if which == "demo": assert seen["images"] >= 4
