@@ -9,10 +9,8 @@ are fine for timing) on a 240x240x155x4 phantom:
   the voxels processed, at this machine's float32 matrix-multiply rate (best of np.matmul and
   tf.matmul on 4096x4096). Also printed: the floor over the brain box alone, the least any method
   that predicts every brain voxel must process.
-Each method runs in a fresh process, so its peak memory (ru_maxrss) is its own. `predict_volume`
-also runs on a phantom with real-brain proportions (a smaller head, about 141x175x132 voxels, in
-the same 240x240x155 grid): the course's 40 tiles cost the same whatever the scan holds, so its
-time is reused.
+Each method runs in a fresh process, so its peak memory (ru_maxrss) is its own. The phantom's
+head box (about 141x176x128 voxels in the 240x240x155 grid) is the size of a real BraTS brain's.
 
 Part 2, quality: a small U-Net trained on 48x48x16 patches of 64x64x48 phantoms (a patch covers
 about as much of a slice as the head's box, like the course's 160x160 patches of 240x240 scans);
