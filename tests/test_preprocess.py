@@ -13,7 +13,7 @@ from bts_course.data import CaseError, example_patches, make_phantom, read_case,
 from bts_course.preprocess import (build_patch_dataset, crop_to_brain, find_cases, normalize_nonzero, standardize,
                                    uncrop_from_brain, _split)
 
-COURSE_PATCHES = Path("/work/shared/data/course_patches")
+COURSE_PATCHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "course_patches"  # shared/ sits beside the checkout
 SIZE = (64, 64, 16)
 
 

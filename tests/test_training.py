@@ -15,7 +15,7 @@ from bts_course.training import (VolumeDataGenerator, TrainingState, model_array
 import keras
 import tensorflow as tf
 
-SHARED = Path("/work/shared/data/course_patches")
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "course_patches"  # shared/ sits beside the checkout
 BTS = str(Path(sys.executable).with_name("bts"))
 
 
