@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #2eccf5e3
 from __future__ import annotations
-import argparse, importlib, sys
+import argparse, contextlib, importlib, os, sys
 
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'main']
@@ -47,6 +47,31 @@ def _usage() -> str:
     lines += ["", "Run 'bts COMMAND --help' for the options of one command; --debug shows tracebacks."]
     return "\n".join(lines)
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    "Point file descriptor 2 at /dev/null, so native libraries' start-up logs stay off the terminal"
+    # TensorFlow's C++ code logs a few lines (oneDNN notice, CUDA probing) to descriptor 2 while it
+    # loads, whatever TF_CPP_MIN_LOG_LEVEL says; an error from `bts` must stay one readable line.
+    # Python exceptions still propagate; the library itself leaves stderr alone.
+    try: sys.stderr.flush()
+    except (AttributeError, ValueError): pass
+    try: saved = os.dup(2)
+    except OSError: saved = None  # no descriptor 2 (some embedded interpreters)
+    if saved is not None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2); os.close(devnull)
+    try: yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2); os.close(saved)
+
+def _import_command(module: str, function: str):
+    "Import a command's module with native start-up noise silenced; TensorFlow's device probe runs here too"
+    with _native_stderr_silenced():
+        command = getattr(importlib.import_module(module), function)
+        if "tensorflow" in sys.modules: sys.modules["tensorflow"].config.list_physical_devices("GPU")
+    return command
+
 def main(argv: list | None = None) -> int:
     "Entry point of the `bts` command: dispatch `argv` to a sub-command and return its exit code"
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -65,7 +90,7 @@ def main(argv: list | None = None) -> int:
         return 2
     module, function, _ = COMMANDS[name]
     try:
-        command = getattr(importlib.import_module(module), function)
+        command = _import_command(module, function)
         return int(command(rest) or 0)
     except KeyboardInterrupt:
         print(f"bts {name}: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ from itertools import product
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .model import receptive_field  # imports TensorFlow quietly before anything else does
+from .model import receptive_field
 import keras
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm

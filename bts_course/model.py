@@ -4,31 +4,6 @@
 
 # %% ../nbs/05_unet.ipynb #cabeb02d
 from __future__ import annotations
-import math, os, sys
-
-def _import_tensorflow_quietly():
-    "Import TensorFlow with its C++ start-up banner (oneDNN notice, CUDA probing) kept off the terminal"
-    # TensorFlow's native code logs a few lines to file descriptor 2 while it loads, whatever
-    # TF_CPP_MIN_LOG_LEVEL says; a command-line error must stay one readable line, so we point
-    # descriptor 2 at /dev/null for the import only. Python exceptions still propagate.
-    if "tensorflow" in sys.modules: return
-    try: sys.stderr.flush()
-    except (AttributeError, ValueError): pass
-    try: saved = os.dup(2)
-    except OSError: saved = None  # no descriptor 2 to silence (some embedded interpreters)
-    try:
-        if saved is not None:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-        import tensorflow as tf
-        tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, not at first use
-    finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-_import_tensorflow_quietly()
 import numpy as np
 import keras
 from keras import layers

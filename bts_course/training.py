@@ -8,7 +8,7 @@ import csv, json, math, os, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
-from .model import unet_model_3d, size_multiple, NORMALIZATIONS  # imports TensorFlow quietly, registers the metrics
+from .model import unet_model_3d, size_multiple, NORMALIZATIONS  # importing the model registers the metrics
 import keras
 import pandas as pd
 from .data import MODALITIES, CLASS_NAMES, Patch, make_phantom, write_course_dataset, write_json
