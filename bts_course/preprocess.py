@@ -32,6 +32,10 @@ def standardize(image) -> np.ndarray:
     work = np.ascontiguousarray(np.moveaxis(image, 3, 1), dtype=np.result_type(image.dtype, np.float32))
     flat = work.reshape(C, Z, X * Y)
     constant = flat.max(axis=2, keepdims=True) == flat.min(axis=2, keepdims=True)
+    # the result does not depend on scale: bring each slice to |values| <= 1 first, so that tiny (subnormal)
+    # intensities neither lose their mean in rounding nor overflow 1/std
+    peak = np.abs(flat).max(axis=2, keepdims=True)
+    np.divide(flat, peak, out=flat, where=peak > 0)
     for _ in range(2):  # the second pass removes what rounding the first mean to float32 left behind
         flat -= flat.mean(axis=2, keepdims=True, dtype=np.float64).astype(work.dtype)
     std = np.sqrt(np.einsum("czn,czn->cz", flat, flat, dtype=np.float64)[..., None] / (X * Y))
