@@ -13,8 +13,8 @@ import nibabel as nib
 
 # %% auto #0
 __all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSES', 'LAYOUTS', 'MAX_VOXELS', 'TISSUE_INTENSITY',
-           'Layout', 'CaseError', 'load_case', 'save_nifti', 'Case', 'detect_layout', 'read_case', 'make_phantom',
-           'region_medians', 'Patch', 'one_hot', 'example_patches', 'write_patch_file', 'write_json',
+           'Layout', 'CaseError', 'load_case', 'atomic_write', 'save_nifti', 'Case', 'detect_layout', 'read_case',
+           'make_phantom', 'region_medians', 'Patch', 'one_hot', 'example_patches', 'write_patch_file', 'write_json',
            'write_course_dataset']
 
 # %% ../nbs/00_data.ipynb #1220b336
@@ -110,19 +110,24 @@ def load_case(image_file, label_file, nonfinite: str = "error"):
     return image, label
 
 # %% ../nbs/00_data.ipynb #094fe1a1
-def save_nifti(array: np.ndarray, path, affine=None, header=None) -> Path:
-    "Write `array` as NIfTI to `path` atomically (a temporary file renamed into place)"
+def atomic_write(path, write) -> Path:
+    "Call `write(tmp)` on a temporary path beside `path` (same extensions), then rename it over `path`; returns `path`"
+    # a crash or an exception inside `write` leaves no half-written file: only a complete one is renamed
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    img = nib.Nifti1Image(array, np.eye(4) if affine is None else affine, header)
-    img.set_data_dtype(array.dtype)
     tmp = path.with_name(f".{path.name}.partial{os.getpid()}" + "".join(path.suffixes))
     try:
-        nib.save(img, str(tmp))
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
     return path
+
+def save_nifti(array: np.ndarray, path, affine=None, header=None) -> Path:
+    "Write `array` as NIfTI to `path` atomically (a temporary file renamed into place)"
+    img = nib.Nifti1Image(array, np.eye(4) if affine is None else affine, header)
+    img.set_data_dtype(array.dtype)
+    return atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
 
 # %% ../nbs/00_data.ipynb #f98d6728
 @dataclass(eq=False)
@@ -363,24 +368,15 @@ def example_patches() -> list:
 def write_patch_file(path, x: np.ndarray, y: np.ndarray) -> Path:
     "Write one course patch (`x (C, X, Y, Z)`, `y (X, Y, Z, K)`) as HDF5 at `path`, atomically"
     import h5py
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial{os.getpid()}")
-    try:
+    def write(tmp):
         with h5py.File(tmp, "w") as f:
             f.create_dataset("x", data=x, compression="gzip", compression_opts=1)
             f.create_dataset("y", data=y, compression="gzip", compression_opts=1)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
+    return atomic_write(path, write)
 
 def write_json(obj, path) -> Path:
     "Write `obj` as indented JSON at `path`, atomically"
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
 def write_course_dataset(dest, patches=None) -> Path:
     "Write `patches` (default: `example_patches()`) as `dest/*.h5` plus `dest/config.json`; returns `dest`"

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_evaluation.ipynb #4e2f5d1c
 from __future__ import annotations
-import math, os, sys, time, warnings, weakref
+import math, sys, time, warnings, weakref
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
@@ -14,7 +14,7 @@ from .model import receptive_field
 import keras
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
-from .data import CLASS_NAMES, MODALITIES, CaseError, Case, detect_layout, read_case, save_nifti
+from .data import CLASS_NAMES, MODALITIES, CaseError, Case, atomic_write, detect_layout, read_case, save_nifti
 from .preprocess import standardize, normalize_nonzero, brain_box, uncrop_from_brain, find_cases, case_name
 from .metrics import get_sens_spec_df, brats_region_metrics
 from .viz import get_labeled_image
@@ -428,17 +428,6 @@ def evaluate_case(model, case: Case, threshold: float = 0.5, mode: str = "thresh
     regions = brats_region_metrics(labels, case.label, spacing=_spacing(case.affine))
     return CaseEvaluation(case.name, labels, probs, sens_spec, regions, seconds)
 
-def _write_csv_atomic(df: pd.DataFrame, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial{os.getpid()}")
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
-
 def evaluate_folder(model, folder, csv_path=None, threshold: float = 0.5, mode: str = "threshold",
                     progress: bool = True, **predict_kwargs) -> pd.DataFrame:
     "Evaluate every labelled case under `folder` (any layout `find_cases` knows): one row per case (`CaseEvaluation.row`), also written to `csv_path`"
@@ -453,7 +442,7 @@ def evaluate_folder(model, folder, csv_path=None, threshold: float = 0.5, mode: 
     if skipped: warnings.warn(f"{len(skipped)} case(s) without a label map were skipped: {', '.join(skipped[:5])}")
     if not rows: raise CaseError(f"{folder}: none of the {len(paths)} case(s) has a label map to evaluate against")
     table = pd.DataFrame(rows)
-    if csv_path is not None: _write_csv_atomic(table, csv_path)
+    if csv_path is not None: atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
     return table
 
 # %% ../nbs/07_evaluation.ipynb #53dbf5b7

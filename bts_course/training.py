@@ -4,14 +4,14 @@
 
 # %% ../nbs/06_training.ipynb #18cff64b
 from __future__ import annotations
-import csv, json, math, os, sys, time
+import csv, json, math, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 from .model import unet_model_3d, size_multiple, NORMALIZATIONS  # importing the model registers the metrics
 import keras
 import pandas as pd
-from .data import MODALITIES, CLASS_NAMES, Patch, make_phantom, write_course_dataset, write_json
+from .data import MODALITIES, CLASS_NAMES, Patch, atomic_write, make_phantom, write_course_dataset, write_json
 from .preprocess import standardize
 from .metrics import soft_dice_loss
 
@@ -198,12 +198,7 @@ def write_phantom_dataset(dest, n_cases: int = 8, patches_per_case: int = 4, sha
 # %% ../nbs/06_training.ipynb #e6bb35fb
 def _save_atomic(model: keras.Model, path: Path):
     "Save `model` to `path` (.keras) through a temporary file, so a crash never leaves a half-written checkpoint"
-    tmp = path.with_name(f".{path.stem}.partial{os.getpid()}.keras")
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
+    atomic_write(path, model.save)
 
 class TrainingState(keras.callbacks.Callback):
     "Each epoch: save `last.keras`, save `best.keras` when `monitor` improves, record `state.json`; stop after `patience` epochs without improvement"
@@ -271,9 +266,9 @@ def _truncate_log(path: Path, epochs_done: int):
     if not rows: return
     keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
     if len(keep) == len(rows): return
-    tmp = path.with_name(f".{path.name}.partial{os.getpid()}")
-    with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
+    atomic_write(path, write)
 
 def _mixed_policy(mixed_precision) -> str | None:
     "The Keras dtype policy name for `mixed_precision` (False, True, or a policy name)"

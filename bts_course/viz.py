@@ -8,7 +8,7 @@ import os, sys, tempfile
 from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
-from .data import MODALITIES, CLASS_COLORS, CLASS_NAMES, N_CLASSES, make_phantom, read_case
+from .data import MODALITIES, CLASS_COLORS, CLASS_NAMES, N_CLASSES, atomic_write, make_phantom, read_case
 
 # %% auto #0
 __all__ = ['AXIS_NAMES', 'scale_to_unit', 'get_labeled_image', 'tumour_center', 'grid_slices', 'plot_image_grid',
@@ -237,15 +237,8 @@ def _write_gif(frames: np.ndarray, path, duration: float) -> Path:
     "Write uint8 `frames (n, H, W, 3)` as a looping GIF at `path`, atomically; `duration` seconds per frame"
     import imageio.v3 as iio
     if not duration >= 0.01: raise ValueError(f"duration must be at least 0.01 s (the GIF format's time unit), got {duration}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial{os.getpid()}.gif")
-    try:
-        iio.imwrite(tmp, frames, extension=".gif", is_batch=True, mode="RGB", duration=round(duration * 1000), loop=0)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", is_batch=True, mode="RGB",
+                                                      duration=round(duration * 1000), loop=0))
 
 def _new_gif_path() -> Path:
     "A new empty temporary file ending in .gif"

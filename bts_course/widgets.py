@@ -4,13 +4,13 @@
 
 # %% ../nbs/08_explorer.ipynb #870513d1
 from __future__ import annotations
-import io, os
+import io
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import ipywidgets as W
 from PIL import Image as PILImage
-from .data import Case, MODALITIES, CLASS_NAMES, CLASS_COLORS, LABEL_NAMES
+from .data import Case, MODALITIES, CLASS_NAMES, CLASS_COLORS, LABEL_NAMES, atomic_write
 
 # %% auto #0
 __all__ = ['PLANES', 'COMPARE_NAMES', 'COMPARE_COLORS', 'CROSSHAIR_COLOR', 'plane_name', 'plane_slice', 'voxel_to_pixel',
@@ -164,17 +164,6 @@ def _upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
     if scale < 1: raise ValueError(f"scale must be a positive integer, got {scale}")
     return rgb if scale == 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
 
-def _atomic_write(path, write) -> Path:
-    "Call `write(tmp_path)` on a temporary name beside `path`, then rename it into place"
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial{os.getpid()}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-    return path
 
 _CSS = "<style>.bts-explorer img.widget-image { image-rendering: pixelated; }</style>"
 _VIEW_ORDER = ("axial", "coronal", "sagittal")
@@ -397,7 +386,7 @@ class SliceExplorer:
     def save_png(self, path, scale: int = 1, crosshair: bool | None = None) -> Path:
         "Write the current view (`render(scale)`) as a PNG at `path`, atomically"
         rgb = self.render(scale=scale, crosshair=crosshair)
-        return _atomic_write(path, lambda tmp: PILImage.fromarray(rgb).save(tmp, format="PNG"))
+        return atomic_write(path, lambda tmp: PILImage.fromarray(rgb).save(tmp, format="PNG"))
 
     def save_gif(self, path, axis=None, step: int = 1, duration: float = 0.08, scale: int = 1,
                  crosshair: bool = False) -> Path:
@@ -407,7 +396,7 @@ class SliceExplorer:
         if int(step) < 1: raise ValueError(f"step must be a positive integer, got {step}")
         frames = np.stack([_upscale(self.render_plane(plane, i, crosshair), scale)
                            for i in range(0, self.shape[PLANES[plane]], int(step))])
-        return _atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif",
+        return atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif",
                                                            duration=float(duration) * 1000, loop=0))
 
     def __repr__(self):
