@@ -31,14 +31,14 @@ GRID = (240, 240, 155)
 # ---------------------------------------------------------------- helpers (run in the children too)
 def phantom(variant: str):
     "The test scan: make_phantom(0) at 240x240x155, whose head box (about 141x176x128) is the size of a real brain's"
-    from bts_course.data import make_phantom
+    from bts_course.phantom import make_phantom
     return make_phantom(0, GRID).image
 
 
 def conv_macs_per_voxel(model) -> float:
     "Multiply-accumulates of every convolution of `model`, per input voxel (counted from a symbolic pass)"
     import keras
-    from bts_course.evaluation import model_io, model_divisor
+    from bts_course.model import model_io, model_divisor
     channels, _ = model_io(model)
     probe = tuple(4 * d for d in model_divisor(model))
     macs = []
@@ -79,6 +79,7 @@ def child(method: str, variant: str) -> dict:
     import keras
     from bts_course.model import unet_model_3d
     from bts_course import evaluation as ev
+    from bts_course import inference as inf
     from bts_course.preprocess import brain_box
     keras.utils.set_random_seed(0)
     model = unet_model_3d()  # the course's network, untrained
@@ -93,10 +94,10 @@ def child(method: str, variant: str) -> dict:
         report["voxels"] = 40 * 160 * 160 * 16
         report["windows"] = 40
     else:
-        probs = ev.predict_volume(model, image)
-        window, corners, _ = ev.window_plan(model, crop)  # the plan predict_volume followed (same defaults)
+        probs = inf.predict_volume(model, image)
+        window, corners, _ = inf.plan_windows(model, crop)  # the plan predict_volume followed (same defaults)
         report.update(window=window, windows=len(corners), voxels=len(corners) * math.prod(window),
-                      estimate_gb=ev.activation_bytes(model) * math.prod(window) / 1e9)
+                      estimate_gb=inf.activation_bytes(model) * math.prod(window) / 1e9)
     report["seconds"] = time.perf_counter() - start
     report["rss_before_gb"] = before
     report["peak_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
@@ -115,12 +116,14 @@ def run_child(method: str, variant: str) -> dict:
 def quality(n_test: int = 4) -> dict:
     "Train a small U-Net on phantom patches; mean Dice of predict_volume and of the course's tiling on unseen phantoms"
     import keras
-    from bts_course.data import make_phantom
+    from bts_course.phantom import make_phantom
     from bts_course.model import unet_model_3d
     from bts_course.metrics import soft_dice_loss, brats_region_metrics
     from bts_course.preprocess import standardize
     from bts_course.sampling import sample_patches
-    from bts_course.evaluation import predict_volume, predict_course_tiles, probabilities_to_labels
+    from bts_course.inference import predict_volume
+    from bts_course.evaluation import predict_course_tiles
+    from bts_course.data import probabilities_to_labels
     # patches about the size of the head's box (38x47 here), as the course's 160x160 patches are of a real brain's box
     shape, size = (64, 64, 48), (40, 48, 16)
     keras.utils.set_random_seed(0)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
-from bts_course.data import make_phantom
+from bts_course.phantom import make_phantom
 from bts_course.metrics import BRATS_REGIONS, brats_region_metrics, hd95, surface
 
 def _timed(fn, *args, repeat=3):

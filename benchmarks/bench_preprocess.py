@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bts_course.data import example_patches, make_phantom, save_nifti
-from bts_course.preprocess import build_patch_dataset, standardize
+from bts_course.data import example_patches, save_nifti
+from bts_course.phantom import make_phantom
+from bts_course.dataset import build_patch_dataset
+from bts_course.preprocess import standardize
 
 N_CASES = 4
 

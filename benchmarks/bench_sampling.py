@@ -15,7 +15,8 @@ import time
 
 import numpy as np
 
-from bts_course.data import make_phantom, one_hot
+from bts_course.phantom import make_phantom
+from bts_course.data import one_hot
 from bts_course.sampling import SamplingError, get_sub_volume, sample_patches, summed_volume_table, window_sums
 
 SIZE = (160, 160, 16)

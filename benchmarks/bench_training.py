@@ -9,13 +9,14 @@
    flipping on the fly, vs `model.fit` on pre-loaded, pre-standardised arrays (the upper bound).
    The pipeline should cost under 10 % of step time; we also time the generator alone.
 """
-import os, tempfile, time
+import tempfile, time
 from pathlib import Path
 import numpy as np
 from bts_course.model import unet_model_3d
 from bts_course.metrics import soft_dice_loss
 from bts_course.data import CLASS_NAMES
-from bts_course.training import VolumeDataGenerator, train, write_phantom_dataset
+from bts_course.training import VolumeDataGenerator, train
+from bts_course.dataset import write_phantom_dataset
 import keras
 
 BUDGET_S = 300          # training time limit of the quality run
@@ -77,7 +78,7 @@ def quality(tmp: Path):
         best = keras.models.load_model(run.best_path)
         dice = pooled_dice(best, test_gen)
         results[name] = dice.mean()
-        per_class = ", ".join(f"{c} {d:.3f}" for c, d in zip(CLASS_NAMES, dice))
+        per_class = ", ".join(f"{c} {d:.3f}" for c, d in zip(CLASS_NAMES, dice, strict=True))
         print(f"{name}: {len(run.history)} epochs in {seconds:.0f} s (best epoch {run.best_epoch + 1}); "
               f"unseen-case Dice: {per_class}; mean {dice.mean():.3f}")
     ours, course = clocks["ours (lr 1e-3)"], clocks["course lr 1e-5"]

@@ -17,8 +17,9 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
-    from bts_course.data import make_phantom
-    from bts_course.widgets import SliceExplorer, plane_slice, voxel_to_pixel
+    from bts_course.phantom import make_phantom
+    from bts_course.widgets import SliceExplorer
+    from bts_course.viz import plane_slice, voxel_to_pixel
 
     case = make_phantom(0)
     prediction = np.roll(case.label, 3, axis=0)
@@ -39,7 +40,7 @@ def main():
 
     def matplotlib_new_figure(z):
         fig, axes = plt.subplots(1, 3, figsize=(9, 3.2), dpi=80)
-        for ax, (p, i, pos) in zip(axes, planes(z)):
+        for ax, (p, i, pos) in zip(axes, planes(z), strict=True):
             ax.imshow(plane_slice(flair, p, i), cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             ax.imshow(plane_slice(case.label, p, i), cmap=colours, vmin=0, vmax=3, alpha=0.5, interpolation="nearest")
             r, c = voxel_to_pixel(p, pos, case.label.shape)
@@ -52,7 +53,7 @@ def main():
 
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.2), dpi=80)
     artists = []
-    for ax, (p, i, pos) in zip(axes, planes(z0)):
+    for ax, (p, i, pos) in zip(axes, planes(z0), strict=True):
         grey = ax.imshow(plane_slice(flair, p, i), cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
         over = ax.imshow(plane_slice(case.label, p, i), cmap=colours, vmin=0, vmax=3, alpha=0.5, interpolation="nearest")
         r, c = voxel_to_pixel(p, pos, case.label.shape)
@@ -60,7 +61,7 @@ def main():
         ax.set_axis_off()
 
     def matplotlib_set_data(z):
-        for (grey, over, hline, vline), (p, i, pos) in zip(artists, planes(z)):
+        for (grey, over, hline, vline), (p, i, pos) in zip(artists, planes(z), strict=True):
             grey.set_data(plane_slice(flair, p, i))
             over.set_data(plane_slice(case.label, p, i))
             r, c = voxel_to_pixel(p, pos, case.label.shape)

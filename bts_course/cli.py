@@ -4,26 +4,24 @@
 
 # %% ../nbs/10_cli.ipynb #2eccf5e3
 from __future__ import annotations
-import argparse, contextlib, importlib, os, sys
+import argparse, contextlib, importlib, json, os, sys, time
+from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'main']
+__all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'demo_parser', 'demo_command', 'download_parser', 'download_command',
+           'preprocess_parser', 'preprocess_command', 'train_parser', 'train_command', 'predict_parser',
+           'predict_command', 'gif_parser', 'gif_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #a6291127
-COMMANDS = {  # name: (module, function, one-line help)
-    "demo": ("bts_course.demo", "demo_command", "run the whole course on embedded phantom data (no download)"),
-    "download": ("bts_course.download", "download_command", "download and extract the MSD brain-tumour data set"),
-    "preprocess": ("bts_course.preprocess", "preprocess_command", "cut a folder of cases into HDF5 training patches"),
-    "train": ("bts_course.training", "train_command", "train a 3D U-Net on a patch data set"),
-    "predict": ("bts_course.evaluation", "predict_command", "segment whole scans and write NIfTI label maps"),
-    "gif": ("bts_course.viz", "gif_command", "write an animated GIF that scrolls through a case"),
-}
-
 class CommandError(Exception):
     "Bad command-line usage: reported as one line, exit code 2"
 
 class CommandParser(argparse.ArgumentParser):
     "An `ArgumentParser` whose usage errors raise `CommandError` instead of printing usage and exiting"
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", lambda prog: argparse.HelpFormatter(prog, width=100, max_help_position=32))
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         raise CommandError(f"{message} (see '{self.prog} --help')")
 
@@ -38,7 +36,250 @@ class CommandParser(argparse.ArgumentParser):
                     self.error(f"unrecognized option {name}")
         return super().parse_args(args, namespace)
 
-# %% ../nbs/10_cli.ipynb #bb74bff5
+def _positive_int(text: str) -> int:
+    "An argparse type: an integer of at least 1"
+    value = int(text)
+    if value < 1: raise ValueError(f"expected a positive integer, got {text}")
+    return value
+
+# %% ../nbs/10_cli.ipynb #11ec6625
+def demo_parser() -> CommandParser:
+    "The options of `bts demo`"
+    p = CommandParser(prog="bts demo", description="Run the course end to end on synthetic phantom cases (no download): "
+                      "cases -> patches -> a small U-Net trained for a minute or two -> whole-scan prediction of an unseen "
+                      "case -> score tables, a truth-vs-prediction GIF and figures, all in one folder.")
+    p.add_argument("--out", default="bts_demo", help="output folder (default: ./bts_demo)")
+    p.add_argument("--quick", action="store_true", help="toy sizes and one short epoch, for a smoke test (seconds)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the cases and of training (default 0)")
+    return p
+
+def demo_command(argv: list) -> int:
+    "`bts demo [--out DIR] [--quick] [--seed N]`: run the whole course on phantoms, outputs in one folder"
+    from bts_course.demo import run_demo
+    args = demo_parser().parse_args(argv)
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=True)
+    return 0
+
+# %% ../nbs/10_cli.ipynb #485a3ace
+def download_parser() -> CommandParser:
+    "The options of `bts download`"
+    p = CommandParser(prog="bts download", description="Download, verify and extract a Medical Segmentation Decathlon task.")
+    p.add_argument("dest", help="folder to put the data set in")
+    p.add_argument("--task", default="Task01_BrainTumour", help="Decathlon task (default: %(default)s)")
+    p.add_argument("--url", help="download from this address instead of the official one")
+    p.add_argument("--md5", help="expected md5 of the archive at --url")
+    p.add_argument("--keep-archive", action="store_true", help="keep the .tar after extracting")
+    return p
+
+def download_command(argv: list) -> int:
+    "`bts download DEST [--task T] [--url U --md5 M] [--keep-archive]`: print the data set's folder"
+    from bts_course.download import download_decathlon
+    p = download_parser()
+    args = p.parse_args(argv)
+    if bool(args.url) != bool(args.md5): p.error("--url and --md5 go together")
+    print(download_decathlon(args.dest, args.task, args.url, args.md5, keep_archive=args.keep_archive))
+    return 0
+
+# %% ../nbs/10_cli.ipynb #d5c109f4
+def preprocess_parser() -> CommandParser:
+    "The options of `bts preprocess`"
+    p = CommandParser(prog="bts preprocess", description=(
+        "Cut a folder of labelled cases (MSD Task01 folder, BraTS case folders, or a folder of them) into HDF5 "
+        "patches in the course's format, x (4, X, Y, Z) raw and y (X, Y, Z, 4) one-hot, with config.json "
+        "(train/valid split by case) and manifest.json. Run again to resume an interrupted build."))
+    p.add_argument("src", help="folder of cases")
+    p.add_argument("dest", help="output folder (created)")
+    p.add_argument("--patches-per-case", type=int, default=4, help="patches cut from each case (default 4)")
+    p.add_argument("--valid-fraction", type=float, default=0.2, help="share of cases for validation (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and the patch corners (default 0)")
+    p.add_argument("--workers", type=int, default=2, help="processes working on cases in parallel (default 2)")
+    p.add_argument("--patch-size", type=int, nargs=3, default=[160, 160, 16], metavar=("X", "Y", "Z"),
+                   help="patch size in voxels (default 160 160 16)")
+    p.add_argument("--background-threshold", type=float, default=0.95,
+                   help="largest share of background voxels in a patch (default 0.95)")
+    p.add_argument("--pad", action="store_true", help="zero-pad cases smaller than the patch instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+def preprocess_command(argv: list) -> int:
+    "`bts preprocess SRC DEST [options]`: cut a folder of cases into the course's HDF5 patches"
+    from bts_course.dataset import CONFIG, build_patch_dataset
+    args = preprocess_parser().parse_args(argv)
+    dest = build_patch_dataset(args.src, args.dest, patches_per_case=args.patches_per_case,
+                               valid_fraction=args.valid_fraction, seed=args.seed, workers=args.workers,
+                               size=tuple(args.patch_size), background_threshold=args.background_threshold,
+                               pad=args.pad, progress=not args.quiet)
+    config = json.loads((dest / CONFIG).read_text())
+    print(f"{len(config['train'])} training and {len(config['valid'])} validation patches in {dest}")
+    return 0
+
+# %% ../nbs/10_cli.ipynb #37b14a3a
+def train_parser() -> CommandParser:
+    "The options of `bts train`"
+    p = CommandParser(prog="bts train", usage="bts train DATASET --out DIR [options]",
+                      description="Train a 3D U-Net on a folder of HDF5 patches made by 'bts preprocess' "
+                      "(config.json + *.h5). Run again with the same --out to resume.")
+    # DATASET and --out are checked after parsing, so that a mistyped option is what gets reported
+    p.add_argument("dataset", nargs="?", metavar="DATASET", help="patch folder holding config.json and the HDF5 patches")
+    p.add_argument("--out", metavar="DIR", help="run folder (required): best.keras, last.keras, log.csv, state.json")
+    p.add_argument("--depth", type=_positive_int, default=4, help="U-Net levels (default 4, the course's)")
+    p.add_argument("--base-filters", type=_positive_int, default=32, help="filters of the first level (default 32)")
+    p.add_argument("--patch-size", type=_positive_int, nargs=3, metavar=("X", "Y", "Z"),
+                   help="train on random windows of this size cut from the stored patches (default: the whole patch)")
+    p.add_argument("--epochs", type=_positive_int, default=10, help="total epochs, counting those of a resumed run (default 10)")
+    p.add_argument("--batch-size", type=_positive_int, default=3, help="patches per batch (default 3, the course's)")
+    p.add_argument("--learning-rate", type=float, default=1e-5, help="Adam learning rate (default 1e-5, the course's)")
+    p.add_argument("--patience", type=_positive_int, default=10, help="stop after this many epochs without a better validation dice")
+    p.add_argument("--normalization", choices=["none", "batch", "instance"], default="none",
+                   help="normalisation after each convolution (default none, the course's)")
+    p.add_argument("--deconvolution", action="store_true", help="learnt transposed convolutions instead of upsampling")
+    p.add_argument("--flip", action="store_true", help="augment with random flips along the three axes")
+    p.add_argument("--steps-per-epoch", type=_positive_int, help="batches per epoch (default: every training patch once)")
+    p.add_argument("--time-limit", type=float, help="stop after this many seconds")
+    p.add_argument("--mixed-precision", action="store_true", help="16-bit compute (float16 on GPUs)")
+    p.add_argument("--multi-gpu", action="store_true", help="train on every visible GPU (tf.distribute.MirroredStrategy)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+    p.add_argument("--workers", type=_positive_int, default=1, help="threads reading patches (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffles and the flips (default 0)")
+    return p
+
+def train_command(argv: list) -> int:
+    "`bts train DATASET --out DIR [options]`: train a 3D U-Net on a folder of course patches"
+    import keras
+    from bts_course.data import MODALITIES, write_json
+    from bts_course.metrics import soft_dice_loss
+    from bts_course.model import unet_model_3d
+    from bts_course.training import VolumeDataGenerator, read_config, train
+    p = train_parser()
+    a = p.parse_args(argv)
+    missing = [name for name, value in (("DATASET", a.dataset), ("--out", a.out)) if value is None]
+    if missing: p.error(f"the following arguments are required: {', '.join(missing)}")
+    config = read_config(a.dataset)
+    if not config["train"]: raise ValueError(f"{a.dataset}: config.json lists no training patches")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir(): raise FileExistsError(f"{out}: exists and is not a folder")
+    kw = dict(batch_size=a.batch_size, patch_size=a.patch_size, seed=a.seed, workers=a.workers)
+    train_gen = VolumeDataGenerator(a.dataset, "train", flip=a.flip, **kw)
+    valid_gen = VolumeDataGenerator(a.dataset, "valid", **kw) if config["valid"] else None
+    strategy = None
+    if a.multi_gpu:
+        import tensorflow as tf
+        strategy = tf.distribute.MirroredStrategy()
+    keras.utils.set_random_seed(a.seed)
+    normalization = None if a.normalization == "none" else a.normalization
+    def build():
+        return unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
+                             n_base_filters=a.base_filters, initial_learning_rate=a.learning_rate,
+                             deconvolution=a.deconvolution, normalization=normalization)
+    record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")}}
+    record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
+    result = train(build, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
+                   strategy=strategy, mixed_precision=a.mixed_precision, resume=not a.no_resume,
+                   steps_per_epoch=a.steps_per_epoch, time_limit=a.time_limit,
+                   verbose=1 if sys.stdout.isatty() else 2, callbacks=[record_args])
+    print(f"best model: {result.best_path}" if result.best_path.is_file() else "no checkpoint written")
+    return 0
+
+# %% ../nbs/10_cli.ipynb #e0e045cf
+def predict_parser() -> CommandParser:
+    "The options of `bts predict`"
+    from bts_course.inference import INTENSITY_NORMALIZATIONS
+    p = CommandParser(prog="bts predict", description="Segment whole scans with a trained model and write NIfTI label maps "
+                      "(uint8: 0 background, 1 edema, 2 non-enhancing tumour, 3 enhancing tumour) with the input's "
+                      "affine and header.")
+    p.add_argument("input", help="a case (MSD image file, BraTS case folder) or a folder of cases")
+    p.add_argument("-o", "--output", required=True, help="output .nii.gz file for one case, or a folder")
+    p.add_argument("--model", required=True, help="trained model (.keras), e.g. best.keras from 'bts train'")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--mode", choices=("threshold", "argmax"), default="threshold",
+                   help="how probabilities become labels (default: threshold, enhancing > non-enhancing > edema)")
+    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: as large as memory allows)")
+    p.add_argument("--overlap", type=float, default=0.25, help="least fraction of a window shared by neighbours (default 0.25)")
+    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
+    p.add_argument("--max-memory-gb", type=float, help="memory budget of one forward pass (default: predict_volume's)")
+    p.add_argument("--normalization", choices=INTENSITY_NORMALIZATIONS, default="slices",
+                   help="how the model's training data were normalised (default: slices, the course's standardize)")
+    return p
+
+def _output_file(path) -> str:
+    "The label map's file name for the case at `path`: its own name, `.nii.gz` added to a BraTS folder's"
+    from bts_course.data import case_file_name
+    name = case_file_name(path)
+    return name if name.endswith((".nii", ".nii.gz")) else f"{name}.nii.gz"
+
+def predict_command(argv: list) -> int:
+    "`bts predict INPUT -o OUTPUT --model MODEL`: segment one case or a folder of cases into NIfTI label maps"
+    from bts_course.data import CLASS_NAMES, CaseError, detect_layout, find_cases, probabilities_to_labels, read_case, save_nifti
+    from bts_course.inference import label_header, load_model, predict_volume
+    args = predict_parser().parse_args(argv)
+    src, out = Path(args.input), Path(args.output)
+    if not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder")
+    try:
+        detect_layout(src)
+        paths, single = [src], True
+    except CaseError:
+        paths, single = find_cases(src), False
+    model = load_model(args.model)
+    if single and out.name.endswith((".nii", ".nii.gz")): targets = [out]
+    else: targets = [out / _output_file(path) for path in paths]
+    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, normalization=args.normalization)
+    if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
+    for path, target in zip(paths, targets, strict=True):
+        case = read_case(path)
+        start = time.perf_counter()
+        probs = predict_volume(model, case.image, progress=sys.stderr.isatty(), **kwargs)
+        labels = probabilities_to_labels(probs, args.threshold, args.mode)
+        save_nifti(labels, target, case.affine, label_header(case.header))
+        counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))
+        print(f"{case.name}: {target} ({counts} voxels; {time.perf_counter() - start:.1f} s)")
+    return 0
+
+# %% ../nbs/10_cli.ipynb #afe042af
+def gif_parser() -> CommandParser:
+    "The options of `bts gif`"
+    p = CommandParser(prog="bts gif", description="Write an animated GIF that scrolls through a case, "
+                      "FLAIR in grey with the tumour classes in colour (red edema, green non-enhancing, blue enhancing).")
+    p.add_argument("case", nargs="?", help="MSD image file (label read from ../labelsTr/) or BraTS 2018-2021 / 2023+ case folder")
+    p.add_argument("-o", "--output", help="GIF to write (default: CASE_NAME.gif in the current folder)")
+    p.add_argument("--axis", choices=("all", "x", "y", "z"), default="all",
+                   help="scroll along all three axes side by side (default) or along one")
+    p.add_argument("--duration", type=float, default=0.1, help="seconds per frame (default 0.1)")
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours, 0-1 (default 0.5; 1 = pure colour)")
+    p.add_argument("--phantom", type=int, metavar="SEED", help="use a synthetic phantom case instead of CASE")
+    return p
+
+def gif_command(argv: list) -> int:
+    "`bts gif CASE -o OUT.gif [--axis all|x|y|z] [--duration S] [--alpha A] [--phantom SEED]`: write a labelled GIF, print its path"
+    import numpy as np
+    from bts_course.data import read_case
+    from bts_course.phantom import make_phantom
+    from bts_course.viz import get_labeled_image, save_gif, visualize_data_gif
+    args = gif_parser().parse_args(argv)
+    if (args.case is None) == (args.phantom is None):
+        raise CommandError("give either a CASE path or --phantom SEED (see 'bts gif --help')")
+    if not args.duration >= 0.01: raise CommandError(f"--duration must be at least 0.01 seconds, got {args.duration}")
+    if not 0 <= args.alpha <= 1: raise CommandError(f"--alpha must lie in [0, 1], got {args.alpha}")
+    if args.output is not None and Path(args.output).suffix.lower() != ".gif":
+        raise CommandError(f"output {args.output} must end with .gif")
+    case = make_phantom(args.phantom) if args.phantom is not None else read_case(args.case)
+    out = Path(args.output) if args.output is not None else Path(f"{case.name}.gif")
+    label = case.label if case.label is not None else np.zeros(case.image.shape[:3], np.uint8)
+    rgb = get_labeled_image(case.image, label, alpha=args.alpha)
+    if args.axis == "all": visualize_data_gif(rgb, out, duration=args.duration, show=False)
+    else: save_gif(rgb, out, axis="xyz".index(args.axis), duration=args.duration)
+    print(out)
+    return 0
+
+# %% ../nbs/10_cli.ipynb #2b258365
+COMMANDS = {  # name: (library module it needs, function, one-line help)
+    "demo": ("bts_course.demo", demo_command, "run the whole course on embedded phantom data (no download)"),
+    "download": ("bts_course.download", download_command, "download and extract the MSD brain-tumour data set"),
+    "preprocess": ("bts_course.dataset", preprocess_command, "cut a folder of cases into HDF5 training patches"),
+    "train": ("bts_course.training", train_command, "train a 3D U-Net on a patch data set"),
+    "predict": ("bts_course.inference", predict_command, "segment whole scans and write NIfTI label maps"),
+    "gif": ("bts_course.viz", gif_command, "write an animated GIF that scrolls through a case"),
+}
+
 def _usage() -> str:
     "The top-level help text"
     width = max(map(len, COMMANDS))
@@ -50,9 +291,6 @@ def _usage() -> str:
 @contextlib.contextmanager
 def _native_stderr_silenced():
     "Point file descriptor 2 at /dev/null, so native libraries' start-up logs stay off the terminal"
-    # TensorFlow's C++ code logs a few lines (oneDNN notice, CUDA probing) to descriptor 2 while it
-    # loads, whatever TF_CPP_MIN_LOG_LEVEL says; an error from `bts` must stay one readable line.
-    # Python exceptions still propagate; the library itself leaves stderr alone.
     try: sys.stderr.flush()
     except (AttributeError, ValueError): pass
     try: saved = os.dup(2)
@@ -65,12 +303,11 @@ def _native_stderr_silenced():
         if saved is not None:
             os.dup2(saved, 2); os.close(saved)
 
-def _import_command(module: str, function: str):
-    "Import a command's module with native start-up noise silenced; TensorFlow's device probe runs here too"
+def _load(module: str):
+    "Import a command's library module with native start-up noise silenced; TensorFlow's device probe runs here too"
     with _native_stderr_silenced():
-        command = getattr(importlib.import_module(module), function)
+        importlib.import_module(module)
         if "tensorflow" in sys.modules: sys.modules["tensorflow"].config.list_physical_devices("GPU")
-    return command
 
 def main(argv: list | None = None) -> int:
     "Entry point of the `bts` command: dispatch `argv` to a sub-command and return its exit code"
@@ -88,9 +325,9 @@ def main(argv: list | None = None) -> int:
     if name not in COMMANDS:
         print(f"bts: error: unknown command {name!r}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    module, function, _ = COMMANDS[name]
+    module, command, _ = COMMANDS[name]
     try:
-        command = _import_command(module, function)
+        _load(module)
         return int(command(rest) or 0)
     except KeyboardInterrupt:
         print(f"bts {name}: interrupted", file=sys.stderr)

@@ -4,17 +4,19 @@
 
 # %% ../nbs/09_demo.ipynb #c6a16f21
 from __future__ import annotations
-import json, os, shutil, sys, time
-from dataclasses import dataclass, asdict, replace
+import shutil, time
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .data import make_phantom, save_nifti, write_json, CLASS_NAMES
-from .evaluation import evaluate_case, load_model, plot_prediction, label_header
+from .data import save_nifti, write_json
+from .evaluation import evaluate_case, plot_prediction
+from .inference import load_model
+from .phantom import make_phantom
 from .viz import get_labeled_image, save_gif
 
 # %% auto #0
-__all__ = ['FULL', 'QUICK', 'MARKER', 'OUTPUTS', 'DemoSettings', 'training_figure', 'side_by_side', 'run_demo', 'demo_command']
+__all__ = ['FULL', 'QUICK', 'MARKER', 'OUTPUTS', 'DemoSettings', 'training_figure', 'side_by_side', 'run_demo']
 
 # %% ../nbs/09_demo.ipynb #397c2837
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def training_figure(history: pd.DataFrame, dpi: int = 80):
     "Loss and mean dice per epoch, training and validation, from `train`'s log"
     from matplotlib.figure import Figure
     fig = Figure(figsize=(8, 3), dpi=dpi, layout="constrained")
-    for ax, key in zip(fig.subplots(1, 2), ("loss", "dice_coefficient")):
+    for ax, key in zip(fig.subplots(1, 2), ("loss", "dice_coefficient"), strict=True):
         epochs = history["epoch"] + 1
         if key in history: ax.plot(epochs, history[key], "o-", label="training")
         if f"val_{key}" in history: ax.plot(epochs, history[f"val_{key}"], "o-", label="validation")
@@ -89,7 +91,7 @@ def _step(i: int, text: str):
 def run_demo(out_dir="bts_demo", quick: bool = False, seed: int = 0, progress: bool = True,
              settings: DemoSettings | None = None) -> dict:
     "Run the course end to end on phantoms, writing everything into `out_dir`; returns `{what: path}` of the outputs"
-    from bts_course.preprocess import build_patch_dataset
+    from bts_course.dataset import build_patch_dataset
     from bts_course.model import unet_model_3d
     from bts_course.metrics import soft_dice_loss
     from bts_course.training import VolumeDataGenerator, train
@@ -127,7 +129,7 @@ def run_demo(out_dir="bts_demo", quick: bool = False, seed: int = 0, progress: b
     save_nifti(case.image, out / "test" / "imagesTr" / name, case.affine)
     save_nifti(case.label, out / "test" / "labelsTr" / name, case.affine)
     evaluation = evaluate_case(model, case, progress=progress)
-    save_nifti(evaluation.labels, out / "prediction.nii.gz", case.affine, label_header(None))
+    save_nifti(evaluation.labels, out / "prediction.nii.gz", case.affine)
 
     _step(5, "scores and pictures")
     per_class = evaluation.sens_spec.rename_axis("metric").reset_index()
@@ -140,7 +142,7 @@ def run_demo(out_dir="bts_demo", quick: bool = False, seed: int = 0, progress: b
     tumour = np.argwhere(case.label > 0)
     loc = tuple(tumour.mean(0).round().astype(int)) if len(tumour) else tuple(n // 2 for n in s.shape)
     plot_prediction(case.image, case.label, evaluation.labels, loc,
-                    title=f"unseen phantom: truth (top) and prediction (bottom)").savefig(out / "prediction.png")
+                    title="unseen phantom: truth (top) and prediction (bottom)").savefig(out / "prediction.png")
     training_figure(result.history).savefig(out / "training.png")
     save_gif(side_by_side(case.image, case.label, evaluation.labels), out / "truth_vs_prediction.gif", axis=2)
 
@@ -152,24 +154,10 @@ def run_demo(out_dir="bts_demo", quick: bool = False, seed: int = 0, progress: b
         "figure": out / "prediction.png", "training curves": out / "training.png"}
     seconds = time.monotonic() - start
     write_json({"settings": asdict(s), "seed": int(seed), "complete": True, "seconds": round(seconds, 1),
-                "whole tumour dice": float(evaluation.regions.loc["Whole tumour", "Dice"]),
+                "whole tumor dice": float(evaluation.regions.loc["Whole tumor", "Dice"]),
                 "outputs": {k: str(v) for k, v in outputs.items()}}, out / MARKER)
     print(f"\ndone in {seconds:.0f} s. Written:")
     width = max(map(len, outputs))
     for what, path in outputs.items(): print(f"  {what:<{width}}  {path}")
     print(f"\nnext: bts predict {out / 'test'} -o {out / 'predictions'} --model {outputs['model']}")
     return outputs
-
-# %% ../nbs/09_demo.ipynb #01b4d327
-def demo_command(argv: list) -> int:
-    "`bts demo [--out DIR] [--quick] [--seed N]`: run the whole course on phantoms, outputs in one folder"
-    from bts_course.cli import CommandParser
-    p = CommandParser(prog="bts demo", description="Run the course end to end on synthetic phantom cases (no download): "
-                      "cases -> patches -> a small U-Net trained for a minute or two -> whole-scan prediction of an unseen "
-                      "case -> score tables, a truth-vs-prediction GIF and figures, all in one folder.")
-    p.add_argument("--out", default="bts_demo", help="output folder (default: ./bts_demo)")
-    p.add_argument("--quick", action="store_true", help="toy sizes and one short epoch, for a smoke test (seconds)")
-    p.add_argument("--seed", type=int, default=0, help="random seed of the cases and of training (default 0)")
-    args = p.parse_args(argv)
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=True)
-    return 0

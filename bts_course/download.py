@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['DECATHLON', 'DownloadError', 'fetch', 'safe_extract', 'download_decathlon', 'download_command']
+__all__ = ['DECATHLON', 'DownloadError', 'fetch', 'safe_extract', 'download_decathlon']
 
 # %% ../nbs/00a_download.ipynb #dfac36d0
 DECATHLON = {  # task: (url, md5) of the official archives (the values MONAI verifies)
@@ -134,19 +134,3 @@ def download_decathlon(dest, task: str = "Task01_BrainTumour", url: str | None =
         shutil.rmtree(staging, ignore_errors=True)
     if not keep_archive: part.unlink()
     return target
-
-# %% ../nbs/00a_download.ipynb #f3e0ab85
-def download_command(argv: list) -> int:
-    "`bts download DEST [--task T] [--url U --md5 M] [--keep-archive]`"
-    from bts_course.cli import CommandParser
-    parser = CommandParser(prog="bts download", description="Download, verify and extract a Medical Segmentation Decathlon task.")
-    parser.add_argument("dest", help="folder to put the data set in")
-    parser.add_argument("--task", default="Task01_BrainTumour", help="Decathlon task (default: %(default)s)")
-    parser.add_argument("--url", help="download from this address instead of the official one")
-    parser.add_argument("--md5", help="expected md5 of the archive at --url")
-    parser.add_argument("--keep-archive", action="store_true", help="keep the .tar after extracting")
-    args = parser.parse_args(argv)
-    if bool(args.url) != bool(args.md5): parser.error("--url and --md5 go together")
-    folder = download_decathlon(args.dest, args.task, args.url, args.md5, keep_archive=args.keep_archive)
-    print(folder)
-    return 0

@@ -11,7 +11,7 @@ import tensorflow as tf
 import keras
 from scipy import ndimage
 from scipy.spatial import KDTree
-from .data import CLASS_NAMES
+from .data import CLASS_NAMES, bounding_box, check_label, count_nonfinite
 
 # %% auto #0
 __all__ = ['CLASS_DICE_METRICS', 'KDTREE_ABOVE', 'BRATS_REGIONS', 'REGION_COLUMNS', 'single_class_dice_coefficient',
@@ -110,15 +110,16 @@ CLASS_DICE_METRICS = (dice_edema, dice_non_enhancing, dice_enhancing)  # in the 
 
 # %% ../nbs/04_metrics.ipynb #79e1cade
 def _check_binary(pred, label) -> tuple:
-    "Two `(C, X, Y, Z)` arrays of 0/1 values, as bool arrays"
+    "Two arrays of 0/1 values with the classes on axis 0 — `(C, X, Y, Z)`, or `(C, ...)` of any rank — as bool arrays"
     pred, label = np.asarray(pred), np.asarray(label)
     if pred.shape != label.shape: raise ValueError(f"pred and label must have the same shape; found {pred.shape} and {label.shape}")
-    if pred.ndim != 4: raise ValueError(f"expected binary (C, X, Y, Z) arrays; found {pred.ndim} dimensions, shape {pred.shape}")
+    if pred.ndim == 0: raise ValueError("expected binary arrays with the classes on axis 0, (C, X, Y, Z) or (C, ...); found scalars")
     out = []
     for name, a in (("pred", pred), ("label", label)):
         if a.dtype != bool:
             if not np.issubdtype(a.dtype, np.number): raise ValueError(f"{name}: expected 0/1 values, found dtype {a.dtype}")
-            if not np.isfinite(a).all(): raise ValueError(f"{name}: {int((~np.isfinite(a)).sum()):,} non-finite values (NaN or Inf)")
+            n_bad = count_nonfinite(a)
+            if n_bad: raise ValueError(f"{name}: {n_bad:,} non-finite values (NaN or Inf)")
             bad = (a != 0) & (a != 1)
             if bad.any(): raise ValueError(f"{name}: expected 0/1 values, found {int(bad.sum()):,} others "
                                            f"(e.g. {a[bad].flat[0]}); threshold probabilities first, e.g. pred > 0.5")
@@ -130,7 +131,7 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 def compute_class_sens_spec(pred, label, class_num: int) -> tuple:
-    "(sensitivity, specificity) of class `class_num` of binary `(C, X, Y, Z)` arrays; NaN where undefined (no positives / no negatives)"
+    "(sensitivity, specificity) of class `class_num` of binary arrays with the classes on axis 0 (`(C, X, Y, Z)` or any rank); NaN where undefined"
     pred, label = _check_binary(pred, label)
     if not 0 <= int(class_num) < pred.shape[0]: raise ValueError(f"class_num {class_num} out of range for {pred.shape[0]} classes")
     p, t = pred[int(class_num)], label[int(class_num)]
@@ -140,7 +141,7 @@ def compute_class_sens_spec(pred, label, class_num: int) -> tuple:
 
 # %% ../nbs/04_metrics.ipynb #cd0540de
 def get_sens_spec_df(pred, label) -> pd.DataFrame:
-    "Table of sensitivity and specificity (rows) per class (columns `CLASS_NAMES`) of binary `(3, X, Y, Z)` arrays"
+    "Table of sensitivity and specificity (rows) per class (columns `CLASS_NAMES`) of binary `(3, X, Y, Z)` arrays (or `(3, ...)` of any rank)"
     pred, label = _check_binary(pred, label)
     if pred.shape[0] != len(CLASS_NAMES):
         raise ValueError(f"expected {len(CLASS_NAMES)} class channels {CLASS_NAMES}, found {pred.shape[0]} "
@@ -164,17 +165,9 @@ def _check_masks(pred, truth) -> tuple:
     if pred.shape != truth.shape: raise ValueError(f"prediction and truth must have the same shape; found {pred.shape} and {truth.shape}")
     if pred.ndim == 0: raise ValueError("expected masks with at least one dimension, found scalars")
     for name, a in (("prediction", pred), ("truth", truth)):
-        if a.dtype != bool and np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-            raise ValueError(f"{name}: {int((~np.isfinite(a)).sum()):,} non-finite values (NaN or Inf)")
+        n_bad = count_nonfinite(a)
+        if n_bad: raise ValueError(f"{name}: {n_bad:,} non-finite values (NaN or Inf)")
     return pred.astype(bool, copy=False), truth.astype(bool, copy=False)
-
-def _box(mask: np.ndarray, margin: int = 1) -> tuple:
-    "Slices of the smallest box holding every True voxel of `mask`, grown by `margin` voxels (clipped to the array)"
-    box = []
-    for ax in range(mask.ndim):
-        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[ax])))
-    return tuple(box)
 
 def surface(mask: np.ndarray) -> np.ndarray:
     "Surface voxels of a boolean mask: those with a face-neighbour outside it (outside the array counts as outside)"
@@ -185,7 +178,7 @@ KDTREE_ABOVE = 50  # method="auto" uses the k-d tree when the box holds more vox
 def surface_distances(pred, truth, spacing=(1, 1, 1), method: str = "auto") -> tuple:
     "Distances (mm) from each surface voxel of `pred` to the surface of `truth`, and back: two float64 arrays; both masks non-empty"
     if method not in ("auto", "edt", "kdtree"): raise ValueError(f"method must be 'auto', 'edt' or 'kdtree', got {method!r}")
-    box = _box(pred | truth)
+    box = bounding_box(pred | truth, margin=1)
     sp, st = surface(pred[box]), surface(truth[box])
     if method == "auto":
         method = "kdtree" if sp.size > KDTREE_ABOVE * (np.count_nonzero(sp) + np.count_nonzero(st)) else "edt"
@@ -206,24 +199,8 @@ def hd95(pred, truth, spacing=(1, 1, 1), method: str = "auto") -> float:
     return float(np.percentile(np.concatenate(surface_distances(pred, truth, spacing, method)), 95))
 
 # %% ../nbs/04_metrics.ipynb #e1220732
-BRATS_REGIONS = {"Whole tumour": (1, 2, 3), "Tumour core": (2, 3), "Enhancing tumour": (3,)}  # region -> label codes
+BRATS_REGIONS = {"Whole tumor": (1, 2, 3), "Tumor core": (2, 3), "Enhancing tumor": (3,)}  # region -> label codes (spelt as CLASS_NAMES)
 REGION_COLUMNS = ("Dice", "Sensitivity", "Specificity", "HD95")  # HD95 in mm
-
-def _check_labels(labels, name: str) -> np.ndarray:
-    "A 3D label map of codes 0-3 as an integer array"
-    labels = np.asarray(labels)
-    if labels.ndim != 3: raise ValueError(f"{name}: expected a 3D label map (X, Y, Z), found shape {labels.shape}")
-    if not (np.issubdtype(labels.dtype, np.number) or labels.dtype == bool):
-        raise ValueError(f"{name}: expected integer label codes, found dtype {labels.dtype}")
-    if np.issubdtype(labels.dtype, np.floating):
-        if not np.isfinite(labels).all(): raise ValueError(f"{name}: {int((~np.isfinite(labels)).sum()):,} non-finite values (NaN or Inf)")
-        if not np.array_equal(labels, np.round(labels)): raise ValueError(f"{name}: label codes must be whole numbers")
-    codes = set(np.unique(labels).astype(np.int64).tolist())
-    if not codes <= {0, 1, 2, 3}:
-        hint = " — enhancing tumour coded 4 is the BraTS 2018-2021 convention; map 4 to 3 first" if 4 in codes else ""
-        raise ValueError(f"{name}: label codes {sorted(codes)}; expected 0-3 (0 background, 1 edema, "
-                         f"2 non-enhancing tumour, 3 enhancing tumour){hint}")
-    return labels.astype(np.uint8, copy=False)
 
 def binary_dice(pred, truth) -> float:
     "Dice of two boolean masks (no epsilon): 1 when both are empty"
@@ -233,7 +210,7 @@ def binary_dice(pred, truth) -> float:
 
 def brats_region_metrics(pred_labels, true_labels, spacing=(1, 1, 1)) -> pd.DataFrame:
     "Dice, Sensitivity, Specificity and HD95 (mm) of each BraTS region (rows `BRATS_REGIONS`) of two `(X, Y, Z)` label maps with codes 0-3"
-    pred_labels, true_labels = _check_labels(pred_labels, "pred_labels"), _check_labels(true_labels, "true_labels")
+    pred_labels, true_labels = check_label(pred_labels, "pred_labels"), check_label(true_labels, "true_labels")
     if pred_labels.shape != true_labels.shape:
         raise ValueError(f"pred_labels and true_labels must have the same shape; found {pred_labels.shape} and {true_labels.shape}")
     spacing = _check_spacing(spacing, 3)
@@ -242,7 +219,7 @@ def brats_region_metrics(pred_labels, true_labels, spacing=(1, 1, 1)) -> pd.Data
         p, t = np.isin(pred_labels, codes), np.isin(true_labels, codes)
         tp, n_p, n_t = int(np.count_nonzero(p & t)), int(np.count_nonzero(p)), int(np.count_nonzero(t))
         n_neg = t.size - n_t
-        rows.append((2 * tp / (n_p + n_t) if n_p + n_t else 1.0,     # Dice
+        rows.append((binary_dice(p, t),                                # Dice
                      _ratio(tp, n_t),                                  # Sensitivity
                      _ratio(n_neg - (n_p - tp), n_neg),                # Specificity: TN / negatives
                      hd95(p, t, spacing)))

@@ -4,17 +4,19 @@
 
 # %% ../nbs/05_unet.ipynb #cabeb02d
 from __future__ import annotations
+import weakref
 import numpy as np
 import keras
 from keras import layers
+from .data import check_size
 from .metrics import soft_dice_loss, dice_coefficient, dice_edema, dice_non_enhancing, dice_enhancing
 
 # %% auto #0
-__all__ = ['NORMALIZATIONS', 'convolution_block', 'size_multiple', 'default_metrics', 'unet_model_3d', 'with_input_shape',
-           'receptive_field']
+__all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'with_input_shape',
+           'default_metrics', 'unet_model_3d', 'receptive_field']
 
 # %% ../nbs/05_unet.ipynb #c8355ea2
-NORMALIZATIONS = (None, "batch", "instance")  # the choices of `normalization`
+LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `normalization`
 
 def convolution_block(x, n_filters: int, normalization: str | None = None, name: str = "conv"):
     "3×3×3 convolution, optional batch or instance normalisation, ReLU, on a channels-last tensor `(B, X, Y, Z, C)`"
@@ -22,34 +24,90 @@ def convolution_block(x, n_filters: int, normalization: str | None = None, name:
     if normalization == "batch": x = layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
     elif normalization == "instance": x = layers.GroupNormalization(groups=-1, axis=-1, name=f"{name}_in")(x)
     elif normalization is not None:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        raise ValueError(f"normalization must be one of {LAYER_NORMALIZATIONS}, got {normalization!r}")
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 # %% ../nbs/05_unet.ipynb #8ec24725
-def size_multiple(pool_size=(2, 2, 2), depth: int = 4) -> tuple:
-    "The number each spatial input size must be a multiple of: `pool_size ** (depth - 1)` per axis, a tuple of 3 ints"
-    return tuple(int(p) ** (depth - 1) for p in pool_size)
+def model_io(
+    model:keras.Model,  # a channels-first 3D segmentation model
+) -> tuple:  # `(channels, n_labels)`
+    "Input channels and output labels of a model taking `(B, C, X, Y, Z)` and giving `(B, n_labels, X, Y, Z)`"
+    shape_in, shape_out = model.input_shape, model.output_shape
+    if isinstance(shape_in, list) or isinstance(shape_out, list) or len(shape_in) != 5 or len(shape_out) != 5:
+        raise ValueError(f"expected a model with one channels-first 3D input (B, C, X, Y, Z) and one output "
+                         f"(B, n_labels, X, Y, Z); found input {shape_in} and output {shape_out}")
+    if shape_in[1] is None or shape_out[1] is None:
+        raise ValueError(f"the model's channel axes must have known sizes; found input {shape_in}, output {shape_out}")
+    return int(shape_in[1]), int(shape_out[1])
 
+def _layers(model):
+    "Every layer of `model`, nested models expanded"
+    for layer in model.layers:
+        if isinstance(layer, keras.Model): yield from _layers(layer)
+        else: yield layer
+
+def model_divisor(
+    model:keras.Model,  # a 3D convolutional model
+) -> tuple:  # 3 ints: every spatial input size must be a multiple of these
+    "The product of the model's pooling (and convolution) strides along X, Y, Z"
+    d = np.ones(3, dtype=np.int64)
+    for layer in _layers(model):
+        if isinstance(layer, (layers.MaxPooling3D, layers.AveragePooling3D, layers.Conv3D)):
+            d *= np.array(layer.strides, dtype=np.int64)
+    return tuple(int(v) for v in d)
+
+def check_divisible(
+    size,  # spatial sizes `(x, y, z)` (None: free)
+    divisor,  # what each must be a multiple of, from `model_divisor`
+    what:str="input",  # what to call the sizes in an error
+):
+    "Raise a `ValueError` that names the axis if a spatial size is not a multiple of the model's divisor"
+    for axis, s, d in zip("xyz", size, divisor, strict=True):
+        if s is not None and int(s) % int(d):
+            raise ValueError(f"{what} {tuple(size)}: spatial size {s} along {axis} is not a multiple of {d}; every size must "
+                             f"be a multiple of the model's divisor, here a multiple of {tuple(divisor)} (the product of its "
+                             "pooling factors: 2**(depth-1) for the course's U-Net)")
+
+# %% ../nbs/05_unet.ipynb #531a23c7
+_SAME_NETWORK = weakref.WeakKeyDictionary()  # model -> {input shape: the same network for that shape}
+
+def with_input_shape(
+    model:keras.Model,  # a functional channels-first model
+    input_shape:tuple|None=None,  # `(C, X, Y, Z)`, None for a free size (default: the model's channels, free sizes)
+) -> keras.Model:  # the same layers and weights, taking `(B, *input_shape)`; `model` itself if it already does
+    "The same network for another input shape: its layers (and so its weights) shared, nothing copied"
+    channels = model.input_shape[1]
+    input_shape = (channels, None, None, None) if input_shape is None else tuple(None if s is None else int(s) for s in input_shape)
+    if len(input_shape) != len(model.input_shape) - 1:
+        raise ValueError(f"the model takes inputs of shape {model.input_shape[1:]}; got input_shape {input_shape} of another rank")
+    if channels is not None and input_shape[0] != channels:
+        raise ValueError(f"the model takes {channels} channels; got input_shape {input_shape}")
+    if tuple(model.input_shape[1:]) == input_shape: return model
+    shapes = _SAME_NETWORK.setdefault(model, {})
+    if input_shape not in shapes:
+        try:
+            shapes[input_shape] = keras.models.clone_model(model, input_tensors=keras.Input(input_shape),
+                                                           clone_function=lambda layer: layer)
+        except Exception as e:
+            raise ValueError(f"cannot run this {type(model).__name__} on inputs {input_shape} ({type(e).__name__}: {e}); "
+                             f"build it with input_shape=({channels}, None, None, None)") from e
+    return shapes[input_shape]
+
+# %% ../nbs/05_unet.ipynb #356c8dbc
 def _check_config(input_shape, pool_size, depth, n_base_filters, n_labels) -> tuple:
     "Validated `(input_shape, pool_size)` of a U-Net, with errors that say what was expected"
     if int(depth) != depth or depth < 1: raise ValueError(f"depth must be a positive integer, got {depth!r}")
     if int(n_base_filters) != n_base_filters or n_base_filters < 1:
         raise ValueError(f"n_base_filters must be a positive integer, got {n_base_filters!r}")
     if int(n_labels) != n_labels or n_labels < 1: raise ValueError(f"n_labels must be a positive integer, got {n_labels!r}")
-    pool_size = (pool_size,) * 3 if np.isscalar(pool_size) else tuple(pool_size)
-    if len(pool_size) != 3 or any(int(p) != p or p < 1 for p in pool_size):
-        raise ValueError(f"pool_size must be 3 positive integers, got {pool_size!r}")
-    pool_size = tuple(int(p) for p in pool_size)
+    pool_size = check_size(pool_size, "pool_size")
     input_shape = tuple(input_shape)
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be channels first (C, X, Y, Z), got {input_shape!r} ({len(input_shape)} sizes)")
     if input_shape[0] is None or int(input_shape[0]) < 1:
         raise ValueError(f"input_shape must start with a known number of channels, got {input_shape!r}")
-    multiple = size_multiple(pool_size, depth)
-    for axis, (size, m) in enumerate(zip(input_shape[1:], multiple)):
-        if size is not None and (int(size) < 1 or int(size) % m):
-            raise ValueError(f"input_shape {input_shape}: spatial size {size} (axis {'XYZ'[axis]}) must be a multiple "
-                             f"of {m} = {pool_size[axis]}**(depth-1) for depth={depth}; use None for any size")
+    if any(s is not None and int(s) < 1 for s in input_shape[1:]):
+        raise ValueError(f"input_shape {input_shape}: spatial sizes must be positive or None")
     return tuple(None if s is None else int(s) for s in input_shape), pool_size
 
 # %% ../nbs/05_unet.ipynb #6840850b
@@ -67,8 +125,22 @@ def unet_model_3d(loss_function=soft_dice_loss, input_shape=(4, 160, 160, 16), p
         if normalization not in (None, "batch"):
             raise ValueError(f"batch_normalization=True and normalization={normalization!r} contradict each other; pick one")
         normalization = "batch"
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if normalization not in LAYER_NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {LAYER_NORMALIZATIONS}, got {normalization!r}")
+    graph = dict(pool_size=pool_size, n_labels=n_labels, deconvolution=deconvolution, depth=depth,
+                 n_base_filters=n_base_filters, activation_name=activation_name, normalization=normalization)
+    try: model = _unet_graph(input_shape, **graph)
+    except ValueError:  # sizes the pooling cannot halve evenly break the skips: say which, from the free-size network
+        check_divisible(input_shape[1:], model_divisor(_unet_graph((input_shape[0], None, None, None), **graph)),
+                        "input_shape")
+        raise
+    metrics = default_metrics() if metrics is None else (list(metrics) if isinstance(metrics, (list, tuple)) else [metrics])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=initial_learning_rate), loss=loss_function, metrics=metrics)
+    return model
+
+def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_filters, activation_name,
+                normalization) -> keras.Model:
+    "The U-Net's layers on an input of `input_shape` (C, X, Y, Z), uncompiled"
     inputs = keras.Input(input_shape, name="image")
     x = layers.Permute((2, 3, 4, 1), name="to_channels_last")(inputs)
     skips = []
@@ -91,39 +163,20 @@ def unet_model_3d(loss_function=soft_dice_loss, input_shape=(4, 160, 160, 16), p
     x = layers.Conv3D(n_labels, 1, name="logits")(x)
     x = layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
     outputs = layers.Activation(activation_name, dtype="float32", name="probabilities")(x)
-    model = keras.Model(inputs, outputs, name=f"unet3d_d{depth}_f{n_base_filters}")
-    metrics = default_metrics() if metrics is None else (list(metrics) if isinstance(metrics, (list, tuple)) else [metrics])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=initial_learning_rate), loss=loss_function, metrics=metrics)
-    return model
-
-# %% ../nbs/05_unet.ipynb #877b72d5
-def with_input_shape(model: keras.Model, input_shape=(4, None, None, None)) -> keras.Model:
-    "A copy of the functional `model`, sharing no variables but holding the same weights, for inputs `(B, *input_shape)` (uncompiled)"
-    input_shape = tuple(None if s is None else int(s) for s in input_shape)
-    config = model.get_config()
-    inputs = [l for l in config["layers"] if l["class_name"] == "InputLayer"]
-    if len(inputs) != 1: raise ValueError(f"expected a model with one input, found {len(inputs)}")
-    old = tuple(inputs[0]["config"]["batch_shape"])
-    if len(old) != len(input_shape) + 1:
-        raise ValueError(f"the model takes inputs of shape {old[1:]}; got input_shape {input_shape} of another rank")
-    if old[1] is not None and input_shape[0] != old[1]:
-        raise ValueError(f"the model takes {old[1]} channels; got input_shape {input_shape}")
-    inputs[0]["config"]["batch_shape"] = (None,) + input_shape
-    copy = model.__class__.from_config(config)
-    copy.set_weights(model.get_weights())
-    return copy
+    return keras.Model(inputs, outputs, name=f"unet3d_d{depth}_f{n_base_filters}")
 
 # %% ../nbs/05_unet.ipynb #381a2151
 _POINTWISE = (layers.InputLayer, layers.Activation, layers.BatchNormalization, layers.GroupNormalization,
               layers.Permute, layers.Dropout, layers.SpatialDropout3D, layers.ReLU)
 
-def _geometry(model: keras.Model) -> tuple:
+def _receptive_field_and_jump(model: keras.Model) -> tuple:
     "Receptive field and jump `(r, j)` (two `(3,)` float arrays, input voxels) of the output of `model`, walking its layers"
     known = {}  # id(KerasTensor) -> (r, j)
     for t in model.inputs: known[id(t)] = (np.ones(3), np.ones(3))
     for layer in model.layers:
         if isinstance(layer, layers.InputLayer): continue
-        node = layer._inbound_nodes[0]
+        # a layer shared with another model (see `with_input_shape`) has a node per model: take this model's
+        node = next(n for n in layer._inbound_nodes if all(id(t) in known for t in n.input_tensors))
         ins = [known[id(t)] for t in node.input_tensors]
         r = np.max([i[0] for i in ins], axis=0)
         j = ins[0][1].copy()
@@ -145,4 +198,4 @@ def _geometry(model: keras.Model) -> tuple:
 
 def receptive_field(model: keras.Model) -> tuple:
     "Receptive field of one output voxel of a 3D convolutional `model`, in input voxels along X, Y, Z: tuple of 3 ints"
-    return tuple(int(round(v)) for v in _geometry(model)[0])
+    return tuple(int(round(v)) for v in _receptive_field_and_jump(model)[0])

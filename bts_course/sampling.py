@@ -5,68 +5,19 @@
 # %% ../nbs/02_sampling.ipynb #23ab5226
 from __future__ import annotations
 import numpy as np
-from .data import N_CLASSES, LABEL_NAMES
+from .data import N_CLASSES, LABEL_NAMES, check_image, check_label, check_size
 
 # %% auto #0
 __all__ = ['SamplingError', 'get_sub_volume', 'summed_volume_table', 'window_sums', 'valid_corners', 'sample_patches',
            'sample_patch']
 
-# %% ../nbs/02_sampling.ipynb #209a65c4
+# %% ../nbs/02_sampling.ipynb #91fca43f
 class SamplingError(ValueError):
     "No patch of the volume meets the sampling constraints"
 
-def _count_nonfinite(a: np.ndarray) -> int:
-    "Number of NaN / Inf values in `a` (a float64 sum first: one fast pass when everything is finite)"
-    if not np.issubdtype(a.dtype, np.floating): return 0
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(a.sum(dtype=np.float64)): return 0
-    return int(a.size - np.count_nonzero(np.isfinite(a)))
-
-def _check_label(label, num_classes: int = N_CLASSES) -> np.ndarray:
-    "Validate a label `(X, Y, Z)` of integer codes `0..num_classes-1`; returns it as an integer array"
-    label = np.asarray(label)
-    if label.ndim != 3: raise ValueError(f"label must be 3D (X, Y, Z), found {label.ndim}D with shape {label.shape}")
-    if int(num_classes) < 2: raise ValueError(f"num_classes must be at least 2 (background and one class), got {num_classes}")
-    if label.dtype == bool: label = label.view(np.uint8)
-    elif not np.issubdtype(label.dtype, np.integer):
-        if not np.issubdtype(label.dtype, np.floating): raise ValueError(f"label must hold integer codes, found dtype {label.dtype}")
-        if _count_nonfinite(label) or not np.array_equal(label, np.round(label)):
-            raise ValueError("label must hold integer codes, found non-integer or non-finite values")
-        label = label.astype(np.int64)
-    if label.size and (label.min() < 0 or label.max() >= num_classes):
-        raise ValueError(f"label codes must lie in 0..{num_classes - 1}, found {label.min()}..{label.max()}")
-    return label
-
-def _check_image_label(image, label, num_classes: int = N_CLASSES):
-    "Validate an image `(X, Y, Z, C)` and a label `(X, Y, Z)` of codes `0..num_classes-1`; returns them as arrays"
-    image = np.asarray(image)
-    if image.ndim != 4: raise ValueError(f"image must be 4D (X, Y, Z, C), found {image.ndim}D with shape {image.shape}")
-    label = _check_label(label, num_classes)
-    if image.shape[:3] != label.shape:
-        raise ValueError(f"image spatial shape {image.shape[:3]} differs from label shape {label.shape}")
-    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool) or np.iscomplexobj(image):
-        raise ValueError(f"image must hold real numbers, found dtype {image.dtype}")
-    n_bad = _count_nonfinite(image)
-    if n_bad: raise ValueError(f"image holds {n_bad:,} non-finite values (NaN or Inf); fix or zero them before sampling")
-    return image, label
-
-def _check_size(size, name: str = "size") -> tuple:
-    "A patch size as a tuple of 3 positive ints"
-    try: size = tuple(int(s) for s in size)
-    except TypeError: raise ValueError(f"{name} must be 3 integers (x, y, z), got {size!r}") from None
-    if len(size) != 3 or min(size) < 1: raise ValueError(f"{name} must be 3 positive integers (x, y, z), got {size}")
-    return size
-
-def _max_background(n_voxels: int, background_threshold: float) -> int:
-    "Largest number of background voxels a patch of `n_voxels` may hold"
-    if not 0 <= background_threshold <= 1:
-        raise ValueError(f"background_threshold must lie in [0, 1], got {background_threshold}")
-    return int(np.floor(background_threshold * n_voxels + 1e-9))
-
-# %% ../nbs/02_sampling.ipynb #91fca43f
 def _extract(image: np.ndarray, label: np.ndarray, corner, size, num_classes: int):
     "Cut the patch at `corner`: `X (C, x, y, z)` float32 and `y (num_classes-1, x, y, z)` float32 one-hot without background"
-    box = tuple(slice(c, c + s) for c, s in zip(corner, size))
+    box = tuple(slice(c, c + s) for c, s in zip(corner, size, strict=True))
     X = np.ascontiguousarray(np.moveaxis(image[box], -1, 0), dtype=np.float32)
     lab = label[box]
     y = (lab[None] == np.arange(1, num_classes).reshape(-1, 1, 1, 1)).astype(np.float32)
@@ -75,10 +26,10 @@ def _extract(image: np.ndarray, label: np.ndarray, corner, size, num_classes: in
 def _rejection_sample(image, label, orig, output, num_classes, max_tries, background_threshold):
     "The course's loop, fixed: returns `(X, y, corner, tries)`"
     image, label = _check_image_label(image, label, num_classes)
-    orig, output = _check_size(orig, "orig_x, orig_y, orig_z"), _check_size(output, "output_x, output_y, output_z")
+    orig, output = check_size(orig, "orig_x, orig_y, orig_z"), check_size(output, "output_x, output_y, output_z")
     if image.shape[:3] != orig:
         raise ValueError(f"image has spatial shape {image.shape[:3]} but orig_x, orig_y, orig_z = {orig}")
-    if any(o > d for o, d in zip(output, orig)):
+    if any(o > d for o, d in zip(output, orig, strict=True)):
         raise ValueError(f"patch {output} does not fit in the volume {orig}")
     if int(max_tries) < 1: raise ValueError(f"max_tries must be at least 1, got {max_tries}")
     n = int(np.prod(output))
@@ -86,8 +37,8 @@ def _rejection_sample(image, label, orig, output, num_classes, max_tries, backgr
     fewest_bg = n
     for tries in range(1, int(max_tries) + 1):
         # numpy's global generator, x then y then z, each over its own axis
-        corner = tuple(np.random.randint(0, d - o + 1) for d, o in zip(orig, output))
-        patch_label = label[tuple(slice(c, c + o) for c, o in zip(corner, output))]
+        corner = tuple(np.random.randint(0, d - o + 1) for d, o in zip(orig, output, strict=True))
+        patch_label = label[tuple(slice(c, c + o) for c, o in zip(corner, output, strict=True))]
         n_bg = n - np.count_nonzero(patch_label)  # background = code 0, counted before any one-hot
         if n_bg <= max_bg:
             X, y = _extract(image, label, corner, output, num_classes)
@@ -104,6 +55,22 @@ def get_sub_volume(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=16
                                    num_classes, max_tries, background_threshold)
     return X, y
 
+# %% ../nbs/02_sampling.ipynb #06ca06c5
+def _check_image_label(image, label, num_classes: int = N_CLASSES):
+    "An image `(X, Y, Z, C)` float32 and a label `(X, Y, Z)` uint8 of codes `0..num_classes-1` on the same grid"
+    image = np.asarray(image)
+    if image.ndim != 4: raise ValueError(f"image must be 4D (X, Y, Z, C), found {image.ndim}D with shape {image.shape}")
+    label = check_label(label, "label", num_classes=num_classes)
+    if image.shape[:3] != label.shape:
+        raise ValueError(f"image spatial shape {image.shape[:3]} differs from label shape {label.shape}")
+    return check_image(image), label
+
+def _max_background(n_voxels: int, background_threshold: float) -> int:
+    "Largest number of background voxels a patch of `n_voxels` may hold"
+    if not 0 <= background_threshold <= 1:
+        raise ValueError(f"background_threshold must lie in [0, 1], got {background_threshold}")
+    return int(np.floor(background_threshold * n_voxels + 1e-9))
+
 # %% ../nbs/02_sampling.ipynb #952c9188
 def summed_volume_table(mask) -> np.ndarray:
     "Summed-volume table of a 3D `mask`, zero-padded in front: `(X+1, Y+1, Z+1)` int32 (int64 for huge volumes), `T[i, j, k] = mask[:i, :j, :k].sum()`"
@@ -116,8 +83,8 @@ def summed_volume_table(mask) -> np.ndarray:
 
 def window_sums(table: np.ndarray, size) -> np.ndarray:
     "Count of the mask inside the patch of `size` at every corner, from its summed-volume table: `(X-x+1, Y-y+1, Z-z+1)` int"
-    p, q, r = _check_size(size)
-    if any(s > t - 1 for s, t in zip((p, q, r), table.shape)):
+    p, q, r = check_size(size)
+    if any(s > t - 1 for s, t in zip((p, q, r), table.shape, strict=True)):
         raise ValueError(f"patch {(p, q, r)} does not fit in the volume {tuple(t - 1 for t in table.shape)}")
     T = table
     return (T[p:, q:, r:] - T[:-p, q:, r:] - T[p:, :-q, r:] - T[p:, q:, :-r]
@@ -152,19 +119,19 @@ def _valid_corners(label, size, background_threshold, min_class_fraction, num_cl
 def valid_corners(label, size=(160, 160, 16), background_threshold=0.95, min_class_fraction=None,
                   num_classes=N_CLASSES) -> np.ndarray:
     "Which corners give an acceptable patch: boolean `(X-x+1, Y-y+1, Z-z+1)`; raises `SamplingError` if none does"
-    label = _check_label(label, num_classes)
-    size = _check_size(size)
-    if any(s > d for s, d in zip(size, label.shape)):
+    label = check_label(label, "label", num_classes=num_classes)
+    size = check_size(size)
+    if any(s > d for s, d in zip(size, label.shape, strict=True)):
         raise ValueError(f"patch {size} does not fit in the volume {label.shape}")
     return _valid_corners(label, size, background_threshold, min_class_fraction, num_classes)
 
 # %% ../nbs/02_sampling.ipynb #cce739d3
 def _pad_to(image, label, size):
     "Zero-pad image and label evenly so every axis holds `size`; returns `(image, label, offset)`"
-    before = [max(s - d, 0) // 2 for s, d in zip(size, label.shape)]
-    after = [max(s - d, 0) - b for s, d, b in zip(size, label.shape, before)]
+    before = [max(s - d, 0) // 2 for s, d in zip(size, label.shape, strict=True)]
+    after = [max(s - d, 0) - b for s, d, b in zip(size, label.shape, before, strict=True)]
     if not any(before) and not any(after): return image, label, (0, 0, 0)
-    widths = list(zip(before, after))
+    widths = list(zip(before, after, strict=True))
     return np.pad(image, widths + [(0, 0)]), np.pad(label, widths), tuple(before)
 
 def sample_patches(image, label, n: int, size=(160, 160, 16), background_threshold: float = 0.95,
@@ -173,9 +140,9 @@ def sample_patches(image, label, n: int, size=(160, 160, 16), background_thresho
     "`n` patches drawn uniformly among those with at most `background_threshold` background: list of `(X (C, x, y, z), y (num_classes-1, x, y, z), corner)`, float32"
     rng = np.random.default_rng(rng)
     image, label = _check_image_label(image, label, num_classes)
-    size = _check_size(size)
+    size = check_size(size)
     if int(n) < 0: raise ValueError(f"n must be at least 0, got {n}")
-    too_small = [f"{a} ({d} < {s})" for a, d, s in zip("xyz", label.shape, size) if d < s]
+    too_small = [f"{a} ({d} < {s})" for a, d, s in zip("xyz", label.shape, size, strict=True) if d < s]
     if too_small and not pad:
         raise ValueError(f"volume {label.shape} is smaller than the patch {size} along {', '.join(too_small)}; "
                          "pass pad=True to zero-pad it")
@@ -184,9 +151,9 @@ def sample_patches(image, label, n: int, size=(160, 160, 16), background_thresho
     choices = np.flatnonzero(valid)
     picks = choices[rng.integers(0, choices.size, size=int(n))]
     patches = []
-    for corner in zip(*np.unravel_index(picks, valid.shape)):
+    for corner in zip(*np.unravel_index(picks, valid.shape), strict=True):
         X, y = _extract(image, label, corner, size, num_classes)
-        patches.append((X, y, tuple(int(c) - o for c, o in zip(corner, offset))))
+        patches.append((X, y, tuple(int(c) - o for c, o in zip(corner, offset, strict=True))))
     return patches
 
 def sample_patch(image, label, size=(160, 160, 16), background_threshold: float = 0.95,

@@ -4,20 +4,19 @@
 
 # %% ../nbs/06_training.ipynb #18cff64b
 from __future__ import annotations
-import csv, json, math, sys, time
-from dataclasses import dataclass, field
+import csv, json, math, time
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from .model import unet_model_3d, size_multiple, NORMALIZATIONS  # importing the model registers the metrics
 import keras
 import pandas as pd
-from .data import MODALITIES, CLASS_NAMES, Patch, atomic_write, make_phantom, write_course_dataset, write_json
+from .data import MODALITIES, CLASS_NAMES, atomic_write, check_size, write_json
+from .model import check_divisible, model_divisor  # importing the model registers the metrics
 from .preprocess import standardize
-from .metrics import soft_dice_loss
 
 # %% auto #0
 __all__ = ['SPLITS', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip', 'VolumeDataGenerator',
-           'write_phantom_dataset', 'TrainingState', 'TimeLimit', 'TrainResult', 'train', 'train_command']
+           'TrainingState', 'TimeLimit', 'TrainResult', 'train', 'train_small_unet']
 
 # %% ../nbs/06_training.ipynb #dad6cabf
 SPLITS = ("train", "valid")
@@ -103,8 +102,8 @@ class VolumeDataGenerator(keras.utils.PyDataset):
         self._cache = {} if cache else None
         stored = self._shape_of(self.files[0])
         self.stored_size = stored
-        self.patch_size = stored if patch_size is None else tuple(int(s) for s in patch_size)
-        if len(self.patch_size) != 3 or any(not 1 <= p <= s for p, s in zip(self.patch_size, stored)):
+        self.patch_size = stored if patch_size is None else check_size(patch_size, "patch_size")
+        if any(p > s for p, s in zip(self.patch_size, stored, strict=True)):
             raise ValueError(f"patch_size {tuple(patch_size)} must be 3 sizes no larger than the stored patches {stored}")
         self.epoch = 0
         self._order = self._order_for(0)
@@ -154,9 +153,9 @@ class VolumeDataGenerator(keras.utils.PyDataset):
         x, y = self.load(i)
         rng = np.random.default_rng([self.seed, epoch, i])
         if self.patch_size != self.stored_size:
-            room = [s - p for s, p in zip(self.stored_size, self.patch_size)]
+            room = [s - p for s, p in zip(self.stored_size, self.patch_size, strict=True)]
             corner = [int(rng.integers(0, r + 1)) if self.random_crop else r // 2 for r in room]
-            box = (slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch_size))
+            box = (slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch_size, strict=True))
             x, y = x[box], y[box]
         X = standardize(x)
         if self.flip: X, y, _ = random_flip(X, y, rng)
@@ -171,29 +170,6 @@ class VolumeDataGenerator(keras.utils.PyDataset):
     def __repr__(self):
         return (f"VolumeDataGenerator({str(self.data_dir)!r}, split={self.split!r}, {len(self.files)} patches, "
                 f"batch_size={self.batch_size}, patch_size={self.patch_size}, shuffle={self.shuffle}, flip={self.flip})")
-
-# %% ../nbs/06_training.ipynb #f0c4ef7f
-def write_phantom_dataset(dest, n_cases: int = 8, patches_per_case: int = 4, shape=(128, 128, 64),
-                          patch_size=(64, 64, 16), valid_fraction: float = 0.25, seed: int = 0,
-                          background_threshold: float = 0.95, progress: bool = False) -> Path:
-    "Cut `n_cases` phantom cases (seeds `seed`, `seed+1`, ...) into course-format patches in `dest` (HDF5 + config.json); returns `dest`"
-    from bts_course.sampling import sample_patches, SamplingError, summed_volume_table, window_sums
-    from tqdm.auto import tqdm
-    if int(n_cases) < 1 or int(patches_per_case) < 1: raise ValueError("n_cases and patches_per_case must be at least 1")
-    n_valid = min(int(round(n_cases * valid_fraction)), int(n_cases) - 1)
-    patches = []
-    for i in tqdm(range(int(n_cases)), desc="phantoms", disable=not progress):
-        case = make_phantom(seed + i, shape)
-        rng = np.random.default_rng([seed, i])
-        try: picks = sample_patches(case.image, case.label, patches_per_case, patch_size, background_threshold, rng=rng)
-        except SamplingError:  # a small tumour: take the patches that hold as much of it as any patch can
-            best = window_sums(summed_volume_table(case.label > 0), patch_size).max() / np.prod(patch_size)
-            picks = sample_patches(case.image, case.label, patches_per_case, patch_size, 1 - best + 1e-6, rng=rng)
-        for k, (X, y, corner) in enumerate(picks, 1):
-            y4 = np.moveaxis(np.concatenate([1 - y.sum(0, keepdims=True), y]), 0, -1)  # background back, classes last
-            name = f"{case.name}_{k}_x{corner[0]}_y{corner[1]}_z{corner[2]}.h5"
-            patches.append(Patch(X, np.ascontiguousarray(y4), name, "valid" if i >= n_cases - n_valid else "train"))
-    return write_course_dataset(dest, patches)
 
 # %% ../nbs/06_training.ipynb #e6bb35fb
 def _save_atomic(model: keras.Model, path: Path):
@@ -314,7 +290,6 @@ def train(model, train_data, valid_data=None, epochs: int = 10, out_dir="runs/un
     "Train `model` (compiled, or a function building one) on `train_data` for up to `epochs` epochs, checkpointing to `out_dir`"
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
     if int(epochs) < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
     monitor = monitor or ("val_dice_coefficient" if valid_data is not None else "dice_coefficient")
     mode = "max" if "dice" in monitor and "loss" not in monitor else "min"
@@ -324,10 +299,13 @@ def train(model, train_data, valid_data=None, epochs: int = 10, out_dir="runs/un
     if state is not None and state.get("monitor", monitor) != monitor:
         raise ValueError(f"{out_dir} holds a run that monitored {state['monitor']!r}, not {monitor!r}; "
                          "use another folder or resume=False")
-    if state is None:
-        for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
     initial_epoch = int(state["epoch"]) if state else 0
     model = _build(model, strategy, policy, last if state else None)
+    if hasattr(train_data, "patch_size"): check_divisible(train_data.patch_size, model_divisor(model), "patch size")
+    # nothing is written before the model and the data are known to fit together
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
     if state: _truncate_log(log, initial_epoch)
     checkpoints = TrainingState(out_dir, monitor, mode, patience, state and state.get("best"), state and state.get("best_epoch"))
     result = lambda: TrainResult(model, _read_log(log), out_dir, initial_epoch, checkpoints.best, checkpoints.best_epoch, monitor)
@@ -354,69 +332,31 @@ def train(model, train_data, valid_data=None, epochs: int = 10, out_dir="runs/un
     print(f"done in {time.monotonic() - t0:.0f} s; best {monitor}: {best}")
     return result()
 
-# %% ../nbs/06_training.ipynb #fd0ee35e
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1: raise ValueError(f"expected a positive integer, got {text}")
-    return value
-
-def train_command(argv: list) -> int:
-    "`bts train DATASET --out DIR [options]`: train a 3D U-Net on a folder of course patches"
-    import argparse
-    from bts_course.cli import CommandParser
-    p = CommandParser(prog="bts train", usage="bts train DATASET --out DIR [options]",
-                      description="Train a 3D U-Net on a folder of HDF5 patches made by 'bts preprocess' "
-                      "(config.json + *.h5). Run again with the same --out to resume.")
-    # DATASET and --out are checked after parsing, so that a mistyped option is what gets reported
-    p.add_argument("dataset", nargs="?", metavar="DATASET", help="patch folder holding config.json and the HDF5 patches")
-    p.add_argument("--out", metavar="DIR", help="run folder (required): best.keras, last.keras, log.csv, state.json")
-    p.add_argument("--depth", type=_positive_int, default=4, help="U-Net levels (default 4, the course's)")
-    p.add_argument("--base-filters", type=_positive_int, default=32, help="filters of the first level (default 32)")
-    p.add_argument("--patch-size", type=_positive_int, nargs=3, metavar=("X", "Y", "Z"),
-                   help="train on random windows of this size cut from the stored patches (default: the whole patch)")
-    p.add_argument("--epochs", type=_positive_int, default=10, help="total epochs, counting those of a resumed run (default 10)")
-    p.add_argument("--batch-size", type=_positive_int, default=3, help="patches per batch (default 3, the course's)")
-    p.add_argument("--learning-rate", type=float, default=1e-5, help="Adam learning rate (default 1e-5, the course's)")
-    p.add_argument("--patience", type=_positive_int, default=10, help="stop after this many epochs without a better validation dice")
-    p.add_argument("--normalization", choices=["none", "batch", "instance"], default="none")
-    p.add_argument("--deconvolution", action="store_true", help="learnt transposed convolutions instead of upsampling")
-    p.add_argument("--flip", action="store_true", help="augment with random flips along the three axes")
-    p.add_argument("--steps-per-epoch", type=_positive_int, help="batches per epoch (default: every training patch once)")
-    p.add_argument("--time-limit", type=float, help="stop after this many seconds")
-    p.add_argument("--mixed-precision", action="store_true", help="16-bit compute (float16 on GPUs)")
-    p.add_argument("--multi-gpu", action="store_true", help="train on every visible GPU (tf.distribute.MirroredStrategy)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
-    p.add_argument("--workers", type=_positive_int, default=1, help="threads reading patches (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args(argv)
-    missing = [name for name, value in (("DATASET", a.dataset), ("--out", a.out)) if value is None]
-    if missing: p.error(f"the following arguments are required: {', '.join(missing)}")
-    config = read_config(a.dataset)
-    if not config["train"]: raise ValueError(f"{a.dataset}: config.json lists no training patches")
-    out = Path(a.out)
-    if out.exists() and not out.is_dir(): raise FileExistsError(f"{out}: exists and is not a folder")
-    kw = dict(batch_size=a.batch_size, patch_size=a.patch_size, seed=a.seed, workers=a.workers)
-    train_gen = VolumeDataGenerator(a.dataset, "train", flip=a.flip, **kw)
-    valid_gen = VolumeDataGenerator(a.dataset, "valid", **kw) if config["valid"] else None
-    multiple = size_multiple((2, 2, 2), a.depth)
-    if any(s % m for s, m in zip(train_gen.patch_size, multiple)):
-        raise ValueError(f"patch size {train_gen.patch_size} must be a multiple of {multiple} for depth {a.depth}; "
-                         "choose --patch-size or --depth accordingly")
-    strategy = None
-    if a.multi_gpu:
-        import tensorflow as tf
-        strategy = tf.distribute.MirroredStrategy()
-    keras.utils.set_random_seed(a.seed)
-    normalization = None if a.normalization == "none" else a.normalization
-    factory = lambda: unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
-                                    n_base_filters=a.base_filters, initial_learning_rate=a.learning_rate,
-                                    deconvolution=a.deconvolution, normalization=normalization)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json({"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")}},
-               out / "train_args.json")
-    result = train(factory, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
-                   strategy=strategy, mixed_precision=a.mixed_precision, resume=not a.no_resume,
-                   steps_per_epoch=a.steps_per_epoch, time_limit=a.time_limit,
-                   verbose=1 if sys.stdout.isatty() else 2)
-    print(f"best model: {result.best_path}" if result.best_path.is_file() else "no checkpoint written")
-    return 0
+# %% ../nbs/06_training.ipynb #c63b18e4
+def train_small_unet(
+    n_cases:int=6,  # phantom cases, seeds `seed`, `seed + 1`, ...
+    patches_per_case:int=4,  # patches cut from each case
+    shape:tuple=(64, 64, 48),  # voxels per phantom
+    patch_size:tuple=(48, 48, 16),  # voxels per patch (multiples of `2**(depth-1)`)
+    epochs:int=10,  # passes over the patches
+    depth:int=3,  # U-Net levels
+    n_base_filters:int=8,  # filters of the first level
+    learning_rate:float=3e-3,  # Adam's learning rate
+    seed:int=0,  # seed of the cases, the patches and the initial weights
+) -> keras.Model:  # the trained model, free spatial input sizes, compiled with the soft dice loss
+    "A small U-Net trained in memory on standardised phantom patches: a model to evaluate and explore without a GPU"
+    from bts_course.metrics import soft_dice_loss
+    from bts_course.model import unet_model_3d
+    from bts_course.phantom import make_phantom
+    from bts_course.sampling import sample_patches
+    X, y = [], []
+    for case_seed in range(seed, seed + int(n_cases)):
+        case = make_phantom(case_seed, shape=shape)
+        for px, py, _ in sample_patches(case.image, case.label, patches_per_case, patch_size,
+                                        background_threshold=0.99, rng=case_seed):
+            X.append(standardize(px)); y.append(py)
+    keras.utils.set_random_seed(seed)
+    model = unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=depth,
+                          n_base_filters=n_base_filters, initial_learning_rate=learning_rate)
+    model.fit(np.stack(X), np.stack(y), batch_size=4, epochs=int(epochs), verbose=0)
+    return model

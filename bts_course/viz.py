@@ -8,11 +8,13 @@ import os, sys, tempfile
 from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
-from .data import MODALITIES, CLASS_COLORS, CLASS_NAMES, N_CLASSES, atomic_write, make_phantom, read_case
+from .data import (MODALITIES, CLASS_COLORS, CLASS_NAMES, N_CLASSES, atomic_write, check_image, check_label,
+                             count_nonfinite)
 
 # %% auto #0
-__all__ = ['AXIS_NAMES', 'scale_to_unit', 'get_labeled_image', 'tumour_center', 'grid_slices', 'plot_image_grid',
-           'scroll_indices', 'gif_frames', 'visualize_data_gif', 'save_gif', 'visualize_patch', 'gif_command']
+__all__ = ['AXIS_NAMES', 'PLANES', 'scale_to_unit', 'get_labeled_image', 'tumour_center', 'grid_slices', 'plane_name',
+           'plane_slice', 'voxel_to_pixel', 'plot_image_grid', 'scroll_indices', 'gif_frames', 'visualize_data_gif',
+           'save_gif', 'visualize_patch']
 
 # %% ../nbs/01_explore.ipynb #d35eccb2
 def scale_to_unit(volume: np.ndarray, percentile: float | tuple | None = None) -> np.ndarray:
@@ -27,8 +29,8 @@ def scale_to_unit(volume: np.ndarray, percentile: float | tuple | None = None) -
         raise TypeError(f"expected a real-valued array, found dtype {v.dtype}")
     v = v.astype(np.float32, copy=False)
     if v.size == 0: raise ValueError("cannot scale an empty array")
-    if not np.isfinite(v).all():
-        raise ValueError(f"volume holds {int((~np.isfinite(v)).sum()):,} non-finite values (NaN or Inf)")
+    n_bad = count_nonfinite(v)
+    if n_bad: raise ValueError(f"volume holds {n_bad:,} non-finite values (NaN or Inf)")
     lo, hi = float(v.min()), float(v.max())
     if percentile is not None:
         q = (0.0, percentile) if np.isscalar(percentile) else tuple(percentile)
@@ -44,24 +46,11 @@ def scale_to_unit(volume: np.ndarray, percentile: float | tuple | None = None) -
     return np.clip(out, 0, 1, out=out)
 
 # %% ../nbs/01_explore.ipynb #26fdcf67
-def _label_codes(label: np.ndarray, shape: tuple) -> np.ndarray:
-    "Check `label` (codes `(X, Y, Z)` or one-hot `(X, Y, Z, 4)`) against spatial `shape`; return codes as intp"
+def _label_codes(label, shape: tuple) -> np.ndarray:
+    "Label codes `(X, Y, Z)` uint8 from codes or the course's one-hot `(X, Y, Z, 4)`, checked against the image's `shape`"
     label = np.asarray(label)
-    if label.ndim == 4 and label.shape[-1] == N_CLASSES and label.shape[:3] == tuple(shape):
-        label = label.argmax(-1)
-    if label.shape != tuple(shape):
-        raise ValueError(f"label has shape {label.shape}; expected {tuple(shape)} (the image's X, Y, Z) "
-                         f"or one-hot {tuple(shape) + (N_CLASSES,)}")
-    if label.dtype == bool: return label.astype(np.intp)
-    if not np.issubdtype(label.dtype, np.number):
-        raise TypeError(f"label must hold integer codes 0-{N_CLASSES - 1}, found dtype {label.dtype}")
-    if label.size and (label.min() < 0 or label.max() > N_CLASSES - 1 or
-                       (not np.issubdtype(label.dtype, np.integer) and not np.array_equal(label, np.round(label)))):
-        codes = np.unique(label)
-        shown = ", ".join(str(c) for c in codes[:8]) + (", ..." if len(codes) > 8 else "")
-        hint = " — enhancing tumour coded 4 looks like BraTS 2018-2021 labels; read the case with read_case" if 4 in codes else ""
-        raise ValueError(f"label has codes {{{shown}}}; expected integer codes 0-{N_CLASSES - 1}{hint}")
-    return label.astype(np.intp, copy=False)
+    if label.ndim == 4 and label.shape[-1] == N_CLASSES and label.shape[:3] == tuple(shape): label = label.argmax(-1)
+    return check_label(label, "label", shape)
 
 def get_labeled_image(image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
                       percentile: float | tuple | None = None) -> np.ndarray:
@@ -70,9 +59,7 @@ def get_labeled_image(image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
     `image`: `(X, Y, Z, 4)` real, channels in `MODALITIES` order. `label`: `(X, Y, Z)` integer codes 0-3
     (or one-hot `(X, Y, Z, 4)`). Grey is `scale_to_unit(FLAIR, percentile)`; a voxel of class k becomes
     `(1 - alpha) * grey + alpha * CLASS_COLORS[k]` (`alpha=1`: pure colour, as in the course)."""
-    image = np.asarray(image)
-    if image.ndim != 4 or image.shape[-1] != len(MODALITIES):
-        raise ValueError(f"image has shape {image.shape}; expected (X, Y, Z, {len(MODALITIES)}) with channels {MODALITIES}")
+    image = check_image(image, len(MODALITIES))
     codes = _label_codes(label, image.shape[:3])
     alpha = float(alpha)
     if not 0 <= alpha <= 1: raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
@@ -93,7 +80,8 @@ def _to_uint8(volume: np.ndarray, what: str = "volume") -> np.ndarray:
     if v.dtype == np.uint8: out = v
     elif v.dtype == bool: out = v.astype(np.uint8) * np.uint8(255)
     elif np.issubdtype(v.dtype, np.floating):
-        if not np.isfinite(v).all(): raise ValueError(f"{what} holds non-finite values (NaN or Inf)")
+        n_bad = count_nonfinite(v)
+        if n_bad: raise ValueError(f"{what} holds {n_bad:,} non-finite values (NaN or Inf)")
         lo, hi = float(v.min()), float(v.max())
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise ValueError(f"{what} has values in [{lo:.4g}, {hi:.4g}]; expected [0, 1] "
@@ -145,7 +133,7 @@ def grid_slices(shape: tuple, center: tuple, n_slices: int = 5, spacing: int | t
         return [np.sort(rng.choice(s, n_slices, replace=s < n_slices)) for s in shape]
     spacings = spacing if isinstance(spacing, (tuple, list)) else [spacing] * 3
     out = []
-    for size, c, step in zip(shape, center, spacings):
+    for size, c, step in zip(shape, center, spacings, strict=True):
         step = max(1, size // (4 * n_slices)) if step is None else int(step)
         if step < 1: raise ValueError(f"spacing must be at least 1, got {step}")
         if step * (n_slices - 1) >= size:  # cannot fit: spread evenly over the whole axis
@@ -155,12 +143,45 @@ def grid_slices(shape: tuple, center: tuple, n_slices: int = 5, spacing: int | t
     return out
 
 # %% ../nbs/01_explore.ipynb #21a12c59
-AXIS_NAMES = ("sagittal", "coronal", "axial")  # the plane of a slice at fixed x, y, z in MSD-oriented scans
+AXIS_NAMES = ("sagittal", "coronal", "axial")  # the plane of a slice at fixed x, y, z
+PLANES = {name: axis for axis, name in enumerate(AXIS_NAMES)}  # plane name -> the array axis it holds fixed
 
-def _slice2d(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    "Slice `index` of `volume (X, Y, Z, ...)` along `axis`, turned a quarter turn for display: `(rows, cols, ...)`"
-    return np.rot90(np.take(volume, int(index), axis=axis))
+def plane_name(
+    plane,  # 'sagittal' / 'coronal' / 'axial', or the array axis it holds fixed (0 / 1 / 2)
+) -> str:  # the plane's name
+    "The name of a plane given by name or by the array axis it holds fixed"
+    if isinstance(plane, str) and plane in PLANES: return plane
+    if isinstance(plane, (int, np.integer)) and not isinstance(plane, bool) and 0 <= int(plane) < 3:
+        return AXIS_NAMES[int(plane)]
+    raise ValueError(f"plane must be one of {AXIS_NAMES} or the array axis it holds fixed "
+                     f"(0 sagittal, 1 coronal, 2 axial); got {plane!r}")
 
+# %% ../nbs/01_explore.ipynb #9583b76c
+def plane_slice(
+    volume:np.ndarray,  # `(X, Y, Z, ...)`: a scan, a label map, an RGB volume
+    plane,  # 'sagittal' / 'coronal' / 'axial', or the array axis it holds fixed (0 / 1 / 2)
+    index:int,  # which slice along that axis
+) -> np.ndarray:  # a `(rows, cols, ...)` view, oriented for display
+    "Slice `index` of `plane` through `volume`, oriented as radiologists show it"
+    plane = plane_name(plane)
+    n = np.shape(volume)[PLANES[plane]]
+    if not 0 <= int(index) < n: raise IndexError(f"{plane} slice {index} is outside 0..{n - 1}")
+    index = int(index)
+    if plane == "axial": return volume[:, :, index].swapaxes(0, 1)        # rows y (anterior up), columns x
+    if plane == "coronal": return volume[:, index].swapaxes(0, 1)[::-1]   # rows z (superior up), columns x
+    return volume[index].swapaxes(0, 1)[::-1]                              # rows z (superior up), columns y
+
+def voxel_to_pixel(
+    plane,  # 'sagittal' / 'coronal' / 'axial', or 0 / 1 / 2
+    voxel,  # `(x, y, z)`
+    shape,  # the volume's spatial shape `(X, Y, Z)`
+) -> tuple:  # `(row, col)` of the voxel in `plane_slice(volume, plane, ...)`
+    "Where voxel `(x, y, z)` appears in a slice cut by `plane_slice`"
+    x, y, z = (int(v) for v in voxel)
+    last_z = int(shape[2]) - 1
+    return {"axial": (y, x), "coronal": (last_z - z, x), "sagittal": (last_z - z, y)}[plane_name(plane)]
+
+# %% ../nbs/01_explore.ipynb #db20e407
 def plot_image_grid(labeled_image: np.ndarray, center: tuple | None = None, random: bool = False,
                     rng: np.random.Generator | int | None = None, n_slices: int = 5, spacing: int | tuple | None = None,
                     label: np.ndarray | None = None, panel_size: float = 1.8, dpi: int = 72) -> Figure:
@@ -172,13 +193,13 @@ def plot_image_grid(labeled_image: np.ndarray, center: tuple | None = None, rand
     if center is None and not random: center = tumour_center(v, label)
     if center is not None and len(center) != 3: raise ValueError(f"center must be (x, y, z), got {center!r}")
     slices = grid_slices(v.shape[:3], (0, 0, 0) if center is None else center, n_slices, spacing, random, rng)
-    ratios = [max(h / w, 0.05) for h, w in (_slice2d(v, a, 0).shape[:2] for a in range(3))]  # row heights at equal widths
+    ratios = [max(h / w, 0.05) for h, w in (plane_slice(v, a, 0).shape[:2] for a in range(3))]  # row heights at equal widths
     fig = Figure(figsize=(panel_size * n_slices, panel_size * (sum(ratios) + 0.45)), dpi=dpi, facecolor="black",
                  layout="constrained")
     axes = fig.subplots(3, n_slices, squeeze=False, gridspec_kw={"height_ratios": ratios})
-    for axis, (row, indices) in enumerate(zip(axes, slices)):
-        for ax, i in zip(row, indices):
-            ax.imshow(_slice2d(v, axis, i), interpolation="nearest")
+    for axis, (row, indices) in enumerate(zip(axes, slices, strict=True)):
+        for ax, i in zip(row, indices, strict=True):
+            ax.imshow(plane_slice(v, axis, i), interpolation="nearest")
             ax.set_title(f"{AXIS_NAMES[axis]} {'xyz'[axis]}={i}", color="white", fontsize=8)
             ax.axis("off")
     return fig
@@ -199,7 +220,7 @@ def gif_frames(volume: np.ndarray, axes: tuple = (0, 1, 2), gap: int = 2, progre
     """Frames scrolling through `volume` (RGB `(X, Y, Z, 3)` float in [0, 1] or uint8, or grey `(X, Y, Z)`): `(n, H, W, 3)` uint8.
 
     One panel per axis in `axes`, side by side `gap` pixels apart; `n` is the longest of those axes and each panel
-    advances by `scroll_indices`. Panel of axis a: `_slice2d` of shape (rows, cols). `W` = the panels' widths plus
+    advances by `scroll_indices`. Panel of axis a: `plane_slice` of shape (rows, cols). `W` = the panels' widths plus
     gaps; `H` = the tallest panel, plus a black row and a progress bar `max(progress, ceil(n / W))` rows high
     unless `progress=0`. The bar gains at least one pixel per frame, so consecutive frames always differ."""
     v = _to_uint8(volume)
@@ -208,17 +229,17 @@ def gif_frames(volume: np.ndarray, axes: tuple = (0, 1, 2), gap: int = 2, progre
         raise ValueError(f"axes must be distinct values from 0, 1, 2; got {axes}")
     if gap < 0 or progress < 0: raise ValueError(f"gap and progress must be >= 0, got {gap} and {progress}")
     sched = scroll_indices([v.shape[a] for a in axes])
-    sizes = [_slice2d(v, a, 0).shape[:2] for a in axes]
+    sizes = [plane_slice(v, a, 0).shape[:2] for a in axes]
     height = max(h for h, _ in sizes)
     width = sum(w for _, w in sizes) + gap * (len(axes) - 1)
     n = len(sched)
     rows = max(progress, -(-n // width)) if progress else 0
     frames = np.zeros((n, height + (rows + 1 if rows else 0), width, 3), np.uint8)
-    for i, (frame, indices) in enumerate(zip(frames, sched)):
+    for i, (frame, indices) in enumerate(zip(frames, sched, strict=True)):
         x0 = 0
-        for a, s, (h, w) in zip(axes, indices, sizes):
+        for a, s, (h, w) in zip(axes, indices, sizes, strict=True):
             top = (height - h) // 2
-            frame[top:top + h, x0:x0 + w] = _slice2d(v, a, s)
+            frame[top:top + h, x0:x0 + w] = plane_slice(v, a, s)
             x0 += w + gap
         if rows:  # fill ceil((i + 1) / n) of the bar's width * rows pixels, column by column
             cells = -(-(i + 1) * width * rows // n)
@@ -289,38 +310,9 @@ def visualize_patch(X: np.ndarray, y: np.ndarray, class_num: int = 2, z: int | N
     if not 0 <= z < X.shape[2]: raise ValueError(f"z={z} out of range for a patch {X.shape[2]} slices deep")
     fig = Figure(figsize=(2 * panel_size, panel_size), dpi=dpi)
     ax_x, ax_y = fig.subplots(1, 2)
-    ax_x.imshow(_slice2d(X, 2, z), cmap="gray", interpolation="nearest")
-    ax_y.imshow(_slice2d(y, 2, z), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax_x.imshow(plane_slice(X, "axial", z), cmap="gray", interpolation="nearest")
+    ax_y.imshow(plane_slice(y, "axial", z), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax_x.set_title(f"{x_name}, z={z}", fontsize=9); ax_y.set_title(f"{y_name}, z={z}", fontsize=9)
     for ax in (ax_x, ax_y): ax.set_xticks([]); ax.set_yticks([])
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9, wspace=0.05)
     return fig
-
-# %% ../nbs/01_explore.ipynb #875abcb8
-def gif_command(argv: list) -> int:
-    "`bts gif CASE -o OUT.gif [--axis all|x|y|z] [--duration S] [--alpha A] [--phantom SEED]`: write a labelled GIF, print its path"
-    from bts_course.cli import CommandParser, CommandError
-    parser = CommandParser(prog="bts gif", description="Write an animated GIF that scrolls through a case, "
-                           "FLAIR in grey with the tumour classes in colour (red edema, green non-enhancing, blue enhancing).")
-    parser.add_argument("case", nargs="?", help="MSD image file (label read from ../labelsTr/) or BraTS 2018-2021 / 2023+ case folder")
-    parser.add_argument("-o", "--output", help="GIF to write (default: CASE_NAME.gif in the current folder)")
-    parser.add_argument("--axis", choices=("all", "x", "y", "z"), default="all",
-                        help="scroll along all three axes side by side (default) or along one")
-    parser.add_argument("--duration", type=float, default=0.1, help="seconds per frame (default 0.1)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the class colours, 0-1 (default 0.5; 1 = pure colour)")
-    parser.add_argument("--phantom", type=int, metavar="SEED", help="use a synthetic phantom case instead of CASE")
-    args = parser.parse_args(argv)
-    if (args.case is None) == (args.phantom is None):
-        raise CommandError("give either a CASE path or --phantom SEED (see 'bts gif --help')")
-    if not args.duration >= 0.01: raise CommandError(f"--duration must be at least 0.01 seconds, got {args.duration}")
-    if not 0 <= args.alpha <= 1: raise CommandError(f"--alpha must lie in [0, 1], got {args.alpha}")
-    if args.output is not None and Path(args.output).suffix.lower() != ".gif":
-        raise CommandError(f"output {args.output} must end with .gif")
-    case = make_phantom(args.phantom) if args.phantom is not None else read_case(args.case)
-    out = Path(args.output) if args.output is not None else Path(f"{case.name}.gif")
-    label = case.label if case.label is not None else np.zeros(case.image.shape[:3], np.uint8)
-    rgb = get_labeled_image(case.image, label, alpha=args.alpha)
-    if args.axis == "all": visualize_data_gif(rgb, out, duration=args.duration, show=False)
-    else: save_gif(rgb, out, axis="xyz".index(args.axis), duration=args.duration)
-    print(out)
-    return 0

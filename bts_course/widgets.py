@@ -10,39 +10,13 @@ from pathlib import Path
 import numpy as np
 import ipywidgets as W
 from PIL import Image as PILImage
-from .data import Case, MODALITIES, CLASS_NAMES, CLASS_COLORS, LABEL_NAMES, atomic_write
+from .data import (Case, MODALITIES, CLASS_NAMES, CLASS_COLORS, LABEL_NAMES, atomic_write, check_image,
+                             check_label, probabilities_to_labels)
+from .viz import AXIS_NAMES, PLANES, plane_name, plane_slice, voxel_to_pixel
 
 # %% auto #0
-__all__ = ['PLANES', 'COMPARE_NAMES', 'COMPARE_COLORS', 'CROSSHAIR_COLOR', 'plane_name', 'plane_slice', 'voxel_to_pixel',
-           'window_to_uint8', 'default_window', 'overlay_rgb', 'class_table', 'compare_codes', 'compare_table',
-           'draw_crosshair', 'SliceExplorer', 'classes_to_codes', 'PatchExplorer']
-
-# %% ../nbs/08_explorer.ipynb #cbda8b95
-PLANES = {"axial": 2, "coronal": 1, "sagittal": 0}  # plane name -> the array axis it holds fixed (x 0, y 1, z 2)
-_PLANE_OF_AXIS = {axis: plane for plane, axis in PLANES.items()}
-
-def plane_name(plane) -> str:
-    "The plane name for `plane`: 'axial' / 'coronal' / 'sagittal', or the array axis it holds fixed (2 / 1 / 0)"
-    if isinstance(plane, str) and plane in PLANES: return plane
-    if isinstance(plane, (int, np.integer)) and not isinstance(plane, bool) and int(plane) in _PLANE_OF_AXIS:
-        return _PLANE_OF_AXIS[int(plane)]
-    raise ValueError(f"plane must be one of {tuple(PLANES)} or the array axis it holds fixed "
-                     f"(0 sagittal, 1 coronal, 2 axial); got {plane!r}")
-
-def plane_slice(volume: np.ndarray, plane, index: int) -> np.ndarray:
-    "Slice `index` of `plane` through `volume (X, Y, Z, ...)`, oriented for display: a `(rows, cols, ...)` view"
-    plane = plane_name(plane)
-    n = volume.shape[PLANES[plane]]
-    if not 0 <= index < n: raise IndexError(f"{plane} slice {index} is outside 0..{n - 1}")
-    if plane == "axial": return volume[:, :, index].swapaxes(0, 1)        # rows y, columns x
-    if plane == "coronal": return volume[:, index].swapaxes(0, 1)[::-1]   # rows z (superior up), columns x
-    return volume[index].swapaxes(0, 1)[::-1]                              # rows z (superior up), columns y
-
-def voxel_to_pixel(plane, voxel, shape) -> tuple:
-    "`(row, col)` of voxel `(x, y, z)` in `plane_slice(volume, plane, ...)` of a volume of spatial `shape (X, Y, Z)`"
-    x, y, z = (int(v) for v in voxel)
-    last_z = int(shape[2]) - 1
-    return {"axial": (y, x), "coronal": (last_z - z, x), "sagittal": (last_z - z, y)}[plane_name(plane)]
+__all__ = ['COMPARE_NAMES', 'COMPARE_COLORS', 'CROSSHAIR_COLOR', 'window_to_uint8', 'default_window', 'overlay_rgb',
+           'class_table', 'compare_codes', 'compare_table', 'draw_crosshair', 'SliceExplorer', 'PatchExplorer']
 
 # %% ../nbs/08_explorer.ipynb #091a5a4c
 def window_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -119,37 +93,13 @@ def draw_crosshair(rgb: np.ndarray, row: int, col: int, color=CROSSHAIR_COLOR, g
 
 # %% ../nbs/08_explorer.ipynb #ff0a29f9
 def _check_image(image) -> np.ndarray:
-    "Intensities as a float32 `(X, Y, Z, C)` array, or a clear error"
+    "The explorer's image as float32 `(X, Y, Z, C)`; a 3D image is one channel"
     image = np.asarray(image)
-    if image.ndim == 3: image = image[..., None]
-    if image.ndim != 4:
-        raise ValueError(f"image must be (X, Y, Z, C) with channels last; got {image.ndim}D shape {image.shape}")
-    if image.shape[0] <= 8 and image.shape[-1] > 8:
-        raise ValueError(f"image shape {image.shape} looks channels-first (C, X, Y, Z); the explorer wants channels "
-                         "last — use PatchExplorer for course patches, or np.moveaxis(image, 0, -1)")
-    if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
-        raise ValueError(f"image must hold real numbers, got dtype {image.dtype}")
-    image = np.asarray(image, np.float32)
-    n_bad = int(image.size - np.count_nonzero(np.isfinite(image)))
-    if n_bad: raise ValueError(f"image holds {n_bad:,} non-finite values (NaN or Inf)")
-    return image
+    return check_image(image[..., None] if image.ndim == 3 else image)
 
 def _check_codes(codes, what: str, shape: tuple):
-    "Label codes 0-3 as a uint8 `(X, Y, Z)` array on the grid `shape`, None for None, or a clear error"
-    if codes is None: return None
-    codes = np.asarray(codes)
-    if codes.shape != tuple(shape):
-        hint = (" — threshold probabilities into label codes first" if codes.ndim == 4 and codes.shape[:3] == tuple(shape)
-                else "")
-        raise ValueError(f"{what} must be label codes with shape {tuple(shape)} (the image's X, Y, Z); got {codes.shape}{hint}")
-    if codes.dtype == bool or not np.issubdtype(codes.dtype, np.number):
-        raise ValueError(f"{what} must hold integer codes 0-3, got dtype {codes.dtype}")
-    if codes.size and (codes.min() < 0 or codes.max() >= len(LABEL_NAMES) or
-                       (not np.issubdtype(codes.dtype, np.integer) and not np.array_equal(codes, np.round(codes)))):
-        found = np.unique(codes)
-        hint = " — BraTS 2018-2021 code enhancing tumour as 4; read_case maps it to 3" if 4 in found else ""
-        raise ValueError(f"{what} has codes {found[:10].tolist()}; expected integer codes 0-3 {LABEL_NAMES}{hint}")
-    return codes.astype(np.uint8)
+    "Label codes 0-3 as uint8 `(X, Y, Z)` on the grid `shape`, or None"
+    return None if codes is None else check_label(codes, what, shape)
 
 # %% ../nbs/08_explorer.ipynb #b1d06819
 def _png_bytes(rgb: np.ndarray, compress_level: int = 1) -> bytes:
@@ -205,7 +155,7 @@ class SliceExplorer:
         "Create the controls, the three images and their layout"
         if position is None: position = self._default_position()
         if len(position) != 3: raise ValueError(f"position must be a voxel (x, y, z), got {position!r}")
-        for p, n, axis in zip(position, self.shape, "xyz"):
+        for p, n, axis in zip(position, self.shape, "xyz", strict=True):
             if not 0 <= int(p) < n: raise ValueError(f"position {axis}={p} is outside 0..{n - 1}")
         if isinstance(modality, str):
             if modality not in self.channel_names: raise ValueError(f"modality {modality!r} not in {self.channel_names}")
@@ -302,12 +252,12 @@ class SliceExplorer:
     @property
     def position(self) -> tuple:
         "The crosshair voxel `(x, y, z)`"
-        return tuple(self.sliders[_PLANE_OF_AXIS[axis]].value for axis in range(3))
+        return tuple(self.sliders[AXIS_NAMES[axis]].value for axis in range(3))
 
     @position.setter
     def position(self, voxel):
         with self.hold():
-            for axis, v in enumerate(voxel): self.sliders[_PLANE_OF_AXIS[axis]].value = int(v)
+            for axis, v in enumerate(voxel): self.sliders[AXIS_NAMES[axis]].value = int(v)
 
     # --- drawing ---------------------------------------------------------------------------
     def _overlay_tables(self, plane, index):
@@ -375,12 +325,8 @@ class SliceExplorer:
 
     def _dice_per_class(self) -> dict:
         "Dice of prediction against truth for each class 1-3 over the whole volume (1.0 where both are empty)"
-        out = {}
-        for code in CLASS_COLORS:
-            t, p = self.label == code, self.prediction == code
-            total = int(t.sum()) + int(p.sum())
-            out[code] = 2 * int((t & p).sum()) / total if total else 1.0
-        return out
+        from bts_course.metrics import binary_dice  # imported when first needed: metrics loads TensorFlow
+        return {code: binary_dice(self.prediction == code, self.label == code) for code in CLASS_COLORS}
 
     # --- exports ---------------------------------------------------------------------------
     def save_png(self, path, scale: int = 1, crosshair: bool | None = None) -> Path:
@@ -403,23 +349,13 @@ class SliceExplorer:
         return f"SliceExplorer({self.name!r}, {self.image.shape}, position={self.position}, mode={self.mode.value!r})"
 
 # %% ../nbs/08_explorer.ipynb #16b0b381
-def classes_to_codes(y: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    "Label codes `(x, y, z)` uint8 from class channels `y (K, x, y, z)`: K=3 tumour classes 1-3, or K=4 with background first"
-    y = np.asarray(y, np.float32)
-    if y.ndim != 4 or y.shape[0] not in (3, 4):
-        raise ValueError(f"class channels must be (3, x, y, z) (tumour classes, background dropped) or "
-                         f"(4, x, y, z) (background first); got shape {y.shape}")
-    if y.shape[0] == 4: return y.argmax(0).astype(np.uint8)
-    best = y.argmax(0)
-    return np.where(y.max(0) >= threshold, best + 1, 0).astype(np.uint8)
-
 class PatchExplorer(SliceExplorer):
-    "`SliceExplorer` for a course patch: `X (C, x, y, z)` intensities, `y` and `prediction` `(K, x, y, z)` class channels (see `classes_to_codes`)"
+    "`SliceExplorer` for a course patch: `X (C, x, y, z)` intensities, `y` and `prediction` `(K, x, y, z)` class channels (3, or 4 with background first)"
     def __init__(self, X, y=None, prediction=None, threshold: float = 0.5, **kwargs):
         X = np.asarray(X)
         if X.ndim != 4: raise ValueError(f"X must be a channels-first patch (C, x, y, z); got shape {X.shape}")
-        codes = [None if a is None else classes_to_codes(a, threshold) for a in (y, prediction)]
-        for what, c in zip(("y", "prediction"), codes):
+        codes = [None if a is None else probabilities_to_labels(a, threshold, axis=0) for a in (y, prediction)]
+        for what, c in zip(("y", "prediction"), codes, strict=True):
             if c is not None and c.shape != X.shape[1:]:
                 raise ValueError(f"{what} covers {c.shape} voxels but X covers {X.shape[1:]}")
         super().__init__(np.moveaxis(X, 0, -1), *codes, **kwargs)

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not f
 
 CELLS = [
     "import numpy as np\n"
-    "from bts_course.data import make_phantom\n"
+    "from bts_course.phantom import make_phantom\n"
     "from bts_course.widgets import SliceExplorer\n"
     "case = make_phantom(0, shape=(64, 64, 48))\n"
     "prediction = np.roll(case.label, 2, axis=0)\n"

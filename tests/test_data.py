@@ -5,8 +5,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from bts_course.data import (LAYOUTS, MODALITIES, CaseError, example_patches, load_case, make_phantom,
-                             one_hot, read_case, save_nifti)
+from bts_course.data import LAYOUTS, CaseError, example_patches, load_case, one_hot, read_case, save_nifti
+from bts_course.phantom import make_phantom
 
 SHAPE = (20, 18, 12)
 

@@ -1,6 +1,5 @@
 "`bts demo --quick`: the whole course end to end at toy sizes, and its outputs readable"
 import json, subprocess, sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -51,9 +50,9 @@ def test_demo_tables(demo_out):
     assert list(per_class.metric) == ["Sensitivity", "Specificity"]
     regions = pd.read_csv(out / "metrics_regions.csv")
     assert list(regions.columns) == ["region", "Dice", "Sensitivity", "Specificity", "HD95"]
-    assert list(regions.region) == ["Whole tumour", "Tumour core", "Enhancing tumour"]
+    assert list(regions.region) == ["Whole tumor", "Tumor core", "Enhancing tumor"]
     assert regions.Dice.between(0, 1).all()
-    assert "Whole tumour" in stdout and "Sensitivity" in stdout  # the tables are printed too
+    assert "Whole tumor" in stdout and "Sensitivity" in stdout  # the tables are printed too
 
 
 def test_demo_pictures(demo_out):

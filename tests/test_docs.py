@@ -134,10 +134,10 @@ def test_directive_lines_never_show(site):
 
 
 def test_exported_function_has_signature_and_docstring(site):
-    from bts_course.data import make_phantom
-    s = (site / "data.html").read_text(encoding="utf-8")
+    from bts_course.phantom import make_phantom
+    s = (site / "phantom.html").read_text(encoding="utf-8")
     m = re.search(r'<h3 id="make_phantom">.*?(<pre\b.*?</pre>)(.*?)(?:<hr|<h[1-3]\b)', s, re.S)
-    assert m, "no API block for make_phantom on data.html"
+    assert m, "no API block for make_phantom on phantom.html"
     sig = code_blocks(m.group(1))[0]
     assert "def make_phantom(" in sig
     for name, p in inspect.signature(make_phantom).parameters.items():

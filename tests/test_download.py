@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from bts_course.cli import main
-from bts_course.data import make_phantom, read_case, save_nifti
+from bts_course.phantom import make_phantom
+from bts_course.data import read_case, save_nifti
 from bts_course.download import DownloadError, download_decathlon, safe_extract
 
 TASK = "Task01_BrainTumour"

@@ -1,5 +1,5 @@
 "Whole-scan inference, label maps, evaluation tables and `bts predict` (bts_course.evaluation)"
-import math, warnings
+import math
 from pathlib import Path
 
 import numpy as np
@@ -8,13 +8,15 @@ import pytest
 import nibabel as nib
 from hypothesis import given, settings, strategies as st
 
-from bts_course.model import unet_model_3d  # imports TensorFlow quietly
+from bts_course.model import model_divisor, model_io, unet_model_3d, with_input_shape  # imports TensorFlow quietly
 import keras
-from bts_course.data import make_phantom, save_nifti
+from bts_course.phantom import make_phantom
+from bts_course.data import probabilities_to_labels, save_nifti
 from bts_course.metrics import soft_dice_loss
 from bts_course.preprocess import brain_box, standardize
 from bts_course.cli import main as bts
 from bts_course import evaluation as ev
+from bts_course import inference as inf
 
 
 # ---------------------------------------------------------------- stand-in models
@@ -41,13 +43,13 @@ def case():
 @given(length=st.integers(1, 300), size=st.integers(1, 200), overlap=st.floats(0, 0.9))
 @settings(max_examples=300, deadline=None)
 def test_axis_starts_cover_with_overlap(length, size, overlap):
-    starts = ev.axis_starts(length, size, overlap)
+    starts = inf.axis_starts(length, size, overlap)
     assert starts[0] == 0 and starts == sorted(set(starts))
     if size >= length:
         assert starts == [0]
         return
     assert starts[-1] == length - size  # the last window ends at the end
-    for a, b in zip(starts, starts[1:]):
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
         assert b - a <= size * (1 - overlap) + 1  # neighbours share at least `overlap` of a window (up to rounding)
     # not more windows than needed: with one window less the step would exceed the allowed one
     if len(starts) > 2 and size * (1 - overlap) >= 1:
@@ -55,7 +57,7 @@ def test_axis_starts_cover_with_overlap(length, size, overlap):
 
 
 def processed(shape, window, overlap):
-    corners, _ = ev.plan_windows(shape, window, overlap)
+    corners, _ = inf.window_corners(shape, window, overlap)
     return len(corners) * math.prod(window), len(corners)
 
 
@@ -63,102 +65,102 @@ def processed(shape, window, overlap):
                                               ((140, 172, 140), 2.5e6)])
 def test_choose_window_is_the_cheapest_that_fits(shape, max_voxels):
     d = (4, 4, 4) if max(shape) < 100 else (8, 8, 8)
-    w = ev.choose_window(shape, d, max_voxels)
-    assert math.prod(w) <= max_voxels and all(s % k == 0 for s, k in zip(w, d))
+    w = inf.choose_window(shape, d, max_voxels)
+    assert math.prod(w) <= max_voxels and all(s % k == 0 for s, k in zip(w, d, strict=True))
     # brute force over every window of multiples of d
-    candidates = [tuple((i + 1) * k for i, k in zip(index, d)) for index in np.ndindex(*[-(-s // k) for s, k in zip(shape, d)])]
+    candidates = [tuple((i + 1) * k for i, k in zip(index, d, strict=True)) for index in np.ndindex(*[-(-s // k) for s, k in zip(shape, d, strict=True)])]
     best = min(processed(shape, c, 0.25)[0] for c in candidates if math.prod(c) <= max_voxels)
     assert processed(shape, w, 0.25)[0] == best
 
 
 def test_choose_window_respects_min_window():
     shape = (140, 172, 140)
-    w = ev.choose_window(shape, (8, 8, 8), 2.5e6, min_window=96)
+    w = inf.choose_window(shape, (8, 8, 8), 2.5e6, min_window=96)
     assert min(w) >= 96 and math.prod(w) <= 2.5e6
-    assert processed(shape, w, 0.25)[0] >= processed(shape, ev.choose_window(shape, (8, 8, 8), 2.5e6), 0.25)[0]
-    assert ev.choose_window((30, 40, 20), (4, 4, 4), 1e9, min_window=96) == (32, 40, 20)  # never beyond the crop
+    assert processed(shape, w, 0.25)[0] >= processed(shape, inf.choose_window(shape, (8, 8, 8), 2.5e6), 0.25)[0]
+    assert inf.choose_window((30, 40, 20), (4, 4, 4), 1e9, min_window=96) == (32, 40, 20)  # never beyond the crop
     with pytest.warns(UserWarning, match="thinner than the network's view"):
-        w = ev.choose_window(shape, (8, 8, 8), 5e5, min_window=96)
+        w = inf.choose_window(shape, (8, 8, 8), 5e5, min_window=96)
     assert min(w) >= 48 and math.prod(w) <= 5e5
 
 
 def test_window_plan_follows_the_memory_budget():
     m = unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=3, n_base_filters=4)
     crop = (120, 140, 100)
-    big, _, _ = ev.window_plan(m, crop, max_memory_gb=100)
+    big, _, _ = inf.plan_windows(m, crop, max_memory_gb=100)
     assert big == (120, 140, 100)  # everything in one window (divisor 4)
-    small, corners, padded = ev.window_plan(m, crop, max_memory_gb=0.05)
-    assert math.prod(small) * ev.activation_bytes(m) <= 0.05e9 and len(corners) > 1 and padded == crop
-    half, _, _ = ev.window_plan(m, crop, max_memory_gb=0.1, batch_size=2)
-    assert half == ev.window_plan(m, crop, max_memory_gb=0.05)[0]
+    small, corners, padded = inf.plan_windows(m, crop, max_memory_gb=0.05)
+    assert math.prod(small) * inf.activation_bytes(m) <= 0.05e9 and len(corners) > 1 and padded == crop
+    half, _, _ = inf.plan_windows(m, crop, max_memory_gb=0.1, batch_size=2)
+    assert half == inf.plan_windows(m, crop, max_memory_gb=0.05)[0]
 
 
 def test_plan_windows_pads_small_axes():
-    corners, padded = ev.plan_windows((30, 100, 10), (32, 48, 16), 0.25)
+    corners, padded = inf.window_corners((30, 100, 10), (32, 48, 16), 0.25)
     assert padded == (32, 100, 16)
     assert sorted({c[1] for c in corners}) == [0, 26, 52]
     assert {c[0] for c in corners} == {0} and {c[2] for c in corners} == {0}
 
 
 def test_gaussian_weights():
-    g = ev.gaussian_weights((15, 8, 4))
+    g = inf.gaussian_weights((15, 8, 4))
     assert g.dtype == np.float32 and g.shape == (15, 8, 4)
     assert g.max() == pytest.approx(1.0, abs=0.02) and g.min() >= 1e-3
     np.testing.assert_allclose(g, g[::-1, ::-1, ::-1], atol=1e-7)
     assert g[7, 3, 1] > g[0, 3, 1]
-    assert (ev.gaussian_weights((4, 4, 4), sigma_scale=None) == 1).all()
+    assert (inf.gaussian_weights((4, 4, 4), sigma_scale=None) == 1).all()
     with pytest.raises(ValueError, match="positive"):
-        ev.gaussian_weights((4, 4, 4), sigma_scale=0)
+        inf.gaussian_weights((4, 4, 4), sigma_scale=0)
 
 
 # ---------------------------------------------------------------- labels
 def test_probabilities_to_labels_priority_and_modes():
     p = np.array([[0.9, 0.1, 0.2], [0.8, 0.3, 0.6], [0.2, 0.7, 0.55], [0.3, 0.45, 0.1], [0.5, 0.5, 0.5]], np.float32)
-    np.testing.assert_array_equal(ev.probabilities_to_labels(p), [1, 3, 3, 0, 0])
-    np.testing.assert_array_equal(ev.probabilities_to_labels(p, mode="argmax"), [1, 1, 2, 0, 0])
-    np.testing.assert_array_equal(ev.probabilities_to_labels(p, threshold=0.25), [1, 3, 3, 2, 3])
-    np.testing.assert_array_equal(ev.probabilities_to_labels(p.T, axis=0), [1, 3, 3, 0, 0])
+    np.testing.assert_array_equal(probabilities_to_labels(p), [1, 3, 3, 0, 0])
+    np.testing.assert_array_equal(probabilities_to_labels(p, mode="argmax"), [1, 1, 2, 0, 0])
+    np.testing.assert_array_equal(probabilities_to_labels(p, threshold=0.25), [1, 3, 3, 2, 3])
+    np.testing.assert_array_equal(probabilities_to_labels(p.T, axis=0), [1, 3, 3, 0, 0])
     four = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.2, 0.3, 0.4]])
-    np.testing.assert_array_equal(ev.probabilities_to_labels(four, mode="argmax"), [0, 3])
-    assert ev.probabilities_to_labels(p).dtype == np.uint8
+    np.testing.assert_array_equal(probabilities_to_labels(four, mode="argmax"), [0, 3])
+    assert probabilities_to_labels(p).dtype == np.uint8
     with pytest.raises(ValueError, match="found 2"):
-        ev.probabilities_to_labels(np.zeros((3, 2)))
+        probabilities_to_labels(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="mode"):
-        ev.probabilities_to_labels(p, mode="vote")
+        probabilities_to_labels(p, mode="vote")
 
 
 # ---------------------------------------------------------------- predict_volume
 def test_model_introspection():
     m = unet_model_3d(soft_dice_loss, input_shape=(4, 32, 32, 16), depth=3, n_base_filters=2)
-    assert ev.model_io(m) == (4, 3)
-    assert ev.model_divisor(m) == (4, 4, 4)
-    assert ev.model_divisor(pointwise_model()) == (1, 1, 1)
-    assert ev.activation_bytes(pointwise_model()) == 4 * (4 + 4 + 3)  # during the conv: its input, its copy, its output
+    assert model_io(m) == (4, 3)
+    assert model_divisor(m) == (4, 4, 4)
+    assert model_divisor(pointwise_model()) == (1, 1, 1)
+    assert inf.activation_bytes(pointwise_model()) == 4 * (4 + 4 + 3)  # during the conv: its input, its copy, its output
 
 
 def test_normalize_crop_background_matches_standardize(case):
     crop = case.image[brain_box(case.image)]
-    norm, background = ev.normalize_crop(crop)
+    norm, background = inf.normalize_crop(crop)
     np.testing.assert_array_equal(norm, standardize(np.moveaxis(crop, -1, 0)))
     zero = np.argwhere((crop == 0).all(-1))[0]
     np.testing.assert_allclose(norm[(slice(None),) + tuple(zero)], background[:, 0, 0, zero[2]], atol=1e-5)
-    n2, b2 = ev.normalize_crop(crop, "none")
+    n2, b2 = inf.normalize_crop(crop, "none")
     np.testing.assert_array_equal(n2, np.moveaxis(crop, -1, 0))
     assert not b2.any()
     with pytest.raises(ValueError, match="normalization"):
-        ev.normalize_crop(crop, "zscore")
+        inf.normalize_crop(crop, "zscore")
 
 
 @pytest.mark.parametrize("window,overlap,batch", [((8, 8, 8), 0.25, 1), ((16, 12, 4), 0.5, 4), ((40, 48, 28), 0.0, 2),
                                                   ((3, 5, 7), 0.3, 3)])
 def test_stitching_is_exact_for_a_pointwise_model(case, window, overlap, batch):
     m = pointwise_model()
-    one = ev.predict_volume(m, case.image, progress=False)
-    many = ev.predict_volume(m, case.image, window=window, overlap=overlap, batch_size=batch, progress=False)
+    one = inf.predict_volume(m, case.image, progress=False)
+    many = inf.predict_volume(m, case.image, window=window, overlap=overlap, batch_size=batch, progress=False)
     np.testing.assert_allclose(many, one, atol=1e-5)
     # and the one-window answer is the model applied to the standardised crop, zero outside the box
     box = brain_box(case.image)
-    norm, _ = ev.normalize_crop(case.image[box])
+    norm, _ = inf.normalize_crop(case.image[box])
     direct = m.predict_on_batch(norm[None])[0]
     np.testing.assert_allclose(one[box], np.moveaxis(direct, 0, -1), atol=1e-5)
     outside = np.ones(one.shape[:3], bool)
@@ -169,43 +171,43 @@ def test_stitching_is_exact_for_a_pointwise_model(case, window, overlap, batch):
 def test_unet_one_window_equals_direct_call_and_weights_are_shared(case):
     m = tiny_unet((4, 16, 16, 16))  # a fixed input size: predict_volume runs it on other sizes
     box = brain_box(case.image)
-    probs = ev.predict_volume(m, case.image, progress=False)
-    norm, background = ev.normalize_crop(case.image[box])
+    probs = inf.predict_volume(m, case.image, progress=False)
+    norm, background = inf.normalize_crop(case.image[box])
     crop = norm.shape[1:]
     window = tuple(-(-s // 2) * 2 for s in crop)  # divisor 2, one window
     grid = np.zeros((4,) + window, np.float32)
-    off = [(w - s) // 2 for w, s in zip(window, crop)]
-    inner = tuple(slice(o, o + s) for o, s in zip(off, crop))
+    off = [(w - s) // 2 for w, s in zip(window, crop, strict=True)]
+    inner = tuple(slice(o, o + s) for o, s in zip(off, crop, strict=True))
     grid[:, :, :, inner[2]] = background
     grid[(slice(None),) + inner] = norm
-    direct = ev._free_net(m).predict_on_batch(grid[None])[0][(slice(None),) + inner]
+    direct = with_input_shape(m).predict_on_batch(grid[None])[0][(slice(None),) + inner]
     np.testing.assert_allclose(probs[box], np.moveaxis(direct, 0, -1), atol=1e-5)
     # training the original model changes what predict_volume uses (the clone shares the weights)
     m.set_weights([w * 0 for w in m.get_weights()])
-    np.testing.assert_allclose(ev.predict_volume(m, case.image, progress=False)[box], 0.5, atol=1e-6)
+    np.testing.assert_allclose(inf.predict_volume(m, case.image, progress=False)[box], 0.5, atol=1e-6)
 
 
 def test_small_windows_stay_close_to_one_window(case):
     m = tiny_unet()
-    one = ev.predict_volume(m, case.image, progress=False)
-    tiles = ev.predict_volume(m, case.image, window=(16, 16, 8), overlap=0.5, batch_size=3, progress=False)
+    one = inf.predict_volume(m, case.image, progress=False)
+    tiles = inf.predict_volume(m, case.image, window=(16, 16, 8), overlap=0.5, batch_size=3, progress=False)
     assert np.abs(tiles - one).mean() < 0.02
 
 
 def test_predict_volume_errors(case):
     m = tiny_unet()
     with pytest.raises(ValueError, match="expected an image"):
-        ev.predict_volume(m, case.image[..., :3], progress=False)
+        inf.predict_volume(m, case.image[..., :3], progress=False)
     bad = case.image.copy()
     bad[0, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        ev.predict_volume(m, bad, progress=False)
+        inf.predict_volume(m, bad, progress=False)
     with pytest.raises(ValueError, match="multiple of the model's divisor"):
-        ev.predict_volume(m, case.image, window=(15, 16, 16), progress=False)
+        inf.predict_volume(m, case.image, window=(15, 16, 16), progress=False)
     with pytest.raises(ValueError, match="exceeds the memory budget"):
-        ev.predict_volume(m, case.image, max_memory_gb=1e-9, progress=False)
+        inf.predict_volume(m, case.image, max_memory_gb=1e-9, progress=False)
     with pytest.warns(UserWarning, match="all zeros"):
-        zeros = ev.predict_volume(m, np.zeros((8, 8, 8, 4), np.float32), progress=False)
+        zeros = inf.predict_volume(m, np.zeros((8, 8, 8, 4), np.float32), progress=False)
     assert zeros.shape == (8, 8, 8, 3) and not zeros.any()
 
 
@@ -226,10 +228,10 @@ def test_predict_and_viz_honours_threshold_and_ignores_truth(case):
     m = pointwise_model(seed=1)
     loc = tuple(s // 2 for s in case.label.shape)
     labels, fig = ev.predict_and_viz(case.image, case.label, m, threshold=0.5, loc=loc, progress=False)
-    probs = ev.predict_volume(m, case.image, progress=False)
-    np.testing.assert_array_equal(labels, ev.probabilities_to_labels(probs, 0.5))
+    probs = inf.predict_volume(m, case.image, progress=False)
+    np.testing.assert_array_equal(labels, probabilities_to_labels(probs, 0.5))
     high, _ = ev.predict_and_viz(case.image, case.label, m, threshold=0.7, loc=loc, progress=False)
-    np.testing.assert_array_equal(high, ev.probabilities_to_labels(probs, 0.7))
+    np.testing.assert_array_equal(high, probabilities_to_labels(probs, 0.7))
     blind, _ = ev.predict_and_viz(case.image, np.zeros_like(case.label), m, threshold=0.5, loc=loc, progress=False)
     np.testing.assert_array_equal(blind, labels)
     assert len(fig.axes) == 6
@@ -255,9 +257,9 @@ def test_evaluate_case_against_numpy(case):
             assert result.sens_spec.loc["Sensitivity", name] == pytest.approx((p & t).sum() / t.sum())
         assert result.sens_spec.loc["Specificity", name] == pytest.approx((~p & ~t).sum() / (~t).sum())
     p, t = pred > 0, truth > 0
-    assert result.regions.loc["Whole tumour", "Dice"] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()))
+    assert result.regions.loc["Whole tumor", "Dice"] == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()))
     row = result.row()
-    assert row["case"] == case.name and "Whole tumour HD95" in row and "Edema sensitivity" in row
+    assert row["case"] == case.name and "Whole tumor HD95" in row and "Edema sensitivity" in row
     no_label = type(case)(case.image, None, case.affine, "x")
     with pytest.raises(ValueError, match="no label"):
         ev.evaluate_case(m, no_label)
@@ -270,8 +272,8 @@ def test_evaluate_folder_writes_csv(tmp_path):
     table = ev.evaluate_folder(m, tmp_path / "data", tmp_path / "out" / "scores.csv", progress=False)
     back = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert list(back.case) == ["BRATS_005.nii.gz", "BRATS_006.nii.gz"]
-    assert {"Edema sensitivity", "Enhancing Tumor specificity", "Tumour core Dice", "Whole tumour HD95", "seconds"} <= set(back.columns)
-    np.testing.assert_allclose(back["Whole tumour Dice"], table["Whole tumour Dice"])
+    assert {"Edema sensitivity", "Enhancing Tumor specificity", "Tumor core Dice", "Whole tumor HD95", "seconds"} <= set(back.columns)
+    np.testing.assert_allclose(back["Whole tumor Dice"], table["Whole tumor Dice"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scores.csv"]
 
 
@@ -301,8 +303,8 @@ def test_bts_predict_one_msd_case_keeps_affine_and_header(tmp_path, saved_models
     np.testing.assert_allclose(out.header.get_zooms(), src.header.get_zooms()[:3])
     labels = np.asarray(out.dataobj)
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
-    model = ev.load_model(saved_models / "unet.keras")
-    np.testing.assert_array_equal(labels, ev.probabilities_to_labels(ev.predict_volume(model, c.image, progress=False)))
+    model = inf.load_model(saved_models / "unet.keras")
+    np.testing.assert_array_equal(labels, probabilities_to_labels(inf.predict_volume(model, c.image, progress=False)))
 
 
 def test_bts_predict_folder_of_cases_and_brats_layout(tmp_path, saved_models):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bts_course.model import unet_model_3d, with_input_shape, receptive_field, size_multiple
+from bts_course.model import unet_model_3d, with_input_shape, receptive_field, model_divisor
 from bts_course.metrics import soft_dice_loss
 import keras
 import tensorflow as tf
@@ -58,9 +58,10 @@ def test_bad_input_shapes_are_refused(shape, message):
         unet_model_3d(soft_dice_loss, input_shape=shape)
 
 
-def test_size_multiple():
-    assert size_multiple((2, 2, 2), 4) == (8, 8, 8)
-    assert size_multiple((2, 2, 1), 3) == (4, 4, 1)
+def test_model_divisor_is_the_product_of_the_pooling_factors():
+    assert model_divisor(unet_model_3d(soft_dice_loss, (4, None, None, None), depth=4, n_base_filters=1)) == (8, 8, 8)
+    assert model_divisor(unet_model_3d(soft_dice_loss, (4, None, None, None), pool_size=(2, 2, 1), depth=3,
+                                       n_base_filters=1)) == (4, 4, 1)
 
 
 def test_batch_and_instance_normalisation_take_effect():

@@ -9,9 +9,12 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from bts_course.cli import main
-from bts_course.data import CaseError, example_patches, make_phantom, read_case, save_nifti
-from bts_course.preprocess import (build_patch_dataset, crop_to_brain, find_cases, normalize_nonzero, standardize,
-                                   uncrop_from_brain, _split)
+from bts_course.data import CaseError, example_patches, read_case, save_nifti
+from bts_course.phantom import make_phantom
+from bts_course.dataset import build_patch_dataset
+from bts_course.preprocess import crop_to_brain, normalize_nonzero, standardize, uncrop_from_brain
+from bts_course.dataset import _split
+from bts_course.data import find_cases
 
 COURSE_PATCHES = Path(__file__).resolve().parents[2] / "shared" / "data" / "course_patches"  # shared/ sits beside the checkout
 SIZE = (64, 64, 16)
@@ -287,7 +290,7 @@ def test_brats_folders(tmp_path):
     to_brats = np.array([0, 2, 1, 4], np.uint8)  # course code -> BraTS 2021 code
     for name in ("BraTS2021_00000", "BraTS2021_00001"):
         folder = tmp_path / "brats" / name
-        for suffix, channel in zip(("_flair", "_t1", "_t1ce", "_t2"), range(4)):
+        for suffix, channel in zip(("_flair", "_t1", "_t1ce", "_t2"), range(4), strict=True):
             save_nifti(c.image[..., channel], folder / f"{name}{suffix}.nii.gz", c.affine)
         save_nifti(to_brats[c.label], folder / f"{name}_seg.nii.gz", c.affine)
     assert [p.name for p in find_cases(tmp_path / "brats")] == ["BraTS2021_00000", "BraTS2021_00001"]

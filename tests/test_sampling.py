@@ -4,9 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 import bts_course.sampling as sampling
-from bts_course.data import make_phantom
-from bts_course.sampling import (SamplingError, get_sub_volume, sample_patch, sample_patches, summed_volume_table,
-                                 valid_corners, window_sums)
+from bts_course.phantom import make_phantom
+from bts_course.sampling import (SamplingError, get_sub_volume, sample_patch, sample_patches, summed_volume_table, valid_corners, window_sums)
 
 
 def brute_counts(mask, size):
@@ -166,7 +165,7 @@ def test_sampler_never_exceeds_threshold_and_stays_inside(data):
     assert len(patches) == 5
     for X, y, corner in patches:
         assert X.shape == (3,) + size and y.shape == (3,) + size
-        assert all(0 <= c <= s - p for c, s, p in zip(corner, shape, size))
+        assert all(0 <= c <= s - p for c, s, p in zip(corner, shape, size, strict=True))
         np.testing.assert_array_equal(X[:, 0, 0, 0], corner)
         assert 1 - y.sum() / n_voxels <= threshold + 1e-9
         assert possible[corner]
@@ -274,10 +273,10 @@ def test_padded_patches_match_the_volume(data):
     size = tuple(data.draw(st.integers(1, 8)) for _ in range(3))
     image = coordinate_image(shape) + 1  # nonzero everywhere in the volume
     X, y, corner = sample_patch(image, np.ones(shape, np.uint8), size, 1.0, rng=data.draw(st.integers(0, 99)), pad=True)
-    for c, d, s in zip(corner, shape, size):
+    for c, d, s in zip(corner, shape, size, strict=True):
         assert (0 <= c <= d - s) if d >= s else c == -((s - d) // 2)
-    index = [np.arange(c, c + s) for c, s in zip(corner, size)]
-    ix, iy, iz = [(i >= 0) & (i < d) for i, d in zip(index, shape)]
+    index = [np.arange(c, c + s) for c, s in zip(corner, size, strict=True)]
+    ix, iy, iz = [(i >= 0) & (i < d) for i, d in zip(index, shape, strict=True)]
     mask = ix[:, None, None] & iy[None, :, None] & iz[None, None, :]
     grid = np.meshgrid(*index, indexing="ij")
     expected = np.stack([np.where(mask, g + 1, 0) for g in grid]).astype(np.float32)

@@ -5,9 +5,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from bts_course.data import MODALITIES, Case, example_patches, make_phantom
-from bts_course.widgets import (PatchExplorer, SliceExplorer, classes_to_codes, compare_codes, plane_slice,
-                                voxel_to_pixel)
+from bts_course.data import MODALITIES, Case, example_patches, probabilities_to_labels
+from bts_course.phantom import make_phantom
+from bts_course.widgets import PatchExplorer, SliceExplorer, compare_codes
+from bts_course.viz import plane_slice, voxel_to_pixel
 
 SHAPE = (20, 24, 12)
 RED, GREEN, BLUE = [255, 0, 0], [0, 255, 0], [0, 0, 255]
@@ -235,14 +236,20 @@ def test_patch_explorer_on_real_patches():
     np.testing.assert_array_equal(PatchExplorer(X, np.moveaxis(patch.y, -1, 0)).label, patch.label)
 
 
-def test_classes_to_codes():
-    y = np.zeros((3, 2, 1, 1), np.float32)
-    y[:, 0, 0, 0] = [0.2, 0.7, 0.6]
-    y[:, 1, 0, 0] = [0.4, 0.1, 0.3]
-    np.testing.assert_array_equal(classes_to_codes(y)[:, 0, 0], [2, 0])
-    np.testing.assert_array_equal(classes_to_codes(y, threshold=0.3)[:, 0, 0], [2, 1])
-    with pytest.raises(ValueError, match=r"\(3, x, y, z\)"):
-        classes_to_codes(np.zeros((2, 4, 4, 4)))
+def test_patch_explorer_labels_by_the_package_rule():
+    # the voxel: edema 0.8 and enhancing 0.6 both pass 0.5; the innermost class (enhancing, 3) wins,
+    # as in evaluate_case and bts predict (an argmax would have said edema, 1)
+    y = np.zeros((3, 4, 4, 4), np.float32)
+    y[:, 0, 0, 0] = [0.8, 0.3, 0.6]
+    y[:, 1, 0, 0] = [0.2, 0.7, 0.6]
+    y[:, 2, 0, 0] = [0.4, 0.1, 0.3]
+    X = np.ones((4, 4, 4, 4), np.float32)
+    pe = PatchExplorer(X, prediction=y)
+    np.testing.assert_array_equal(pe.prediction[:3, 0, 0], [3, 3, 0])
+    np.testing.assert_array_equal(PatchExplorer(X, prediction=y, threshold=0.3).prediction[:3, 0, 0], [3, 3, 1])
+    np.testing.assert_array_equal(pe.prediction, probabilities_to_labels(y, axis=0))
+    with pytest.raises(ValueError, match="found 2"):
+        PatchExplorer(X, prediction=np.zeros((2, 4, 4, 4)))
 
 
 def test_default_position_is_the_middle_of_the_tumour(coords, label):
@@ -266,7 +273,7 @@ def test_overlay_controls_follow_what_is_given(coords, label):
 
 @pytest.mark.parametrize("args, message", [
     ((np.zeros((4, 20, 20, 12)),), "channels-first"),
-    ((np.zeros(SHAPE + (4,)), np.zeros((20, 24, 11))), r"label must be label codes with shape \(20, 24, 12\)"),
+    ((np.zeros(SHAPE + (4,)), np.zeros((20, 24, 11))), r"label has shape \(20, 24, 11\); expected \(20, 24, 12\)"),
     ((np.zeros(SHAPE + (4,)), np.full(SHAPE, 4)), "read_case maps it to 3"),
     ((np.zeros(SHAPE + (4,)), None, np.full(SHAPE, 0.5)), "prediction has codes"),
     ((np.zeros(SHAPE + (4,)), None, np.zeros(SHAPE + (3,))), "threshold probabilities"),
