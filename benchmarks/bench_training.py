@@ -8,6 +8,9 @@
 2. Throughput. Patches per second with `VolumeDataGenerator` reading HDF5 files, standardising and
    flipping on the fly, vs `model.fit` on pre-loaded, pre-standardised arrays (the upper bound).
    The pipeline should cost under 10 % of step time; we also time the generator alone.
+3. Layout. One 3x3x3 convolution on a channels-first batch `(B, C, X, Y, Z)`, as the course builds its model,
+   vs the same weights on the channels-last batch, as our U-Net computes inside: TensorFlow has no CPU kernel
+   for channels-first 3D convolutions and falls back to a compiled path. Both outputs are checked equal.
 """
 import tempfile, time
 from pathlib import Path
@@ -120,7 +123,30 @@ def throughput(tmp: Path):
           f"{100 * t_load / t_pipe:.1f} % of the {1000 * t_pipe:.0f} ms/patch training time (target < 10 %)")
 
 
+def channels_first_cost(rounds: int = 7):
+    "Forward time of one convolution channels-first vs channels-last (same weights), interleaved rounds"
+    rng = np.random.default_rng(0)
+    x_first = rng.normal(size=(2, 32, 64, 64, 16)).astype(np.float32)
+    x_last = np.ascontiguousarray(np.moveaxis(x_first, 1, -1))
+    first = keras.Sequential([keras.Input(x_first.shape[1:]),
+                              keras.layers.Conv3D(32, 3, padding="same", data_format="channels_first")])
+    last = keras.Sequential([keras.Input(x_last.shape[1:]), keras.layers.Conv3D(32, 3, padding="same")])
+    last.set_weights(first.get_weights())
+    np.testing.assert_allclose(np.moveaxis(first.predict(x_first, verbose=0), 1, -1), last.predict(x_last, verbose=0),
+                               atol=1e-4)  # (also the warm-up: the channels-first path compiles here)
+    times = {"first": [], "last": []}
+    for _ in range(rounds):
+        for name, model, x in (("first", first, x_first), ("last", last, x_last)):
+            start = time.perf_counter()
+            model.predict(x, verbose=0)
+            times[name].append(time.perf_counter() - start)
+    t_first, t_last = np.median(times["first"]), np.median(times["last"])
+    print(f"one 3x3x3 convolution, 32 -> 32 channels, batch {x_first.shape}: channels-first {1000 * t_first:.0f} ms, "
+          f"channels-last {1000 * t_last:.0f} ms; ratio {t_first / t_last:.1f}x (median of {rounds})")
+
+
 def main():
+    channels_first_cost()
     with tempfile.TemporaryDirectory() as d:
         throughput(Path(d))
         quality(Path(d))

@@ -43,7 +43,7 @@ def _positive_int(text: str) -> int:
     return value
 
 # %% ../nbs/10_cli.ipynb #11ec6625
-def demo_parser() -> CommandParser:
+def demo_parser() -> CommandParser:  # the parser of `bts demo`
     "The options of `bts demo`"
     p = CommandParser(prog="bts demo", description="Run the course end to end on synthetic phantom cases (no download): "
                       "cases -> patches -> a small U-Net trained for a minute or two -> whole-scan prediction of an unseen "
@@ -53,7 +53,9 @@ def demo_parser() -> CommandParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the cases and of training (default 0)")
     return p
 
-def demo_command(argv: list) -> int:
+def demo_command(
+    argv:list,  # the arguments after `bts demo`
+) -> int:  # the exit code: 0 on success
     "`bts demo [--out DIR] [--quick] [--seed N]`: run the whole course on phantoms, outputs in one folder"
     from bts_course.demo import run_demo
     args = demo_parser().parse_args(argv)
@@ -61,7 +63,7 @@ def demo_command(argv: list) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #485a3ace
-def download_parser() -> CommandParser:
+def download_parser() -> CommandParser:  # the parser of `bts download`
     "The options of `bts download`"
     p = CommandParser(prog="bts download", description="Download, verify and extract a Medical Segmentation Decathlon task.")
     p.add_argument("dest", help="folder to put the data set in")
@@ -69,19 +71,23 @@ def download_parser() -> CommandParser:
     p.add_argument("--url", help="download from this address instead of the official one")
     p.add_argument("--md5", help="expected md5 of the archive at --url")
     p.add_argument("--keep-archive", action="store_true", help="keep the .tar after extracting")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
-def download_command(argv: list) -> int:
+def download_command(
+    argv:list,  # the arguments after `bts download`
+) -> int:  # the exit code: 0 on success
     "`bts download DEST [--task T] [--url U --md5 M] [--keep-archive]`: print the data set's folder"
     from bts_course.download import download_decathlon
     p = download_parser()
     args = p.parse_args(argv)
     if bool(args.url) != bool(args.md5): p.error("--url and --md5 go together")
-    print(download_decathlon(args.dest, args.task, args.url, args.md5, keep_archive=args.keep_archive))
+    print(download_decathlon(args.dest, args.task, args.url, args.md5, keep_archive=args.keep_archive,
+                             progress=not args.quiet))
     return 0
 
 # %% ../nbs/10_cli.ipynb #d5c109f4
-def preprocess_parser() -> CommandParser:
+def preprocess_parser() -> CommandParser:  # the parser of `bts preprocess`
     "The options of `bts preprocess`"
     p = CommandParser(prog="bts preprocess", description=(
         "Cut a folder of labelled cases (MSD Task01 folder, BraTS case folders, or a folder of them) into HDF5 "
@@ -101,7 +107,9 @@ def preprocess_parser() -> CommandParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
-def preprocess_command(argv: list) -> int:
+def preprocess_command(
+    argv:list,  # the arguments after `bts preprocess`
+) -> int:  # the exit code: 0 on success
     "`bts preprocess SRC DEST [options]`: cut a folder of cases into the course's HDF5 patches"
     from bts_course.dataset import CONFIG, build_patch_dataset
     args = preprocess_parser().parse_args(argv)
@@ -114,7 +122,7 @@ def preprocess_command(argv: list) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #37b14a3a
-def train_parser() -> CommandParser:
+def train_parser() -> CommandParser:  # the parser of `bts train`
     "The options of `bts train`"
     p = CommandParser(prog="bts train", usage="bts train DATASET --out DIR [options]",
                       description="Train a 3D U-Net on a folder of HDF5 patches made by 'bts preprocess' "
@@ -143,7 +151,9 @@ def train_parser() -> CommandParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffles and the flips (default 0)")
     return p
 
-def train_command(argv: list) -> int:
+def train_command(
+    argv:list,  # the arguments after `bts train`
+) -> int:  # the exit code: 0 on success
     "`bts train DATASET --out DIR [options]`: train a 3D U-Net on a folder of course patches"
     import keras
     from bts_course.data import MODALITIES, write_json
@@ -181,9 +191,10 @@ def train_command(argv: list) -> int:
     return 0
 
 # %% ../nbs/10_cli.ipynb #e0e045cf
-def predict_parser() -> CommandParser:
+def predict_parser() -> CommandParser:  # the parser of `bts predict`
     "The options of `bts predict`"
     from bts_course.inference import INTENSITY_NORMALIZATIONS
+    from bts_course.metrics import REGION_CONVENTIONS
     p = CommandParser(prog="bts predict", description="Segment whole scans with a trained model and write NIfTI label maps "
                       "(uint8: 0 background, 1 edema, 2 non-enhancing tumour, 3 enhancing tumour) with the input's "
                       "affine and header.")
@@ -194,11 +205,16 @@ def predict_parser() -> CommandParser:
     p.add_argument("--mode", choices=("threshold", "argmax"), default="threshold",
                    help="how probabilities become labels (default: threshold, enhancing > non-enhancing > edema)")
     p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: as large as memory allows)")
-    p.add_argument("--overlap", type=float, default=0.25, help="least fraction of a window shared by neighbours (default 0.25)")
+    p.add_argument("--overlap", type=float, default=0.25, help="least overlap of neighbouring windows, as a fraction of the network's halo (half its receptive field; default 0.25)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
-    p.add_argument("--max-memory-gb", type=float, help="memory budget of one forward pass (default: predict_volume's)")
+    p.add_argument("--max-memory-gb", type=float, help="memory budget of the prediction (default: from the machine, 3/4 of the available memory, at most 16 GB)")
     p.add_argument("--normalization", choices=INTENSITY_NORMALIZATIONS, default="slices",
                    help="how the model's training data were normalised (default: slices, the course's standardize)")
+    p.add_argument("--scores", metavar="FILE.csv", help="also score every case that has a label map: write one row per "
+                   "case to FILE.csv and print the summary")
+    p.add_argument("--convention", choices=tuple(REGION_CONVENTIONS),
+                   help="with --scores, how empty and disjoint regions are scored: brats (the official BraTS evaluation: "
+                   "NaN when absent from both, HD95 373 mm when missed; default) or medpy (Dice 1 / HD95 0, and inf)")
     return p
 
 def _output_file(path) -> str:
@@ -207,11 +223,19 @@ def _output_file(path) -> str:
     name = case_file_name(path)
     return name if name.endswith((".nii", ".nii.gz")) else f"{name}.nii.gz"
 
-def predict_command(argv: list) -> int:
-    "`bts predict INPUT -o OUTPUT --model MODEL`: segment one case or a folder of cases into NIfTI label maps"
-    from bts_course.data import CLASS_NAMES, CaseError, detect_layout, find_cases, probabilities_to_labels, read_case, save_nifti
+def predict_command(
+    argv:list,  # the arguments after `bts predict`
+) -> int:  # the exit code: 0 on success
+    "`bts predict INPUT -o OUTPUT --model MODEL [--scores FILE.csv]`: segment one case or a folder of cases into NIfTI label maps, and score them"
+    from bts_course.data import (CLASS_NAMES, CaseError, atomic_write, case_file_name, detect_layout, find_cases,
+                                 probabilities_to_labels, read_case, save_nifti)
+    from bts_course.evaluation import score_prediction, summarize_scores
     from bts_course.inference import label_header, load_model, predict_volume
-    args = predict_parser().parse_args(argv)
+    p = predict_parser()
+    args = p.parse_args(argv)
+    if args.scores is not None and not args.scores.lower().endswith(".csv"): p.error(f"--scores {args.scores} must end with .csv")
+    if args.scores is None and args.convention is not None: p.error("--convention goes with --scores")
+    convention = args.convention or "brats"
     src, out = Path(args.input), Path(args.output)
     if not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder")
     try:
@@ -224,18 +248,32 @@ def predict_command(argv: list) -> int:
     else: targets = [out / _output_file(path) for path in paths]
     kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, normalization=args.normalization)
     if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
+    rows = []
     for path, target in zip(paths, targets, strict=True):
         case = read_case(path)
         start = time.perf_counter()
         probs = predict_volume(model, case.image, progress=sys.stderr.isatty(), **kwargs)
         labels = probabilities_to_labels(probs, args.threshold, args.mode)
+        seconds = time.perf_counter() - start  # the prediction's time, as evaluate_case records it
         save_nifti(labels, target, case.affine, label_header(case.header))
         counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))
         print(f"{case.name}: {target} ({counts} voxels; {time.perf_counter() - start:.1f} s)")
+        if args.scores is not None and case.label is not None:
+            scored = score_prediction(case, labels, seconds=seconds, convention=convention)
+            rows.append({**scored.row(), "case": case_file_name(path)})
+    if args.scores is not None:
+        if not rows: raise CaseError(f"--scores: none of the {len(paths)} case(s) has a label map to score against")
+        import pandas as pd
+        table = pd.DataFrame(rows)
+        atomic_write(args.scores, lambda tmp: table.to_csv(tmp, index=False))
+        unscored = len(paths) - len(rows)
+        print(f"scores of {len(rows)} case(s) ({convention} convention) written to {args.scores}"
+              + (f"; {unscored} case(s) without a label map not scored" if unscored else ""))
+        print(summarize_scores(table).round(4).to_string())
     return 0
 
 # %% ../nbs/10_cli.ipynb #afe042af
-def gif_parser() -> CommandParser:
+def gif_parser() -> CommandParser:  # the parser of `bts gif`
     "The options of `bts gif`"
     p = CommandParser(prog="bts gif", description="Write an animated GIF that scrolls through a case, "
                       "FLAIR in grey with the tumour classes in colour (red edema, green non-enhancing, blue enhancing).")
@@ -248,7 +286,9 @@ def gif_parser() -> CommandParser:
     p.add_argument("--phantom", type=int, metavar="SEED", help="use a synthetic phantom case instead of CASE")
     return p
 
-def gif_command(argv: list) -> int:
+def gif_command(
+    argv:list,  # the arguments after `bts gif`
+) -> int:  # the exit code: 0 on success
     "`bts gif CASE -o OUT.gif [--axis all|x|y|z] [--duration S] [--alpha A] [--phantom SEED]`: write a labelled GIF, print its path"
     import numpy as np
     from bts_course.data import read_case
@@ -309,7 +349,9 @@ def _load(module: str):
         importlib.import_module(module)
         if "tensorflow" in sys.modules: sys.modules["tensorflow"].config.list_physical_devices("GPU")
 
-def main(argv: list | None = None) -> int:
+def main(
+    argv:list|None=None,  # the arguments after `bts` (default: the command line's)
+) -> int:  # the exit code: 0 success, 1 failure, 2 usage error, 130 interrupted
     "Entry point of the `bts` command: dispatch `argv` to a sub-command and return its exit code"
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

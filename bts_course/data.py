@@ -20,6 +20,8 @@ __all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSE
 
 # %% ../nbs/00_data.ipynb #1220b336
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")  # channel order of every image in this package
+
+# %% ../nbs/00_data.ipynb #10ac3690
 LABEL_NAMES = {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"}
 CLASS_NAMES = ("Edema", "Non-Enhancing Tumor", "Enhancing Tumor")  # tumour classes 1-3, as the course's tables name them
 CLASS_COLORS = {1: (1.0, 0.0, 0.0), 2: (0.0, 1.0, 0.0), 3: (0.0, 0.0, 1.0)}  # red, green, blue as RGB in [0, 1]
@@ -104,15 +106,6 @@ def check_image(
     return image
 
 # %% ../nbs/00_data.ipynb #0d953bab
-def _codes_error(name: str, codes, num_classes: int) -> str:
-    "The message for label codes outside 0..num_classes-1"
-    codes = np.unique(codes)
-    shown = ", ".join(f"{c:g}" for c in codes[:8]) + (", ..." if len(codes) > 8 else "")
-    names = f" ({', '.join(f'{k} {v}' for k, v in LABEL_NAMES.items())})" if num_classes == N_CLASSES else ""
-    hint = (" — enhancing tumour coded 4 is the BraTS 2018-2021 convention; read_case maps it to 3"
-            if 4 in codes and num_classes == N_CLASSES else "")
-    return f"{name} has codes {{{shown}}}; expected integer codes 0..{num_classes - 1}{names}{hint}"
-
 def check_codes(
     codes,  # integer label codes, any shape (bool and whole-number floats accepted)
     name:str="label",  # what to call it in an error
@@ -134,6 +127,17 @@ def check_codes(
         raise ValueError(_codes_error(name, codes, num_classes))
     return codes.astype(np.uint8, copy=False)
 
+# %% ../nbs/00_data.ipynb #159538d9
+def _codes_error(name: str, codes, num_classes: int) -> str:
+    "The message for label codes outside 0..num_classes-1"
+    codes = np.unique(codes)
+    shown = ", ".join(f"{c:g}" for c in codes[:8]) + (", ..." if len(codes) > 8 else "")
+    names = f" ({', '.join(f'{k} {v}' for k, v in LABEL_NAMES.items())})" if num_classes == N_CLASSES else ""
+    hint = (" — enhancing tumour coded 4 is the BraTS 2018-2021 convention; read_case maps it to 3"
+            if 4 in codes and num_classes == N_CLASSES else "")
+    return f"{name} has codes {{{shown}}}; expected integer codes 0..{num_classes - 1}{names}{hint}"
+
+# %% ../nbs/00_data.ipynb #1e4a42d4
 def check_label(
     label,  # a label map `(X, Y, Z)` of integer codes
     name:str="label",  # what to call it in an error
@@ -180,11 +184,12 @@ def bounding_box(
 @dataclass(frozen=True)
 class Layout:
     "How one release of the data names its files and codes its labels"
-    name: str
+    name: str  # 'msd', 'brats2021' or 'brats2023'
     modality_suffixes: tuple  # file suffix for FLAIR, T1w, T1gd, T2w (empty for a single 4D file)
-    label_suffix: str
+    label_suffix: str  # file suffix of the label map (empty when it lives in labelsTr/)
     label_map: dict  # code in the files -> course code
 
+# %% ../nbs/00_data.ipynb #ecaa3ce9
 LAYOUTS = {
     "msd": Layout("msd", (), "", {0: 0, 1: 1, 2: 2, 3: 3}),
     "brats2021": Layout("brats2021", ("_flair", "_t1", "_t1ce", "_t2"), "_seg", {0: 0, 1: 2, 2: 1, 4: 3}),
@@ -195,8 +200,10 @@ LAYOUTS = {
 class CaseError(ValueError):
     "A case file is missing, corrupt, or not what the course expects"
 
+# %% ../nbs/00_data.ipynb #38b32a63
 MAX_VOXELS = 512 * 512 * 512 * 4  # refuse headers that declare more voxels than this (about 2 GiB as float32)
 
+# %% ../nbs/00_data.ipynb #10c36467
 def _open_nifti(path) -> nib.Nifti1Image:
     "Open `path` lazily and check that its header declares a plausible 3D or 4D array"
     path = Path(path)
@@ -210,6 +217,7 @@ def _open_nifti(path) -> nib.Nifti1Image:
                         f"more than any MRI case (limit {MAX_VOXELS:,}); refusing to allocate it")
     return img
 
+# %% ../nbs/00_data.ipynb #9985b90e
 def _read_array(img: nib.Nifti1Image, path, dtype, nonfinite: str = "error") -> np.ndarray:
     "Decompress `img` into an array of `dtype`, with errors that name `path`"
     try: arr = np.asarray(img.dataobj, dtype=dtype)
@@ -257,7 +265,7 @@ def atomic_write(
         if tmp.exists(): tmp.unlink()
     return path
 
-# %% ../nbs/00_data.ipynb #e702cb89
+# %% ../nbs/00_data.ipynb #03713f0f
 def save_nifti(
     array:np.ndarray,  # the voxels, saved in their own dtype
     path,  # the `.nii` / `.nii.gz` file to write
@@ -269,6 +277,7 @@ def save_nifti(
     img.set_data_dtype(array.dtype)
     return atomic_write(path, lambda tmp: nib.save(img, str(tmp)))
 
+# %% ../nbs/00_data.ipynb #9ba9ed19
 def write_json(
     obj,  # anything `json.dumps` takes
     path,  # the file to write
@@ -277,6 +286,16 @@ def write_json(
     return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
 # %% ../nbs/00_data.ipynb #094fe1a1
+def load_case(
+    image_file,  # the MSD 4D image (`imagesTr/BRATS_001.nii.gz`)
+    label_file,  # its label map (`labelsTr/BRATS_001.nii.gz`)
+    nonfinite:str="error",  # "error" refuses NaN / Inf intensities, "zero" sets them to 0
+) -> tuple:  # `(image (X, Y, Z, 4) float32, label (X, Y, Z) uint8 codes 0-3)`
+    "The course's loader: an MSD case's image and label map as arrays"
+    image, label, _ = _read_msd_files(image_file, label_file, nonfinite)
+    return image, label
+
+# %% ../nbs/00_data.ipynb #bfabcb23
 def _check_affines(a, b, file_a, file_b, atol: float = 1e-3):
     "Raise if two voxel-to-world matrices disagree beyond `atol` (mm)"
     if not np.allclose(a, b, atol=atol):
@@ -296,32 +315,36 @@ def _read_msd_files(image_file, label_file, nonfinite: str) -> tuple:
     _check_affines(img.affine, nib.load(str(label_file)).affine, image_file, label_file)
     return image, label, img
 
-def load_case(
-    image_file,  # the MSD 4D image (`imagesTr/BRATS_001.nii.gz`)
-    label_file,  # its label map (`labelsTr/BRATS_001.nii.gz`)
-    nonfinite:str="error",  # "error" refuses NaN / Inf intensities, "zero" sets them to 0
-) -> tuple:  # `(image (X, Y, Z, 4) float32, label (X, Y, Z) uint8 codes 0-3)`
-    "The course's loader: an MSD case's image and label map as arrays"
-    image, label, _ = _read_msd_files(image_file, label_file, nonfinite)
-    return image, label
-
 # %% ../nbs/00_data.ipynb #f98d6728
 @dataclass(eq=False)
 class Case:
     "One MRI case: `image (X, Y, Z, 4)` float32, `label (X, Y, Z)` uint8 codes 0-3 or None, `affine (4, 4)`"
-    image: np.ndarray
-    label: np.ndarray | None
-    affine: np.ndarray
+    image: np.ndarray  # `(X, Y, Z, 4)` float32, channels in `MODALITIES` order
+    label: np.ndarray | None  # `(X, Y, Z)` uint8 codes 0-3, or None for an unlabelled case
+    affine: np.ndarray  # `(4, 4)` voxel-to-world matrix (mm)
     name: str  # the case's name without extension: BRATS_001, BraTS-GLI-00000-000
-    layout: str = "msd"
-    header: nib.Nifti1Header | None = field(default=None, repr=False)
-    files: dict = field(default_factory=dict, repr=False)
+    layout: str = "msd"  # the layout it was read from: 'msd', 'brats2021', 'brats2023' (or 'phantom')
+    header: nib.Nifti1Header | None = field(default=None, repr=False)  # the NIfTI header of its (first) image file
+    files: dict = field(default_factory=dict, repr=False)  # where it was read from: modality or 'label' -> path
 
     def __repr__(self):
         lab = "no label" if self.label is None else f"label {self.label.shape} {self.label.dtype}"
         return f"Case({self.name!r}, layout={self.layout!r}, image {self.image.shape} {self.image.dtype}, {lab})"
 
-# %% ../nbs/00_data.ipynb #8a304151
+# %% ../nbs/00_data.ipynb #fdb603ad
+def detect_layout(
+    path,  # an MSD image file or a BraTS case folder
+) -> str:  # 'msd', 'brats2021' or 'brats2023'
+    "Name of the layout of the case at `path`"
+    path = Path(path)
+    if path.is_file(): return "msd"
+    if not path.is_dir(): raise FileNotFoundError(f"{path}: no such file or folder")
+    for name in ("brats2023", "brats2021"):
+        if any(_find_modality(path, s) for s in LAYOUTS[name].modality_suffixes): return name
+    raise CaseError(f"{path}: no MRI files found; expected an MSD image file, a BraTS 2018-2021 folder "
+                    f"(*_flair/_t1/_t1ce/_t2.nii.gz) or a BraTS 2023+ folder (*-t2f/-t1n/-t1c/-t2w.nii.gz)")
+
+# %% ../nbs/00_data.ipynb #ed541a99
 def _nii_stem(path: Path) -> str:
     "File name without `.nii` / `.nii.gz`"
     name = path.name
@@ -336,18 +359,7 @@ def _find_modality(folder: Path, suffix: str):
     if len(hits) > 1: raise CaseError(f"{folder}: several files end with {suffix!r}: {[h.name for h in hits]}")
     return hits[0] if hits else None
 
-def detect_layout(
-    path,  # an MSD image file or a BraTS case folder
-) -> str:  # 'msd', 'brats2021' or 'brats2023'
-    "Name of the layout of the case at `path`"
-    path = Path(path)
-    if path.is_file(): return "msd"
-    if not path.is_dir(): raise FileNotFoundError(f"{path}: no such file or folder")
-    for name in ("brats2023", "brats2021"):
-        if any(_find_modality(path, s) for s in LAYOUTS[name].modality_suffixes): return name
-    raise CaseError(f"{path}: no MRI files found; expected an MSD image file, a BraTS 2018-2021 folder "
-                    f"(*_flair/_t1/_t1ce/_t2.nii.gz) or a BraTS 2023+ folder (*-t2f/-t1n/-t1c/-t2w.nii.gz)")
-
+# %% ../nbs/00_data.ipynb #b8c03f81
 def label_file_of(
     path,  # an MSD image file or a BraTS case folder
 ) -> Path | None:  # its label map's file, or None when it has none
@@ -359,7 +371,22 @@ def label_file_of(
         return candidate if candidate.is_file() else None
     return _find_modality(path, LAYOUTS[layout].label_suffix)
 
-# %% ../nbs/00_data.ipynb #fdb603ad
+# %% ../nbs/00_data.ipynb #a748ae6f
+def read_case(
+    path,  # an MSD image file, or a BraTS 2018-2021 or 2023+ case folder
+    nonfinite:str="error",  # "error" refuses NaN / Inf intensities, "zero" sets them to 0
+) -> Case:  # image in the course's channel order, label in its codes 0-3
+    "Read the case at `path`, whatever its layout, in the course's channel order and codes"
+    path = Path(path)
+    if nonfinite not in ("error", "zero"): raise ValueError(f"nonfinite must be 'error' or 'zero', not {nonfinite!r}")
+    layout = detect_layout(path)
+    if layout != "msd": return _read_brats_folder(path, LAYOUTS[layout], nonfinite)
+    label_file = label_file_of(path)
+    image, label, img = _read_msd_files(path, label_file, nonfinite)
+    return Case(image, label, img.affine.astype(np.float64), _nii_stem(path), "msd", img.header,
+                {"image": path, "label": label_file})
+
+# %% ../nbs/00_data.ipynb #7cdb531f
 def _read_brats_folder(path: Path, layout: Layout, nonfinite: str) -> Case:
     "A BraTS case folder with one file per modality"
     files = {}
@@ -386,21 +413,30 @@ def _read_brats_folder(path: Path, layout: Layout, nonfinite: str) -> Case:
     files["label"] = label_file
     return Case(image, label, first.affine.astype(np.float64), path.name, layout.name, first.header, files)
 
-def read_case(
-    path,  # an MSD image file, or a BraTS 2018-2021 or 2023+ case folder
-    nonfinite:str="error",  # "error" refuses NaN / Inf intensities, "zero" sets them to 0
-) -> Case:  # image in the course's channel order, label in its codes 0-3
-    "Read the case at `path`, whatever its layout, in the course's channel order and codes"
-    path = Path(path)
-    if nonfinite not in ("error", "zero"): raise ValueError(f"nonfinite must be 'error' or 'zero', not {nonfinite!r}")
-    layout = detect_layout(path)
-    if layout != "msd": return _read_brats_folder(path, LAYOUTS[layout], nonfinite)
-    label_file = label_file_of(path)
-    image, label, img = _read_msd_files(path, label_file, nonfinite)
-    return Case(image, label, img.affine.astype(np.float64), _nii_stem(path), "msd", img.header,
-                {"image": path, "label": label_file})
-
 # %% ../nbs/00_data.ipynb #d7036dfa
+def case_file_name(
+    path,  # an MSD image file or a BraTS case folder
+) -> str:  # `BRATS_001.nii.gz` (MSD, extension kept) or the folder's name
+    "A case's name as it stands on disk, as the course's patch files and score tables use it"
+    return Path(path).name
+
+# %% ../nbs/00_data.ipynb #1b0591db
+def find_cases(
+    src,  # an MSD folder, a BraTS case folder, or a folder of either
+) -> list:  # paths of the cases, sorted by `case_file_name`
+    "Paths of the cases under `src`: MSD `imagesTr/*.nii.gz` (macOS `._*` files skipped), BraTS case folders, or folders of them"
+    src = Path(src)
+    if not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder")
+    cases = _search(src, 0)
+    if not cases:
+        raise CaseError(f"{src}: no cases found; expected an MSD folder (imagesTr/*.nii.gz), "
+                        "BraTS case folders (*_flair.nii.gz ... or *-t2f.nii.gz ...), or a folder of them")
+    names = [case_file_name(p) for p in cases]
+    twins = sorted({n for n in names if names.count(n) > 1})
+    if twins: raise CaseError(f"{src}: several cases share the name(s) {twins}; patch file names would collide")
+    return sorted(cases, key=case_file_name)
+
+# %% ../nbs/00_data.ipynb #50854938
 def _is_nifti(path: Path) -> bool:
     return path.is_file() and path.name.endswith((".nii", ".nii.gz")) and not path.name.startswith(".")
 
@@ -420,42 +456,23 @@ def _search(path: Path, depth: int) -> list:
     return [c for child in sorted(path.iterdir()) if child.is_dir() and not child.name.startswith(".")
             for c in _search(child, depth + 1)]
 
-def case_file_name(
-    path,  # an MSD image file or a BraTS case folder
-) -> str:  # `BRATS_001.nii.gz` (MSD, extension kept) or the folder's name
-    "A case's name as it stands on disk, as the course's patch files and score tables use it"
-    return Path(path).name
-
-def find_cases(
-    src,  # an MSD folder, a BraTS case folder, or a folder of either
-) -> list:  # paths of the cases, sorted by `case_file_name`
-    "Paths of the cases under `src`: MSD `imagesTr/*.nii.gz` (macOS `._*` files skipped), BraTS case folders, or folders of them"
-    src = Path(src)
-    if not src.exists(): raise FileNotFoundError(f"{src}: no such file or folder")
-    cases = _search(src, 0)
-    if not cases:
-        raise CaseError(f"{src}: no cases found; expected an MSD folder (imagesTr/*.nii.gz), "
-                        "BraTS case folders (*_flair.nii.gz ... or *-t2f.nii.gz ...), or a folder of them")
-    names = [case_file_name(p) for p in cases]
-    twins = sorted({n for n in names if names.count(n) > 1})
-    if twins: raise CaseError(f"{src}: several cases share the name(s) {twins}; patch file names would collide")
-    return sorted(cases, key=case_file_name)
-
 # %% ../nbs/00_data.ipynb #08ca661c
 @dataclass(eq=False)
 class Patch:
     "One course patch: `x (4, X, Y, Z)` float32 raw intensities, `y (X, Y, Z, 4)` float32 one-hot with background"
-    x: np.ndarray
-    y: np.ndarray
-    name: str
-    split: str
+    x: np.ndarray  # `(4, X, Y, Z)` float32 raw intensities, channels first
+    y: np.ndarray  # `(X, Y, Z, 4)` float32 one-hot labels, background first, classes last
+    name: str  # its file name in the course's data set, e.g. `BRATS_009.nii.gz_12_x42_y77_z72.h5`
+    split: str  # 'train' or 'valid'
 
     @property
     def label(self) -> np.ndarray:
         "Label codes `(X, Y, Z)` uint8"
         return self.y.argmax(-1).astype(np.uint8)
 
-def example_patches() -> list:
+# %% ../nbs/00_data.ipynb #ea23b99a
+def example_patches(
+) -> list:  # 4 `Patch`es of 160x160x16 voxels from BRATS_009: 3 for training, 1 for validation
     "The four real MSD patches shipped with the package, as a list of `Patch` in the course's format"
     with resources.files("bts_course").joinpath("assets/course_patches.npz").open("rb") as f:
         data = np.load(f)

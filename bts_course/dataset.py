@@ -26,6 +26,7 @@ def course_y(
     y = np.asarray(y, np.float32)
     return np.ascontiguousarray(np.moveaxis(np.concatenate([1 - y.sum(0, keepdims=True), y]), 0, -1))
 
+# %% ../nbs/03a_dataset.ipynb #ed30f9d1
 def write_patch_file(
     path,  # the `.h5` file to write
     x:np.ndarray,  # raw intensities `(C, X, Y, Z)`
@@ -39,6 +40,7 @@ def write_patch_file(
             f.create_dataset("y", data=y, compression="gzip", compression_opts=1)
     return atomic_write(path, write)
 
+# %% ../nbs/03a_dataset.ipynb #5dd38fe5
 def write_course_dataset(
     dest,  # the folder to write (created)
     patches:list|None=None,  # `Patch`es (default: `example_patches()`, the four real shipped ones)
@@ -57,101 +59,19 @@ def write_course_dataset(
 # %% ../nbs/03a_dataset.ipynb #7b63bf84
 MANIFEST, CONFIG = "manifest.json", "config.json"
 
-def _split(names: list, valid_fraction: float, seed: int) -> dict:
-    "Case name -> 'train' or 'valid': a seeded shuffle of the cases, `valid_fraction` of them (at least one of each when possible) to validation"
-    n = len(names)
-    n_valid = int(np.floor(valid_fraction * n + 0.5))
-    if n >= 2 and valid_fraction > 0: n_valid = max(n_valid, 1)
-    if n >= 2 and valid_fraction < 1: n_valid = min(n_valid, n - 1)
-    order = np.random.default_rng(seed).permutation(n)
-    valid = {names[i] for i in order[:n_valid]}
-    return {name: "valid" if name in valid else "train" for name in names}
-
-def _case_seed(seed: int, name: str) -> list:
-    "Entropy of one case's generator: the data set's seed and a stable hash of the case name"
-    return [int(seed), zlib.crc32(name.encode())]
-
-def _patch_file_name(name: str, i: int, corner) -> str:
-    "The course's file name of patch `i` (from 1) of case `name`: `<name>_<i>_x<cx>_y<cy>_z<cz>.h5`"
-    cx, cy, cz = corner
-    return f"{name}_{i}_x{cx}_y{cy}_z{cz}.h5"
-
-def _is_patch_of(file_name: str, name: str) -> bool:
-    return re.fullmatch(re.escape(name) + r"_\d+_x-?\d+_y-?\d+_z-?\d+\.h5", file_name) is not None
-
-def _cut_case(path, name, dest, case_seed, patches_per_case, size, background_threshold, pad):
-    "Worker: read one case, sample its patches and write them in the course's format; returns `(name, files, corners)`"
-    case = read_case(path)
-    if case.label is None: raise CaseError(f"case {name} ({path}): no label map found; every case needs one to cut training patches")
-    rng = np.random.default_rng(np.random.SeedSequence(case_seed))
-    try: patches = sample_patches(case.image, case.label, patches_per_case, size, background_threshold, rng=rng, pad=pad)
-    except ValueError as e: raise CaseError(f"case {name} ({path}): {e}") from None
-    files, corners = [], []
-    for i, (X, y, corner) in enumerate(patches, 1):
-        file_name = _patch_file_name(name, i, corner)
-        write_patch_file(Path(dest) / file_name, X, course_y(y))
-        files.append(file_name); corners.append(list(corner))
-    return name, files, corners
-
-# %% ../nbs/03a_dataset.ipynb #425a996b
-@contextmanager
-def _locked(dest: Path):
-    "Hold an exclusive lock on `dest/.lock` while building (POSIX record lock; none where fcntl is missing)"
-    try: import fcntl
-    except ImportError:
-        yield; return
-    with open(dest / ".lock", "a") as f:
-        # a record lock (lockf), not flock: worker processes forked from us do not inherit it, so it dies
-        # with this process even if a worker outlives it for a moment
-        try: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError: raise RuntimeError(f"{dest}: another build is writing to this folder") from None
-        try: yield
-        finally: fcntl.lockf(f, fcntl.LOCK_UN)
-
-def _start_manifest(dest: Path, names: list, paths: list, settings: dict) -> dict:
-    "Load the manifest of an interrupted build with the same settings and cases, or start a new one"
-    path = dest / MANIFEST
-    if path.exists():
-        try: manifest = json.loads(path.read_text())
-        except ValueError as e: raise CaseError(f"{path}: unreadable manifest ({e}); remove it to start over") from None
-        old = manifest.get("settings", {})
-        changed = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]
-        if changed:
-            raise ValueError(f"{dest} holds a data set built with other settings: {', '.join(changed)}; "
-                             "use a new folder or the same settings to resume")
-        if sorted(manifest.get("cases", {})) != sorted(names):
-            new, gone = set(names) - set(manifest["cases"]), set(manifest["cases"]) - set(names)
-            raise ValueError(f"{dest} was started on other cases ({len(new)} new, {len(gone)} missing now); "
-                             "the train/valid split would change: use a new folder")
-        return manifest
-    split = _split(names, settings["valid_fraction"], settings["seed"])
-    cases = {n: {"path": str(Path(p).resolve()), "split": split[n], "seed": _case_seed(settings["seed"], n), "status": "pending",
-                 "files": [], "corners": []} for n, p in zip(names, paths, strict=True)}
-    manifest = {"format": "bts_course patch data set 1", "settings": settings, "complete": False, "cases": cases}
-    write_json(manifest, path)
-    return manifest
-
-def _is_done(record: dict, dest: Path) -> bool:
-    return record["status"] == "done" and all((dest / f).is_file() for f in record["files"])
-
-def _finish(dest: Path, manifest: dict) -> dict:
-    "Remove files of interrupted attempts, write `config.json` from the manifest; returns the config"
-    on_disk = [p.name for p in dest.glob("*.h5")]
-    for name, record in manifest["cases"].items():
-        keep = set(record["files"])
-        for f in on_disk:
-            if f not in keep and _is_patch_of(f, name): (dest / f).unlink()
-    config = {"train": [], "valid": []}
-    for record in manifest["cases"].values(): config[record["split"]] += record["files"]
-    write_json(config, dest / CONFIG)
-    manifest["complete"] = True
-    write_json(manifest, dest / MANIFEST)
-    return config
-
-# %% ../nbs/03a_dataset.ipynb #9e5bcbb6
-def build_patch_dataset(src, dest, patches_per_case: int = 4, valid_fraction: float = 0.2, seed: int = 0,
-                        workers: int = 2, size=(160, 160, 16), background_threshold: float = 0.95,
-                        pad: bool = False, progress: bool = True) -> Path:
+# %% ../nbs/03a_dataset.ipynb #d21ca82c
+def build_patch_dataset(
+    src,  # a folder of cases in any layout `find_cases` understands (every case labelled)
+    dest,  # the folder to write (created; an interrupted build there is resumed)
+    patches_per_case:int=4,  # patches cut from each case
+    valid_fraction:float=0.2,  # share of the cases for validation (split by case, never by patch)
+    seed:int=0,  # seed of the split and of every case's patch corners
+    workers:int=2,  # processes cutting cases in parallel
+    size=(160, 160, 16),  # voxels per patch (x, y, z), or one int for all three
+    background_threshold:float=0.95,  # largest share of background voxels in a patch
+    pad:bool=False,  # pad cases smaller than `size` with zeros instead of refusing them
+    progress:bool=True,  # show a progress bar over the cases
+) -> Path:  # `dest`, holding the `.h5` patches, `config.json` and `manifest.json`
     "Cut every case under `src` into HDF5 patches in `dest` in the course's format (`x (4, x, y, z)`, `y (x, y, z, 4)`), with `config.json` and `manifest.json`; resumable; returns `dest`"
     from tqdm.auto import tqdm
     size = check_size(size)
@@ -203,6 +123,100 @@ def build_patch_dataset(src, dest, patches_per_case: int = 4, valid_fraction: fl
             bar.close()
         _finish(dest, manifest)
     return dest
+
+# %% ../nbs/03a_dataset.ipynb #61e4541a
+def _split(names: list, valid_fraction: float, seed: int) -> dict:
+    "Case name -> 'train' or 'valid': a seeded shuffle of the cases, `valid_fraction` of them (at least one of each when possible) to validation"
+    n = len(names)
+    n_valid = int(np.floor(valid_fraction * n + 0.5))
+    if n >= 2 and valid_fraction > 0: n_valid = max(n_valid, 1)
+    if n >= 2 and valid_fraction < 1: n_valid = min(n_valid, n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    valid = {names[i] for i in order[:n_valid]}
+    return {name: "valid" if name in valid else "train" for name in names}
+
+def _case_seed(seed: int, name: str) -> list:
+    "Entropy of one case's generator: the data set's seed and a stable hash of the case name"
+    return [int(seed), zlib.crc32(name.encode())]
+
+# %% ../nbs/03a_dataset.ipynb #52f22002
+def _patch_file_name(name: str, i: int, corner) -> str:
+    "The course's file name of patch `i` (from 1) of case `name`: `<name>_<i>_x<cx>_y<cy>_z<cz>.h5`"
+    cx, cy, cz = corner
+    return f"{name}_{i}_x{cx}_y{cy}_z{cz}.h5"
+
+def _is_patch_of(file_name: str, name: str) -> bool:
+    return re.fullmatch(re.escape(name) + r"_\d+_x-?\d+_y-?\d+_z-?\d+\.h5", file_name) is not None
+
+def _cut_case(path, name, dest, case_seed, patches_per_case, size, background_threshold, pad):
+    "Worker: read one case, sample its patches and write them in the course's format; returns `(name, files, corners)`"
+    case = read_case(path)
+    if case.label is None: raise CaseError(f"case {name} ({path}): no label map found; every case needs one to cut training patches")
+    rng = np.random.default_rng(np.random.SeedSequence(case_seed))
+    try: patches = sample_patches(case.image, case.label, patches_per_case, size, background_threshold, rng=rng, pad=pad)
+    except ValueError as e: raise CaseError(f"case {name} ({path}): {e}") from None
+    files, corners = [], []
+    for i, (X, y, corner) in enumerate(patches, 1):
+        file_name = _patch_file_name(name, i, corner)
+        write_patch_file(Path(dest) / file_name, X, course_y(y))
+        files.append(file_name); corners.append(list(corner))
+    return name, files, corners
+
+# %% ../nbs/03a_dataset.ipynb #425a996b
+@contextmanager
+def _locked(dest: Path):
+    "Hold an exclusive lock on `dest/.lock` while building (POSIX record lock; none where fcntl is missing)"
+    try: import fcntl
+    except ImportError:
+        yield; return
+    with open(dest / ".lock", "a") as f:
+        # a record lock (lockf), not flock: worker processes forked from us do not inherit it, so it dies
+        # with this process even if a worker outlives it for a moment
+        try: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError: raise RuntimeError(f"{dest}: another build is writing to this folder") from None
+        try: yield
+        finally: fcntl.lockf(f, fcntl.LOCK_UN)
+
+# %% ../nbs/03a_dataset.ipynb #9e5bcbb6
+def _start_manifest(dest: Path, names: list, paths: list, settings: dict) -> dict:
+    "Load the manifest of an interrupted build with the same settings and cases, or start a new one"
+    path = dest / MANIFEST
+    if path.exists():
+        try: manifest = json.loads(path.read_text())
+        except ValueError as e: raise CaseError(f"{path}: unreadable manifest ({e}); remove it to start over") from None
+        old = manifest.get("settings", {})
+        changed = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]
+        if changed:
+            raise ValueError(f"{dest} holds a data set built with other settings: {', '.join(changed)}; "
+                             "use a new folder or the same settings to resume")
+        if sorted(manifest.get("cases", {})) != sorted(names):
+            new, gone = set(names) - set(manifest["cases"]), set(manifest["cases"]) - set(names)
+            raise ValueError(f"{dest} was started on other cases ({len(new)} new, {len(gone)} missing now); "
+                             "the train/valid split would change: use a new folder")
+        return manifest
+    split = _split(names, settings["valid_fraction"], settings["seed"])
+    cases = {n: {"path": str(Path(p).resolve()), "split": split[n], "seed": _case_seed(settings["seed"], n), "status": "pending",
+                 "files": [], "corners": []} for n, p in zip(names, paths, strict=True)}
+    manifest = {"format": "bts_course patch data set 1", "settings": settings, "complete": False, "cases": cases}
+    write_json(manifest, path)
+    return manifest
+
+def _is_done(record: dict, dest: Path) -> bool:
+    return record["status"] == "done" and all((dest / f).is_file() for f in record["files"])
+
+def _finish(dest: Path, manifest: dict) -> dict:
+    "Remove files of interrupted attempts, write `config.json` from the manifest; returns the config"
+    on_disk = [p.name for p in dest.glob("*.h5")]
+    for name, record in manifest["cases"].items():
+        keep = set(record["files"])
+        for f in on_disk:
+            if f not in keep and _is_patch_of(f, name): (dest / f).unlink()
+    config = {"train": [], "valid": []}
+    for record in manifest["cases"].values(): config[record["split"]] += record["files"]
+    write_json(config, dest / CONFIG)
+    manifest["complete"] = True
+    write_json(manifest, dest / MANIFEST)
+    return config
 
 # %% ../nbs/03a_dataset.ipynb #a4ada60f
 def write_phantom_dataset(

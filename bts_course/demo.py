@@ -9,6 +9,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from .data import save_nifti, write_json
 from .evaluation import evaluate_case, plot_prediction
 from .inference import load_model
@@ -24,27 +25,29 @@ class DemoSettings:
     "Sizes of a demo run"
     n_cases: int = 10                  # phantom cases for training and validation
     shape: tuple = (96, 96, 64)        # voxels per case
-    patch_size: tuple = (64, 64, 16)
-    patches_per_case: int = 4
-    valid_fraction: float = 0.2
+    patch_size: tuple = (64, 64, 16)   # voxels per training patch
+    patches_per_case: int = 4          # patches cut from each case
+    valid_fraction: float = 0.2        # the share of cases held out for validation
     background_threshold: float = 0.99  # phantoms' tumours are small: keep patches with at least 1 % tumour
-    depth: int = 3
-    n_base_filters: int = 8
-    learning_rate: float = 3e-3
-    batch_size: int = 2
-    epochs: int = 20
+    depth: int = 3                     # U-Net levels
+    n_base_filters: int = 8            # filters of the first level
+    learning_rate: float = 3e-3        # Adam's learning rate
+    batch_size: int = 2                # training patches per batch
+    epochs: int = 20                   # training epochs at most
     time_limit: float = 240.0          # seconds of training at most
     test_seed: int = 1000              # the unseen case
 
-FULL = DemoSettings()
-QUICK = DemoSettings(n_cases=3, shape=(48, 48, 32), patch_size=(32, 32, 16), patches_per_case=2, valid_fraction=0.34,
-                     depth=2, n_base_filters=4, epochs=1, time_limit=60.0)
-
 # %% ../nbs/09_demo.ipynb #2e01ebc0
-MARKER = "demo.json"
-OUTPUTS = ("cases", "test", "patches", "run", "prediction.nii.gz", "metrics_per_class.csv", "metrics_regions.csv",
-           "truth_vs_prediction.gif", "prediction.png", "training.png", MARKER)
+FULL = DemoSettings()  # what `bts demo` runs
+QUICK = DemoSettings(n_cases=3, shape=(48, 48, 32), patch_size=(32, 32, 16), patches_per_case=2, valid_fraction=0.34,
+                     depth=2, n_base_filters=4, epochs=1, time_limit=60.0)  # `bts demo --quick`: toy sizes, for tests
 
+# %% ../nbs/09_demo.ipynb #f4a28de0
+MARKER = "demo.json"  # the file that marks a folder as the demo's
+OUTPUTS = ("cases", "test", "patches", "run", "prediction.nii.gz", "metrics_per_class.csv", "metrics_regions.csv",
+           "truth_vs_prediction.gif", "prediction.png", "training.png", MARKER)  # what a run writes (and replaces)
+
+# %% ../nbs/09_demo.ipynb #2895c45c
 def _claim_folder(out_dir: Path):
     "Make `out_dir` ready for a fresh demo run: create it, or clear a previous demo's outputs; refuse a folder with other contents"
     if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
@@ -58,7 +61,7 @@ def _claim_folder(out_dir: Path):
         if path.is_dir(): shutil.rmtree(path)
         elif path.exists(): path.unlink()
 
-# %% ../nbs/09_demo.ipynb #f4a28de0
+# %% ../nbs/09_demo.ipynb #5d176b3d
 def _write_cases(root: Path, seeds, shape, progress: bool):
     "Phantom cases `seeds` of `shape` as an MSD folder `root/imagesTr`, `root/labelsTr`"
     from tqdm.auto import tqdm
@@ -68,9 +71,16 @@ def _write_cases(root: Path, seeds, shape, progress: bool):
         save_nifti(case.image, root / "imagesTr" / name, case.affine)
         save_nifti(case.label, root / "labelsTr" / name, case.affine)
 
-def training_figure(history: pd.DataFrame, dpi: int = 80):
+def _step(i: int, text: str):
+    "Announce step `i` of 5"
+    print(f"\n[{i}/5] {text}", flush=True)
+
+# %% ../nbs/09_demo.ipynb #b7ab9eea
+def training_figure(
+    history:pd.DataFrame,  # `train`'s log: columns `epoch`, `loss`, `dice_coefficient` and their `val_` twins
+    dpi:int=80,  # the figure's resolution
+) -> Figure:  # a matplotlib `Figure` with two panels, loss and mean dice
     "Loss and mean dice per epoch, training and validation, from `train`'s log"
-    from matplotlib.figure import Figure
     fig = Figure(figsize=(8, 3), dpi=dpi, layout="constrained")
     for ax, key in zip(fig.subplots(1, 2), ("loss", "dice_coefficient"), strict=True):
         epochs = history["epoch"] + 1
@@ -79,17 +89,25 @@ def training_figure(history: pd.DataFrame, dpi: int = 80):
         ax.set_xlabel("epoch"); ax.set_title("soft dice loss" if key == "loss" else "mean dice"); ax.legend()
     return fig
 
-def side_by_side(image, truth, pred, gap: int = 2) -> np.ndarray:
+# %% ../nbs/09_demo.ipynb #927a905f
+def side_by_side(
+    image:np.ndarray,  # the case `(X, Y, Z, 4)`
+    truth:np.ndarray,  # label codes 0-3 `(X, Y, Z)`
+    pred:np.ndarray,  # predicted codes 0-3 `(X, Y, Z)`
+    gap:int=2,  # white voxels between the two
+) -> np.ndarray:  # RGB `(2X + gap, Y, Z, 3)` float32 in [0, 1]
     "RGB volume `(2X + gap, Y, Z, 3)`: `image (X, Y, Z, 4)` labelled with `truth` beside it labelled with `pred` (left / right in a z-scrolling GIF)"
     left, right = get_labeled_image(image, truth), get_labeled_image(image, pred)
     return np.concatenate([left, np.ones((gap,) + left.shape[1:], np.float32), right], axis=0)
 
-def _step(i: int, text: str):
-    print(f"\n[{i}/5] {text}", flush=True)
-
-# %% ../nbs/09_demo.ipynb #2895c45c
-def run_demo(out_dir="bts_demo", quick: bool = False, seed: int = 0, progress: bool = True,
-             settings: DemoSettings | None = None) -> dict:
+# %% ../nbs/09_demo.ipynb #743cc3ee
+def run_demo(
+    out_dir="bts_demo",  # the folder to write into: new, empty, or a previous demo's
+    quick:bool=False,  # run `QUICK` (toy sizes, for tests) instead of `FULL`
+    seed:int=0,  # seed of the cases, the patches, the split and the training
+    progress:bool=True,  # progress bars, training lines per epoch and timings (False: only what the run computes)
+    settings:DemoSettings|None=None,  # sizes of the run (default: `QUICK` or `FULL`)
+) -> dict:  # `{what: path}` of everything written
     "Run the course end to end on phantoms, writing everything into `out_dir`; returns `{what: path}` of the outputs"
     from bts_course.dataset import build_patch_dataset
     from bts_course.model import unet_model_3d
@@ -114,13 +132,17 @@ def run_demo(out_dir="bts_demo", quick: bool = False, seed: int = 0, progress: b
     valid_data = VolumeDataGenerator(out / "patches", "valid", batch_size=2 * s.batch_size)
     print(f"{len(train_data.files)} training and {len(valid_data.files)} validation patches")
 
-    _step(3, f"training a 3D U-Net (depth {s.depth}, {s.n_base_filters} base filters) for up to {s.epochs} epochs "
-             f"or {s.time_limit:.0f} s -> {out / 'run'}")
+    _step(3, f"training a 3D U-Net (depth {s.depth}, {s.n_base_filters} base filters) for up to {s.epochs} "
+             f"epoch{'s' * (s.epochs != 1)} or {s.time_limit:.0f} s -> {out / 'run'}")
     keras.utils.set_random_seed(seed)
     build = lambda: unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=s.depth,
                                   n_base_filters=s.n_base_filters, initial_learning_rate=s.learning_rate)
     result = train(build, train_data, valid_data, epochs=s.epochs, out_dir=out / "run", patience=None,
                    time_limit=s.time_limit, verbose=2 if progress else 0, resume=False)
+    if not progress:
+        best = "none" if result.best is None else f"{result.best:.4f} at epoch {result.best_epoch + 1}"
+        n = len(result.history)
+        print(f"{n} epoch{'s' * (n != 1)}; best {result.monitor} {best}")
     model = load_model(result.best_path) if result.best_path.is_file() else result.model
 
     _step(4, f"whole-scan prediction of an unseen phantom (seed {s.test_seed}) with predict_volume")
@@ -156,7 +178,7 @@ def run_demo(out_dir="bts_demo", quick: bool = False, seed: int = 0, progress: b
     write_json({"settings": asdict(s), "seed": int(seed), "complete": True, "seconds": round(seconds, 1),
                 "whole tumor dice": float(evaluation.regions.loc["Whole tumor", "Dice"]),
                 "outputs": {k: str(v) for k, v in outputs.items()}}, out / MARKER)
-    print(f"\ndone in {seconds:.0f} s. Written:")
+    print(f"\ndone{f' in {seconds:.0f} s' if progress else ''}. Written:")
     width = max(map(len, outputs))
     for what, path in outputs.items(): print(f"  {what:<{width}}  {path}")
     print(f"\nnext: bts predict {out / 'test'} -o {out / 'predictions'} --model {outputs['model']}")

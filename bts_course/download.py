@@ -17,18 +17,18 @@ DECATHLON = {  # task: (url, md5) of the official archives (the values MONAI ver
                            "240a19d752f0d9e9101544901065d872"),
 }
 
+# %% ../nbs/00a_download.ipynb #79b92e68
 class DownloadError(RuntimeError):
     "A download or extraction failed; the message says what to do"
 
-# %% ../nbs/00a_download.ipynb #79b92e68
-def _md5_of(path, chunk: int = 1 << 22) -> "hashlib._Hash":
-    "An md5 object fed with the bytes of `path` so far"
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""): digest.update(block)
-    return digest
-
-def fetch(url: str, part: Path, progress: bool = True, chunk: int = 1 << 20, timeout: float = 60) -> str:
+# %% ../nbs/00a_download.ipynb #89d44c96
+def fetch(
+    url:str,  # the file to download (an http or https URL)
+    part:Path,  # where the bytes go; its current size is where a resumed download starts
+    progress:bool=True,  # show a progress bar
+    chunk:int=1 << 20,  # bytes read at a time
+    timeout:float=60,  # seconds to wait for the server before giving up
+) -> str:  # the md5 hex digest of the whole file `part`
     "Stream `url` into the file `part`, resuming from its current size; returns the md5 hex digest of the whole file"
     part = Path(part)
     have = part.stat().st_size if part.exists() else 0
@@ -60,7 +60,43 @@ def fetch(url: str, part: Path, progress: bool = True, chunk: int = 1 << 20, tim
                                 f"run again to resume from {part}")
     return digest.hexdigest()
 
+
+
+# %% ../nbs/00a_download.ipynb #4dee06f8
+def _md5_of(path, chunk: int = 1 << 22) -> "hashlib._Hash":
+    "An md5 object fed with the bytes of `path` so far"
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""): digest.update(block)
+    return digest
+
 # %% ../nbs/00a_download.ipynb #acc71bee
+def safe_extract(
+    archive,  # a tar archive (any compression tarfile reads)
+    dest,  # an existing folder to extract into
+) -> list:  # the names of the members extracted (macOS `._*` files are skipped)
+    "Extract `archive` (tar) into the existing folder `dest`, refusing members that escape it; returns extracted names"
+    dest = Path(dest)
+    try:
+        tar = tarfile.open(archive)
+    except (tarfile.TarError, OSError) as e:
+        raise DownloadError(f"{archive}: not a readable tar archive ({e})") from e
+    with tar:
+        members = []
+        for member in tar.getmembers():
+            reason = _unsafe_reason(member)
+            if reason: raise DownloadError(f"{archive}: refusing member {member.name!r}: {reason}")
+            if not _is_macos_junk(member): members.append(member)
+        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+        try:
+            tar.extractall(dest, members=members, **kwargs)
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise DownloadError(f"{archive}: extraction failed ({e})") from e
+    return [m.name for m in members]
+
+
+
+# %% ../nbs/00a_download.ipynb #3f1683fb
 def _unsafe_reason(member: tarfile.TarInfo) -> str | None:
     "Why extracting `member` could write outside the target folder, or None when it is safe"
     name = PurePosixPath(member.name)
@@ -84,29 +120,15 @@ def _is_macos_junk(member: tarfile.TarInfo) -> bool:
     parts = PurePosixPath(member.name).parts
     return any(p.startswith("._") or p == "__MACOSX" for p in parts)
 
-def safe_extract(archive, dest) -> list:
-    "Extract `archive` (tar) into the existing folder `dest`, refusing members that escape it; returns extracted names"
-    dest = Path(dest)
-    try:
-        tar = tarfile.open(archive)
-    except (tarfile.TarError, OSError) as e:
-        raise DownloadError(f"{archive}: not a readable tar archive ({e})") from e
-    with tar:
-        members = []
-        for member in tar.getmembers():
-            reason = _unsafe_reason(member)
-            if reason: raise DownloadError(f"{archive}: refusing member {member.name!r}: {reason}")
-            if not _is_macos_junk(member): members.append(member)
-        kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        try:
-            tar.extractall(dest, members=members, **kwargs)
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise DownloadError(f"{archive}: extraction failed ({e})") from e
-    return [m.name for m in members]
-
-# %% ../nbs/00a_download.ipynb #3f1683fb
-def download_decathlon(dest, task: str = "Task01_BrainTumour", url: str | None = None, md5: str | None = None,
-                       keep_archive: bool = False, progress: bool = True) -> Path:
+# %% ../nbs/00a_download.ipynb #355d2a8a
+def download_decathlon(
+    dest,  # the folder that receives `<task>/` (created)
+    task:str="Task01_BrainTumour",  # a Decathlon task named in `DECATHLON`
+    url:str|None=None,  # download from here instead (a mirror); needs `md5` too
+    md5:str|None=None,  # the archive's expected md5 hex digest
+    keep_archive:bool=False,  # keep `<task>.tar.part` after extracting it
+    progress:bool=True,  # show a progress bar
+) -> Path:  # the data set folder `dest/<task>`
     "Download, verify and extract a Decathlon task into `dest`; returns the data set folder `dest/<task>`"
     dest = Path(dest)
     if url is None or md5 is None:
@@ -134,3 +156,5 @@ def download_decathlon(dest, task: str = "Task01_BrainTumour", url: str | None =
         shutil.rmtree(staging, ignore_errors=True)
     if not keep_archive: part.unlink()
     return target
+
+

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_evaluation.ipynb #4e2f5d1c
 from __future__ import annotations
-import time, warnings
+import math, time, warnings
 from dataclasses import dataclass
 from itertools import product
 import numpy as np
@@ -14,14 +14,14 @@ from tqdm.auto import tqdm
 from .data import (CLASS_NAMES, MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image,
                              check_label, check_size, find_cases, probabilities_to_labels, read_case)
 from .inference import predict_volume
-from .metrics import brats_region_metrics, get_sens_spec_df
+from .metrics import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, with_input_shape
 from .preprocess import standardize
 from .viz import AXIS_NAMES, get_labeled_image, plane_slice
 
 # %% auto #0
-__all__ = ['predict_patch', 'plot_prediction', 'predict_course_tiles', 'predict_and_viz', 'CaseEvaluation', 'evaluate_case',
-           'evaluate_folder']
+__all__ = ['predict_patch', 'plot_prediction', 'predict_course_tiles', 'predict_and_viz', 'CaseEvaluation', 'voxel_spacing',
+           'score_prediction', 'evaluate_case', 'evaluate_folder', 'summarize_scores']
 
 # %% ../nbs/07_evaluation.ipynb #f1868743
 def predict_patch(
@@ -95,12 +95,17 @@ def predict_course_tiles(
     return out
 
 # %% ../nbs/07_evaluation.ipynb #8c35c69d
-def predict_and_viz(image, label, model, threshold: float = 0.5, loc=(100, 100, 50), size=None,
-                    mode: str = "threshold", **predict_kwargs) -> tuple:
-    """Predict `image (X, Y, Z, 4)` and draw truth vs prediction through `loc`: `(labels (X, Y, Z) uint8, Figure)`.
-
-    `size=None`: the whole scan with `predict_volume(model, image, **predict_kwargs)`. `size=(x, y, z)`: only the box
-    of that size centred on `loc` (clipped to the scan), standardised as a training patch; labels are 0 elsewhere."""
+def predict_and_viz(
+    image,  # the scan `(X, Y, Z, 4)`, raw intensities
+    label,  # its true label map `(X, Y, Z)`, codes 0-3: drawn, never used to predict
+    model,  # a channels-first 3D model
+    threshold:float=0.5,  # probability above which a class is predicted
+    loc=(100, 100, 50),  # the voxel `(x, y, z)` the three slices pass through
+    size=None,  # None: the whole scan; `(x, y, z)`: only the box of that size centred on `loc` (clipped to the scan)
+    mode:str="threshold",  # how probabilities become codes: "threshold" (innermost class wins) or "argmax"
+    **predict_kwargs,  # passed on to `predict_volume` (whole scan only)
+) -> tuple:  # (labels `(X, Y, Z)` uint8, 0 outside the box with `size`; the Figure)
+    "Predict `image` and draw truth vs prediction through `loc`, as the course's `predict_and_viz` does"
     channels, _ = model_io(model)
     image = check_image(image, channels)
     label = check_label(label, "label", image.shape[:3])
@@ -123,59 +128,124 @@ def predict_and_viz(image, label, model, threshold: float = 0.5, loc=(100, 100, 
         labels[box] = probabilities_to_labels(probs, threshold, mode, axis=0)
     return labels, plot_prediction(image, label, labels, loc)
 
-# %% ../nbs/07_evaluation.ipynb #c2346890
+# %% ../nbs/07_evaluation.ipynb #41327fe2
 @dataclass(eq=False)
 class CaseEvaluation:
-    "Whole-scan evaluation of one case: predicted `labels (X, Y, Z)` uint8, `probabilities (X, Y, Z, n)` float32 and the score tables"
-    name: str
-    labels: np.ndarray
-    probabilities: np.ndarray
+    "Whole-scan evaluation of one case: predicted `labels (X, Y, Z)` uint8, `probabilities (X, Y, Z, n)` float32 (or None) and the score tables"
+    name: str                 # the case's name
+    labels: np.ndarray        # predicted label map `(X, Y, Z)` uint8, codes 0-3
+    probabilities: np.ndarray | None  # class probabilities `(X, Y, Z, n)` float32, or None when not kept
     sens_spec: pd.DataFrame   # rows Sensitivity / Specificity, columns CLASS_NAMES
     regions: pd.DataFrame     # rows the BraTS regions, columns Dice / Sensitivity / Specificity / HD95 (mm)
-    seconds: float            # time to predict
+    seconds: float            # time to predict (NaN if not measured)
+    convention: str = "brats" # how empty / disjoint regions were scored (`REGION_CONVENTIONS`)
 
-    def row(self) -> dict:
-        "One flat row: case name, `<class> sensitivity|specificity`, `<region> <score>`, seconds"
+    def row(self) -> dict:  # case, `<class> sensitivity|specificity`, `<region> <score>`, seconds, convention
+        "One flat row for a score table"
         row = {"case": self.name}
         for cls in self.sens_spec.columns:
             for stat in self.sens_spec.index: row[f"{cls} {stat.lower()}"] = float(self.sens_spec.loc[stat, cls])
         for region in self.regions.index:
             for score in self.regions.columns: row[f"{region} {score}"] = float(self.regions.loc[region, score])
         row["seconds"] = round(self.seconds, 3)
+        row["convention"] = self.convention
         return row
 
+# %% ../nbs/07_evaluation.ipynb #2e9b5c7b
+def voxel_spacing(
+    affine,  # the scan's 4x4 voxel-to-world matrix
+) -> tuple:  # mm per voxel along x, y, z (3 floats)
+    "Voxel size (mm) along each axis from a 4x4 affine"
+    affine = np.asarray(affine, np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise ValueError(f"expected a finite 4x4 affine, found shape {affine.shape}")
+    return tuple(float(v) for v in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+
+# %% ../nbs/07_evaluation.ipynb #1374ba50
 def _one_hot_classes(labels) -> np.ndarray:
     "Tumour classes of a label map as binary channels `(3, X, Y, Z)` bool"
     return np.stack([labels == code for code in range(1, len(CLASS_NAMES) + 1)])
 
-def _spacing(affine) -> tuple:
-    "Voxel size (mm) along each axis from a 4x4 affine"
-    return tuple(float(v) for v in np.sqrt((np.asarray(affine, np.float64)[:3, :3] ** 2).sum(axis=0)))
+# %% ../nbs/07_evaluation.ipynb #73dc47e9
+def score_prediction(
+    case:Case,  # the case, with its true label map
+    labels,  # the predicted label map `(X, Y, Z)`, codes 0-3
+    probabilities=None,  # the probabilities it came from, kept in the result (optional)
+    seconds:float=math.nan,  # how long the prediction took
+    convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
+) -> CaseEvaluation:  # both score tables, HD95 in mm from the case's voxel size
+    "Score a predicted label map against the case's truth: per-class sensitivity / specificity and the BraTS regions"
+    if case.label is None: raise ValueError(f"{case.name}: the case has no label map to evaluate against")
+    labels = check_label(labels, "labels", case.label.shape)
+    sens_spec = get_sens_spec_df(_one_hot_classes(labels), _one_hot_classes(case.label))
+    regions = brats_region_metrics(labels, case.label, spacing=voxel_spacing(case.affine), convention=convention)
+    return CaseEvaluation(case.name, labels, probabilities, sens_spec, regions, seconds, convention)
 
-def evaluate_case(model, case: Case, threshold: float = 0.5, mode: str = "threshold", **predict_kwargs) -> CaseEvaluation:
-    "Predict `case` (a `Case` with a label) with `predict_volume` and score the label map: a `CaseEvaluation`"
+# %% ../nbs/07_evaluation.ipynb #c8119178
+def evaluate_case(
+    model,  # a channels-first 3D model
+    case:Case,  # a case with its label map, e.g. from `read_case`
+    threshold:float=0.5,  # probability above which a class is predicted
+    mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
+    convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
+    **predict_kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
+) -> CaseEvaluation:  # labels, probabilities, both score tables and the prediction time
+    "Predict `case` with `predict_volume` and score the label map"
     if case.label is None: raise ValueError(f"{case.name}: the case has no label map to evaluate against")
     start = time.perf_counter()
     probs = predict_volume(model, case.image, **predict_kwargs)
     seconds = time.perf_counter() - start
     labels = probabilities_to_labels(probs, threshold, mode)
-    sens_spec = get_sens_spec_df(_one_hot_classes(labels), _one_hot_classes(case.label))
-    regions = brats_region_metrics(labels, case.label, spacing=_spacing(case.affine))
-    return CaseEvaluation(case.name, labels, probs, sens_spec, regions, seconds)
+    return score_prediction(case, labels, probs, seconds, convention)
 
-def evaluate_folder(model, folder, csv_path=None, threshold: float = 0.5, mode: str = "threshold",
-                    progress: bool = True, **predict_kwargs) -> pd.DataFrame:
-    "Evaluate every labelled case under `folder` (any layout `find_cases` knows): one row per case (`CaseEvaluation.row`, `case` its `case_file_name`), also written to `csv_path`"
+# %% ../nbs/07_evaluation.ipynb #d3c685fc
+def evaluate_folder(
+    model,  # a channels-first 3D model
+    folder,  # an MSD folder, BraTS case folders, or a folder of them
+    csv_path=None,  # where to write the table (CSV), if anywhere
+    threshold:float=0.5,  # probability above which a class is predicted
+    mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
+    progress:bool=True,  # a progress bar over the cases
+    convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
+    **predict_kwargs,  # passed on to `predict_volume`
+) -> pd.DataFrame:  # one row per labelled case (`CaseEvaluation.row`, `case` its `case_file_name`); `summarize_scores` condenses it
+    "Evaluate every labelled case under `folder`: one row per case, also written to `csv_path`"
+    check_convention(convention)
     paths = find_cases(folder)
     rows, skipped = [], []
     for path in tqdm(paths, desc="evaluate", unit="case", disable=not progress):
         case = read_case(path)
         if case.label is None:
             skipped.append(case_file_name(path)); continue
-        result = evaluate_case(model, case, threshold, mode, progress=False, **predict_kwargs)
+        result = evaluate_case(model, case, threshold, mode, convention, progress=False, **predict_kwargs)
         rows.append({**result.row(), "case": case_file_name(path)})
     if skipped: warnings.warn(f"{len(skipped)} case(s) without a label map were skipped: {', '.join(skipped[:5])}", stacklevel=2)
     if not rows: raise CaseError(f"{folder}: none of the {len(paths)} case(s) has a label map to evaluate against")
     table = pd.DataFrame(rows)
     if csv_path is not None: atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
     return table
+
+# %% ../nbs/07_evaluation.ipynb #10d44697
+def summarize_scores(
+    table:pd.DataFrame,  # one row per case with `<region> <score>` columns, as `evaluate_folder` returns or writes it
+    scores=("Dice", "HD95"),  # which region scores to summarise (of `REGION_COLUMNS`)
+) -> pd.DataFrame:  # rows (region, score); columns mean, median, cases (counted), NaN and inf (left out)
+    "Per region and score: mean and median over the cases with a finite value, and how many cases were counted or left out"
+    if isinstance(scores, str): scores = (scores,)
+    unknown = [s for s in scores if s not in REGION_COLUMNS]
+    if unknown: raise ValueError(f"unknown score(s) {unknown}; expected some of {list(REGION_COLUMNS)}")
+    rows = {}
+    for region in BRATS_REGIONS:
+        for score in scores:
+            column = f"{region} {score}"
+            if column not in table.columns:
+                raise ValueError(f"the table has no column {column!r}; expected a table from evaluate_folder or 'bts predict --scores'")
+            values = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+            counted = values[np.isfinite(values)]
+            rows[(region, score)] = {"mean": counted.mean() if counted.size else math.nan,
+                                     "median": float(np.median(counted)) if counted.size else math.nan,
+                                     "cases": int(counted.size), "NaN": int(np.isnan(values).sum()),
+                                     "inf": int(np.isinf(values).sum())}
+    summary = pd.DataFrame.from_dict(rows, orient="index")
+    summary.index = pd.MultiIndex.from_tuples(summary.index, names=["region", "score"])
+    return summary

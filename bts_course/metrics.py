@@ -14,10 +14,10 @@ from scipy.spatial import KDTree
 from .data import CLASS_NAMES, bounding_box, check_label, count_nonfinite
 
 # %% auto #0
-__all__ = ['CLASS_DICE_METRICS', 'KDTREE_ABOVE', 'BRATS_REGIONS', 'REGION_COLUMNS', 'single_class_dice_coefficient',
-           'dice_coefficient', 'soft_dice_loss', 'class_dice', 'dice_edema', 'dice_non_enhancing', 'dice_enhancing',
-           'compute_class_sens_spec', 'get_sens_spec_df', 'surface', 'surface_distances', 'hd95', 'binary_dice',
-           'brats_region_metrics']
+__all__ = ['CLASS_DICE_METRICS', 'KDTREE_ABOVE', 'BRATS_HD95_PENALTY', 'REGION_CONVENTIONS', 'BRATS_REGIONS', 'REGION_COLUMNS',
+           'single_class_dice_coefficient', 'dice_coefficient', 'soft_dice_loss', 'class_dice', 'dice_edema',
+           'dice_non_enhancing', 'dice_enhancing', 'compute_class_sens_spec', 'get_sens_spec_df', 'surface',
+           'surface_distances', 'hd95', 'binary_dice', 'check_convention', 'region_scores', 'brats_region_metrics']
 
 # %% ../nbs/04_metrics.ipynb #c7b767bc
 def _as_float32(x, name: str) -> tf.Tensor:
@@ -66,24 +66,45 @@ def _dice_table(y_true, y_pred, axis, epsilon: float, sample_rank_extra: int, sq
 
 # %% ../nbs/04_metrics.ipynb #5e20ec5a
 @keras.saving.register_keras_serializable(package="bts_course")
-def single_class_dice_coefficient(y_true, y_pred, axis=(0, 1, 2), epsilon: float = 1e-5) -> tf.Tensor:
+def single_class_dice_coefficient(
+    y_true,  # truth of one class: `(X, Y, Z)` or a `(B, X, Y, Z)` batch, 0/1 (any numeric dtype)
+    y_pred,  # prediction of the same shape: probabilities or 0/1
+    axis=(0, 1, 2),  # the spatial axes of one sample (shifted by one for a batch)
+    epsilon:float=1e-5,  # added to numerator and denominator (1 when both masks are empty)
+) -> tf.Tensor:  # scalar float32
     "Dice of one class: `(X, Y, Z)` masks or a `(B, X, Y, Z)` batch (mean of per-sample dice) -> scalar float32 tensor"
     return tf.reduce_mean(_dice_table(y_true, y_pred, axis, epsilon, sample_rank_extra=0))
 
 # %% ../nbs/04_metrics.ipynb #7a081ee1
 @keras.saving.register_keras_serializable(package="bts_course")
-def dice_coefficient(y_true, y_pred, axis=(1, 2, 3), epsilon: float = 1e-5) -> tf.Tensor:
+def dice_coefficient(
+    y_true,  # truth `(C, X, Y, Z)` or a `(B, C, X, Y, Z)` batch, 0/1
+    y_pred,  # prediction of the same shape: probabilities or 0/1
+    axis=(1, 2, 3),  # the spatial axes of one sample (shifted by one for a batch)
+    epsilon:float=1e-5,  # added to numerator and denominator of each class's dice
+) -> tf.Tensor:  # scalar float32: the mean over samples and classes
     "Mean over classes of the dice of each class: `(C, X, Y, Z)` or a `(B, C, X, Y, Z)` batch -> scalar float32 tensor"
     return tf.reduce_mean(_dice_table(y_true, y_pred, axis, epsilon, sample_rank_extra=1))
 
 # %% ../nbs/04_metrics.ipynb #5f33fb2b
 @keras.saving.register_keras_serializable(package="bts_course")
-def soft_dice_loss(y_true, y_pred, axis=(1, 2, 3), epsilon: float = 1e-5) -> tf.Tensor:
+def soft_dice_loss(
+    y_true,  # truth `(C, X, Y, Z)` or a `(B, C, X, Y, Z)` batch, 0/1
+    y_pred,  # predicted probabilities of the same shape
+    axis=(1, 2, 3),  # the spatial axes of one sample (shifted by one for a batch)
+    epsilon:float=1e-5,  # added to numerator and denominator of each class's soft dice
+) -> tf.Tensor:  # scalar float32 in [0, 1]
     "1 − mean over classes of the soft dice (squares in the denominator): `(C, X, Y, Z)` or `(B, C, X, Y, Z)` -> scalar float32"
     return 1.0 - tf.reduce_mean(_dice_table(y_true, y_pred, axis, epsilon, sample_rank_extra=1, squared=True))
 
 # %% ../nbs/04_metrics.ipynb #2d598ee6
-def class_dice(y_true, y_pred, class_index: int, axis=(1, 2, 3), epsilon: float = 1e-5) -> tf.Tensor:
+def class_dice(
+    y_true,  # truth `(C, X, Y, Z)` or a `(B, C, X, Y, Z)` batch, 0/1
+    y_pred,  # prediction of the same shape
+    class_index:int,  # which class channel (0 edema, 1 non-enhancing, 2 enhancing)
+    axis=(1, 2, 3),  # the spatial axes of one sample (shifted by one for a batch)
+    epsilon:float=1e-5,  # added to numerator and denominator
+) -> tf.Tensor:  # scalar float32: the mean over samples
     "Dice of class `class_index` of `(C, X, Y, Z)` or `(B, C, X, Y, Z)` tensors (mean over samples) -> scalar float32"
     table = _dice_table(y_true, y_pred, axis, epsilon, sample_rank_extra=1)   # (C,) or (B, C)
     n_classes = table.shape[-1]
@@ -92,17 +113,26 @@ def class_dice(y_true, y_pred, class_index: int, axis=(1, 2, 3), epsilon: float 
     return tf.reduce_mean(table[..., class_index])
 
 @keras.saving.register_keras_serializable(package="bts_course")
-def dice_edema(y_true, y_pred):
+def dice_edema(
+    y_true,  # truth `(B, 3, X, Y, Z)`
+    y_pred,  # prediction of the same shape
+) -> tf.Tensor:  # scalar float32
     "Dice of the edema channel (class 0 of `(B, 3, X, Y, Z)`), named for the training log"
     return class_dice(y_true, y_pred, 0)
 
 @keras.saving.register_keras_serializable(package="bts_course")
-def dice_non_enhancing(y_true, y_pred):
+def dice_non_enhancing(
+    y_true,  # truth `(B, 3, X, Y, Z)`
+    y_pred,  # prediction of the same shape
+) -> tf.Tensor:  # scalar float32
     "Dice of the non-enhancing tumour channel (class 1 of `(B, 3, X, Y, Z)`), named for the training log"
     return class_dice(y_true, y_pred, 1)
 
 @keras.saving.register_keras_serializable(package="bts_course")
-def dice_enhancing(y_true, y_pred):
+def dice_enhancing(
+    y_true,  # truth `(B, 3, X, Y, Z)`
+    y_pred,  # prediction of the same shape
+) -> tf.Tensor:  # scalar float32
     "Dice of the enhancing tumour channel (class 2 of `(B, 3, X, Y, Z)`), named for the training log"
     return class_dice(y_true, y_pred, 2)
 
@@ -130,7 +160,11 @@ def _ratio(num: int, den: int) -> float:
     "num / den, NaN when den is 0 (an undefined rate), without a warning"
     return num / den if den else math.nan
 
-def compute_class_sens_spec(pred, label, class_num: int) -> tuple:
+def compute_class_sens_spec(
+    pred,  # binary prediction, classes on axis 0: `(C, X, Y, Z)` or `(C, ...)` of any rank
+    label,  # binary truth of the same shape
+    class_num:int,  # which class (index on axis 0)
+) -> tuple:  # (sensitivity, specificity), floats; NaN where undefined
     "(sensitivity, specificity) of class `class_num` of binary arrays with the classes on axis 0 (`(C, X, Y, Z)` or any rank); NaN where undefined"
     pred, label = _check_binary(pred, label)
     if not 0 <= int(class_num) < pred.shape[0]: raise ValueError(f"class_num {class_num} out of range for {pred.shape[0]} classes")
@@ -140,7 +174,10 @@ def compute_class_sens_spec(pred, label, class_num: int) -> tuple:
     return _ratio(tp, tp + fn), _ratio(tn, tn + fp)
 
 # %% ../nbs/04_metrics.ipynb #cd0540de
-def get_sens_spec_df(pred, label) -> pd.DataFrame:
+def get_sens_spec_df(
+    pred,  # binary prediction `(3, X, Y, Z)` (or `(3, ...)`), background dropped
+    label,  # binary truth of the same shape
+) -> pd.DataFrame:  # rows Sensitivity / Specificity, columns `CLASS_NAMES`, float64
     "Table of sensitivity and specificity (rows) per class (columns `CLASS_NAMES`) of binary `(3, X, Y, Z)` arrays (or `(3, ...)` of any rank)"
     pred, label = _check_binary(pred, label)
     if pred.shape[0] != len(CLASS_NAMES):
@@ -169,13 +206,22 @@ def _check_masks(pred, truth) -> tuple:
         if n_bad: raise ValueError(f"{name}: {n_bad:,} non-finite values (NaN or Inf)")
     return pred.astype(bool, copy=False), truth.astype(bool, copy=False)
 
-def surface(mask: np.ndarray) -> np.ndarray:
+# %% ../nbs/04_metrics.ipynb #c57670ad
+def surface(
+    mask:np.ndarray,  # a boolean mask of any rank
+) -> np.ndarray:  # boolean, the shape of `mask`
     "Surface voxels of a boolean mask: those with a face-neighbour outside it (outside the array counts as outside)"
     return mask & ~ndimage.binary_erosion(mask, ndimage.generate_binary_structure(mask.ndim, 1))
 
+# %% ../nbs/04_metrics.ipynb #cee92ba1
 KDTREE_ABOVE = 50  # method="auto" uses the k-d tree when the box holds more voxels than this per surface voxel
 
-def surface_distances(pred, truth, spacing=(1, 1, 1), method: str = "auto") -> tuple:
+def surface_distances(
+    pred:np.ndarray,  # boolean prediction mask, not empty
+    truth:np.ndarray,  # boolean truth mask of the same shape, not empty
+    spacing=(1, 1, 1),  # mm per voxel along each axis
+    method:str="auto",  # "edt" (distance transform on the box), "kdtree", or "auto" (the k-d tree for sparse surfaces)
+) -> tuple:  # (prediction surface -> truth surface, truth surface -> prediction surface), float64 mm
     "Distances (mm) from each surface voxel of `pred` to the surface of `truth`, and back: two float64 arrays; both masks non-empty"
     if method not in ("auto", "edt", "kdtree"): raise ValueError(f"method must be 'auto', 'edt' or 'kdtree', got {method!r}")
     box = bounding_box(pred | truth, margin=1)
@@ -188,7 +234,13 @@ def surface_distances(pred, truth, spacing=(1, 1, 1), method: str = "auto") -> t
     points_p, points_t = np.argwhere(sp) * np.asarray(spacing), np.argwhere(st) * np.asarray(spacing)
     return KDTree(points_t).query(points_p)[0], KDTree(points_p).query(points_t)[0]
 
-def hd95(pred, truth, spacing=(1, 1, 1), method: str = "auto") -> float:
+# %% ../nbs/04_metrics.ipynb #cf8bb1ee
+def hd95(
+    pred,  # prediction mask (any rank; nonzero = inside)
+    truth,  # truth mask of the same shape
+    spacing=(1, 1, 1),  # mm per voxel along each axis (one number for all)
+    method:str="auto",  # how to find nearest surface voxels: "auto", "edt" or "kdtree" (same values)
+) -> float:  # mm; 0.0 if both masks are empty, inf if one is
     "95th percentile of the pooled symmetric surface distances (mm) of two masks; 0 if both empty, inf if one is"
     if method not in ("auto", "edt", "kdtree"): raise ValueError(f"method must be 'auto', 'edt' or 'kdtree', got {method!r}")
     pred, truth = _check_masks(pred, truth)
@@ -198,18 +250,64 @@ def hd95(pred, truth, spacing=(1, 1, 1), method: str = "auto") -> float:
     if not has_pred or not has_truth: return math.inf
     return float(np.percentile(np.concatenate(surface_distances(pred, truth, spacing, method)), 95))
 
-# %% ../nbs/04_metrics.ipynb #e1220732
-BRATS_REGIONS = {"Whole tumor": (1, 2, 3), "Tumor core": (2, 3), "Enhancing tumor": (3,)}  # region -> label codes (spelt as CLASS_NAMES)
-REGION_COLUMNS = ("Dice", "Sensitivity", "Specificity", "HD95")  # HD95 in mm
-
-def binary_dice(pred, truth) -> float:
+# %% ../nbs/04_metrics.ipynb #acc41d95
+def binary_dice(
+    pred,  # prediction mask (nonzero = inside)
+    truth,  # truth mask of the same shape
+) -> float:  # in [0, 1]; 1.0 when both masks are empty
     "Dice of two boolean masks (no epsilon): 1 when both are empty"
     pred, truth = _check_masks(pred, truth)
     size = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
     return 2 * int(np.count_nonzero(pred & truth)) / size if size else 1.0
 
-def brats_region_metrics(pred_labels, true_labels, spacing=(1, 1, 1)) -> pd.DataFrame:
-    "Dice, Sensitivity, Specificity and HD95 (mm) of each BraTS region (rows `BRATS_REGIONS`) of two `(X, Y, Z)` label maps with codes 0-3"
+# %% ../nbs/04_metrics.ipynb #af810b8d
+BRATS_HD95_PENALTY = 373.0  # mm: the official BraTS evaluation's HD95 when prediction and truth share no voxel
+
+REGION_CONVENTIONS = {  # name -> what it does with empty and disjoint regions
+    "brats": "the official BraTS evaluation (brats-evaluation / panoptica, BraTS 2023+): a region in neither mask is NaN "
+             f"(left out of means); no voxel in common gives Dice 0 and HD95 {BRATS_HD95_PENALTY:g} mm",
+    "medpy": "MedPy's surface distances: a region in neither mask is Dice 1, HD95 0; one mask empty gives Dice 0, "
+             "HD95 inf; disjoint masks keep their real distance",
+}
+
+# %% ../nbs/04_metrics.ipynb #6cfdeee4
+def check_convention(
+    convention,  # the name to check
+) -> str:  # `convention`, unchanged
+    "`convention` if it names one of `REGION_CONVENTIONS`, else a clear error listing them"
+    if not isinstance(convention, str) or convention not in REGION_CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; expected one of {', '.join(map(repr, REGION_CONVENTIONS))}")
+    return convention
+
+# %% ../nbs/04_metrics.ipynb #2e203e58
+def region_scores(
+    pred,  # prediction mask of one region (nonzero = inside)
+    truth,  # truth mask of the same shape
+    spacing=(1, 1, 1),  # mm per voxel along each axis
+    convention:str="brats",  # a name of `REGION_CONVENTIONS`: "brats" (official) or "medpy"
+) -> tuple:  # (Dice, HD95 in mm), floats; NaN, 373 or inf in the edge cases of the convention
+    "Dice and HD95 of one region under a named convention for empty and disjoint masks"
+    check_convention(convention)
+    pred, truth = _check_masks(pred, truth)
+    spacing = _check_spacing(spacing, pred.ndim)
+    if convention == "brats" and not np.any(pred & truth):   # the official edge cases: no voxel in common
+        if not pred.any() and not truth.any(): return math.nan, math.nan
+        return 0.0, BRATS_HD95_PENALTY
+    return binary_dice(pred, truth), hd95(pred, truth, spacing)
+
+# %% ../nbs/04_metrics.ipynb #e1220732
+BRATS_REGIONS = {"Whole tumor": (1, 2, 3), "Tumor core": (2, 3), "Enhancing tumor": (3,)}  # region -> course label codes (spelt as CLASS_NAMES)
+REGION_COLUMNS = ("Dice", "Sensitivity", "Specificity", "HD95")  # HD95 in mm
+
+# %% ../nbs/04_metrics.ipynb #43a328e5
+def brats_region_metrics(
+    pred_labels,  # predicted label map `(X, Y, Z)`, course codes 0-3
+    true_labels,  # true label map of the same shape, course codes 0-3
+    spacing=(1, 1, 1),  # mm per voxel along x, y, z (e.g. from the scan's affine)
+    convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy" (see `REGION_CONVENTIONS`)
+) -> pd.DataFrame:  # rows `BRATS_REGIONS`, columns `REGION_COLUMNS` (HD95 in mm), float64
+    "Dice, Sensitivity, Specificity and HD95 (mm) of each BraTS region of two `(X, Y, Z)` label maps with codes 0-3"
+    check_convention(convention)
     pred_labels, true_labels = check_label(pred_labels, "pred_labels"), check_label(true_labels, "true_labels")
     if pred_labels.shape != true_labels.shape:
         raise ValueError(f"pred_labels and true_labels must have the same shape; found {pred_labels.shape} and {true_labels.shape}")
@@ -219,8 +317,6 @@ def brats_region_metrics(pred_labels, true_labels, spacing=(1, 1, 1)) -> pd.Data
         p, t = np.isin(pred_labels, codes), np.isin(true_labels, codes)
         tp, n_p, n_t = int(np.count_nonzero(p & t)), int(np.count_nonzero(p)), int(np.count_nonzero(t))
         n_neg = t.size - n_t
-        rows.append((binary_dice(p, t),                                # Dice
-                     _ratio(tp, n_t),                                  # Sensitivity
-                     _ratio(n_neg - (n_p - tp), n_neg),                # Specificity: TN / negatives
-                     hd95(p, t, spacing)))
+        dice, distance = region_scores(p, t, spacing, convention)
+        rows.append((dice, _ratio(tp, n_t), _ratio(n_neg - (n_p - tp), n_neg), distance))  # sensitivity, specificity = TN / negatives
     return pd.DataFrame(rows, index=list(BRATS_REGIONS), columns=list(REGION_COLUMNS))

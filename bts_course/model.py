@@ -12,13 +12,18 @@ from .data import check_size
 from .metrics import soft_dice_loss, dice_coefficient, dice_edema, dice_non_enhancing, dice_enhancing
 
 # %% auto #0
-__all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'with_input_shape',
-           'default_metrics', 'unet_model_3d', 'receptive_field']
+__all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'default_metrics',
+           'unet_model_3d', 'with_input_shape', 'receptive_field']
 
 # %% ../nbs/05_unet.ipynb #c8355ea2
 LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `normalization`
 
-def convolution_block(x, n_filters: int, normalization: str | None = None, name: str = "conv"):
+def convolution_block(
+    x,  # a channels-last Keras tensor `(B, X, Y, Z, C)`
+    n_filters:int,  # output channels of the convolution
+    normalization:str|None=None,  # one of `LAYER_NORMALIZATIONS`: None, 'batch' or 'instance'
+    name:str="conv",  # prefix of the layers' names
+) -> keras.KerasTensor:  # the block's output, `(B, X, Y, Z, n_filters)`
     "3×3×3 convolution, optional batch or instance normalisation, ReLU, on a channels-last tensor `(B, X, Y, Z, C)`"
     x = layers.Conv3D(n_filters, 3, padding="same", name=name)(x)
     if normalization == "batch": x = layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
@@ -40,6 +45,7 @@ def model_io(
         raise ValueError(f"the model's channel axes must have known sizes; found input {shape_in}, output {shape_out}")
     return int(shape_in[1]), int(shape_out[1])
 
+# %% ../nbs/05_unet.ipynb #8c743960
 def _layers(model):
     "Every layer of `model`, nested models expanded"
     for layer in model.layers:
@@ -56,11 +62,12 @@ def model_divisor(
             d *= np.array(layer.strides, dtype=np.int64)
     return tuple(int(v) for v in d)
 
+# %% ../nbs/05_unet.ipynb #cdba1923
 def check_divisible(
     size,  # spatial sizes `(x, y, z)` (None: free)
     divisor,  # what each must be a multiple of, from `model_divisor`
     what:str="input",  # what to call the sizes in an error
-):
+) -> None:  # raises a `ValueError` on the first size that does not fit
     "Raise a `ValueError` that names the axis if a spatial size is not a multiple of the model's divisor"
     for axis, s, d in zip("xyz", size, divisor, strict=True):
         if s is not None and int(s) % int(d):
@@ -68,57 +75,26 @@ def check_divisible(
                              f"be a multiple of the model's divisor, here a multiple of {tuple(divisor)} (the product of its "
                              "pooling factors: 2**(depth-1) for the course's U-Net)")
 
-# %% ../nbs/05_unet.ipynb #531a23c7
-_SAME_NETWORK = weakref.WeakKeyDictionary()  # model -> {input shape: the same network for that shape}
-
-def with_input_shape(
-    model:keras.Model,  # a functional channels-first model
-    input_shape:tuple|None=None,  # `(C, X, Y, Z)`, None for a free size (default: the model's channels, free sizes)
-) -> keras.Model:  # the same layers and weights, taking `(B, *input_shape)`; `model` itself if it already does
-    "The same network for another input shape: its layers (and so its weights) shared, nothing copied"
-    channels = model.input_shape[1]
-    input_shape = (channels, None, None, None) if input_shape is None else tuple(None if s is None else int(s) for s in input_shape)
-    if len(input_shape) != len(model.input_shape) - 1:
-        raise ValueError(f"the model takes inputs of shape {model.input_shape[1:]}; got input_shape {input_shape} of another rank")
-    if channels is not None and input_shape[0] != channels:
-        raise ValueError(f"the model takes {channels} channels; got input_shape {input_shape}")
-    if tuple(model.input_shape[1:]) == input_shape: return model
-    shapes = _SAME_NETWORK.setdefault(model, {})
-    if input_shape not in shapes:
-        try:
-            shapes[input_shape] = keras.models.clone_model(model, input_tensors=keras.Input(input_shape),
-                                                           clone_function=lambda layer: layer)
-        except Exception as e:
-            raise ValueError(f"cannot run this {type(model).__name__} on inputs {input_shape} ({type(e).__name__}: {e}); "
-                             f"build it with input_shape=({channels}, None, None, None)") from e
-    return shapes[input_shape]
-
-# %% ../nbs/05_unet.ipynb #356c8dbc
-def _check_config(input_shape, pool_size, depth, n_base_filters, n_labels) -> tuple:
-    "Validated `(input_shape, pool_size)` of a U-Net, with errors that say what was expected"
-    if int(depth) != depth or depth < 1: raise ValueError(f"depth must be a positive integer, got {depth!r}")
-    if int(n_base_filters) != n_base_filters or n_base_filters < 1:
-        raise ValueError(f"n_base_filters must be a positive integer, got {n_base_filters!r}")
-    if int(n_labels) != n_labels or n_labels < 1: raise ValueError(f"n_labels must be a positive integer, got {n_labels!r}")
-    pool_size = check_size(pool_size, "pool_size")
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 4:
-        raise ValueError(f"input_shape must be channels first (C, X, Y, Z), got {input_shape!r} ({len(input_shape)} sizes)")
-    if input_shape[0] is None or int(input_shape[0]) < 1:
-        raise ValueError(f"input_shape must start with a known number of channels, got {input_shape!r}")
-    if any(s is not None and int(s) < 1 for s in input_shape[1:]):
-        raise ValueError(f"input_shape {input_shape}: spatial sizes must be positive or None")
-    return tuple(None if s is None else int(s) for s in input_shape), pool_size
-
-# %% ../nbs/05_unet.ipynb #6840850b
-def default_metrics() -> list:
+# %% ../nbs/05_unet.ipynb #82e9c99a
+def default_metrics() -> list:  # metric functions, each `(y_true, y_pred) -> scalar`
     "The metrics the course logs while training: mean dice and the dice of each tumour class"
     return [dice_coefficient, dice_edema, dice_non_enhancing, dice_enhancing]
 
-def unet_model_3d(loss_function=soft_dice_loss, input_shape=(4, 160, 160, 16), pool_size=(2, 2, 2), n_labels: int = 3,
-                  initial_learning_rate: float = 1e-5, deconvolution: bool = False, depth: int = 4,
-                  n_base_filters: int = 32, batch_normalization: bool = False, activation_name: str = "sigmoid",
-                  metrics=None, normalization: str | None = None) -> keras.Model:
+# %% ../nbs/05_unet.ipynb #3e46ac67
+def unet_model_3d(
+    loss_function=soft_dice_loss,  # the training loss, `(y_true, y_pred) -> scalar`
+    input_shape=(4, 160, 160, 16),  # channels first `(C, X, Y, Z)`; a spatial size may be None (free)
+    pool_size=(2, 2, 2),  # pooling factor between levels: one int or 3 of them
+    n_labels:int=3,  # output channels: one sigmoid probability per class
+    initial_learning_rate:float=1e-5,  # Adam's learning rate (the course's 1e-5 is tuned for the full-size model)
+    deconvolution:bool=False,  # upsample with learnt transposed convolutions instead of repeating voxels
+    depth:int=4,  # levels of the U: the input is pooled `depth - 1` times
+    n_base_filters:int=32,  # filters of the first convolution; they double with every level
+    batch_normalization:bool=False,  # the course's switch, the same as `normalization="batch"`
+    activation_name:str="sigmoid",  # activation of the output layer
+    metrics=None,  # a metric or a list of them (default: `default_metrics()`)
+    normalization:str|None=None,  # None, 'batch' or 'instance' after every convolution
+) -> keras.Model:  # compiled; input `(B, C, X, Y, Z)` float32, output `(B, n_labels, X, Y, Z)` float32 probabilities
     "Compiled 3D U-Net: input `(B, C, X, Y, Z)` float32 -> output `(B, n_labels, X, Y, Z)` float32 probabilities"
     input_shape, pool_size = _check_config(input_shape, pool_size, depth, n_base_filters, n_labels)
     if batch_normalization:
@@ -138,6 +114,7 @@ def unet_model_3d(loss_function=soft_dice_loss, input_shape=(4, 160, 160, 16), p
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=initial_learning_rate), loss=loss_function, metrics=metrics)
     return model
 
+# %% ../nbs/05_unet.ipynb #9adaad5b
 def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_filters, activation_name,
                 normalization) -> keras.Model:
     "The U-Net's layers on an input of `input_shape` (C, X, Y, Z), uncompiled"
@@ -164,6 +141,48 @@ def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_f
     x = layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
     outputs = layers.Activation(activation_name, dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"unet3d_d{depth}_f{n_base_filters}")
+
+# %% ../nbs/05_unet.ipynb #1aa3c2b8
+def _check_config(input_shape, pool_size, depth, n_base_filters, n_labels) -> tuple:
+    "Validated `(input_shape, pool_size)` of a U-Net, with errors that say what was expected"
+    if int(depth) != depth or depth < 1: raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    if int(n_base_filters) != n_base_filters or n_base_filters < 1:
+        raise ValueError(f"n_base_filters must be a positive integer, got {n_base_filters!r}")
+    if int(n_labels) != n_labels or n_labels < 1: raise ValueError(f"n_labels must be a positive integer, got {n_labels!r}")
+    pool_size = check_size(pool_size, "pool_size")
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape must be channels first (C, X, Y, Z), got {input_shape!r} ({len(input_shape)} sizes)")
+    if input_shape[0] is None or int(input_shape[0]) < 1:
+        raise ValueError(f"input_shape must start with a known number of channels, got {input_shape!r}")
+    if any(s is not None and int(s) < 1 for s in input_shape[1:]):
+        raise ValueError(f"input_shape {input_shape}: spatial sizes must be positive or None")
+    return tuple(None if s is None else int(s) for s in input_shape), pool_size
+
+# %% ../nbs/05_unet.ipynb #531a23c7
+_SAME_NETWORK = weakref.WeakKeyDictionary()  # model -> {input shape: the same network for that shape}
+
+def with_input_shape(
+    model:keras.Model,  # a functional channels-first model
+    input_shape:tuple|None=None,  # `(C, X, Y, Z)`, None for a free size (default: the model's channels, free sizes)
+) -> keras.Model:  # the same layers and weights, taking `(B, *input_shape)`; `model` itself if it already does
+    "The same network for another input shape: its layers (and so its weights) shared, nothing copied"
+    channels = model.input_shape[1]
+    input_shape = (channels, None, None, None) if input_shape is None else tuple(None if s is None else int(s) for s in input_shape)
+    if len(input_shape) != len(model.input_shape) - 1:
+        raise ValueError(f"the model takes inputs of shape {model.input_shape[1:]}; got input_shape {input_shape} of another rank")
+    if channels is not None and input_shape[0] != channels:
+        raise ValueError(f"the model takes {channels} channels; got input_shape {input_shape}")
+    if tuple(model.input_shape[1:]) == input_shape: return model
+    shapes = _SAME_NETWORK.setdefault(model, {})
+    if input_shape not in shapes:
+        try:
+            shapes[input_shape] = keras.models.clone_model(model, input_tensors=keras.Input(input_shape),
+                                                           clone_function=lambda layer: layer)
+        except Exception as e:
+            raise ValueError(f"cannot run this {type(model).__name__} on inputs {input_shape} ({type(e).__name__}: {e}); "
+                             f"build it with input_shape=({channels}, None, None, None)") from e
+    return shapes[input_shape]
 
 # %% ../nbs/05_unet.ipynb #381a2151
 _POINTWISE = (layers.InputLayer, layers.Activation, layers.BatchNormalization, layers.GroupNormalization,
@@ -196,6 +215,9 @@ def _receptive_field_and_jump(model: keras.Model) -> tuple:
         for t in node.output_tensors: known[id(t)] = (r, j)
     return known[id(model.outputs[0])]
 
-def receptive_field(model: keras.Model) -> tuple:
+# %% ../nbs/05_unet.ipynb #0a1d5127
+def receptive_field(
+    model:keras.Model,  # a 3D convolutional model, e.g. from `unet_model_3d`
+) -> tuple:  # 3 ints: input voxels along X, Y, Z that one output voxel can see
     "Receptive field of one output voxel of a 3D convolutional `model`, in input voxels along X, Y, Z: tuple of 3 ints"
     return tuple(int(round(v)) for v in _receptive_field_and_jump(model)[0])

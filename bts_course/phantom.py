@@ -21,6 +21,20 @@ TISSUE_INTENSITY = {  # typical raw intensities (FLAIR, T1w, T1gd, T2w) of each 
 }
 
 # %% ../nbs/00b_phantom.ipynb #edff6189
+def _ellipsoid(axes, centre, radii) -> np.ndarray:
+    "Implicit function of an ellipsoid (negative inside) over the grid of 1D `axes`: float32"
+    qx, qy, qz = (((a - np.float32(c)) / np.float32(r)) ** 2 for a, c, r in zip(axes, centre, radii, strict=True))
+    out = qx[:, None, None] + qy[None, :, None]
+    return out + (qz[None, None, :] - np.float32(1))
+
+# %% ../nbs/00b_phantom.ipynb #48c7e13a
+def _partial_volume(inside: np.ndarray, width: float) -> np.ndarray:
+    "Fraction of each voxel inside a shape, from its implicit function (negative inside), a linear ramp `width` wide: float32 in [0, 1]"
+    out = inside * np.float32(-1 / width)
+    out += np.float32(0.5)
+    return np.clip(out, 0, 1, out=out)
+
+# %% ../nbs/00b_phantom.ipynb #67f72eff
 def _smooth_field(axes, rng, n_waves: int = 6, max_freq: float = 2.5) -> np.ndarray:
     "A smooth random field, unit variance, over the grid of 1D `axes` (x, y, z in [-1, 1]): `(X, Y, Z)` float32"
     # a sum of random plane waves; sin(a + b + c) = sin(a + b) cos(c) + cos(a + b) sin(c) turns the sum
@@ -34,18 +48,6 @@ def _smooth_field(axes, rng, n_waves: int = 6, max_freq: float = 2.5) -> np.ndar
     right = np.concatenate([np.cos(c), np.sin(c)])
     scale = np.float32(1 / np.sqrt(n_waves / 2))
     return (left @ right).reshape(len(x), len(y), len(z)) * scale
-
-def _partial_volume(inside: np.ndarray, width: float) -> np.ndarray:
-    "Fraction of each voxel inside a shape, from its implicit function (negative inside), a linear ramp `width` wide: float32 in [0, 1]"
-    out = inside * np.float32(-1 / width)
-    out += np.float32(0.5)
-    return np.clip(out, 0, 1, out=out)
-
-def _ellipsoid(axes, centre, radii) -> np.ndarray:
-    "Implicit function of an ellipsoid (negative inside) over the grid of 1D `axes`: float32"
-    qx, qy, qz = (((a - np.float32(c)) / np.float32(r)) ** 2 for a, c, r in zip(axes, centre, radii, strict=True))
-    out = qx[:, None, None] + qy[None, :, None]
-    return out + (qz[None, None, :] - np.float32(1))
 
 # %% ../nbs/00b_phantom.ipynb #bf54c9ed
 def _tumour_fractions(axes, rng, edge):

@@ -11,7 +11,9 @@ from .data import bounding_box, check_image, count_nonfinite
 __all__ = ['standardize', 'normalize_nonzero', 'brain_box', 'crop_to_brain', 'uncrop_from_brain']
 
 # %% ../nbs/03_standardize.ipynb #68706288
-def standardize(image) -> np.ndarray:
+def standardize(
+    image,  # a patch `(C, X, Y, Z)` of real intensities, channels first
+) -> np.ndarray:  # `(C, X, Y, Z)` float32: every (channel, z-slice) with mean 0 and std 1, constant slices 0
     "Every channel and z-slice of a patch to mean 0 and std 1 (constant slices -> 0): `(C, X, Y, Z)` -> `(C, X, Y, Z)` float32"
     image = np.asarray(image)
     if image.ndim != 4: raise ValueError(f"standardize expects a patch (C, X, Y, Z), found {image.ndim}D with shape {image.shape}")
@@ -36,7 +38,9 @@ def standardize(image) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(work, 1, 3), dtype=np.float32)
 
 # %% ../nbs/03_standardize.ipynb #2f3056ae
-def normalize_nonzero(image) -> np.ndarray:
+def normalize_nonzero(
+    image,  # a scan `(X, Y, Z, C)`, channels last, background exactly 0
+) -> np.ndarray:  # `(X, Y, Z, C)` float32: mean 0 / std 1 per channel over the brain, background 0
     "Per channel mean 0 / std 1 over the brain (voxels where any channel is nonzero), background kept at 0: `(X, Y, Z, C)` -> float32"
     image = check_image(image)
     brain = (image != 0).any(axis=-1)
@@ -52,7 +56,10 @@ def normalize_nonzero(image) -> np.ndarray:
     return out
 
 # %% ../nbs/03_standardize.ipynb #0e29ac52
-def brain_box(image, margin: int = 0) -> tuple:
+def brain_box(
+    image,  # a scan `(X, Y, Z)` or `(X, Y, Z, C)`, background exactly 0
+    margin:int=0,  # voxels added on every side (clipped to the scan)
+) -> tuple:  # `(slice, slice, slice)`
     "Smallest box `(slice, slice, slice)` holding every nonzero voxel of `image (X, Y, Z[, C])`, widened by `margin` voxels"
     image = np.asarray(image)
     if image.ndim not in (3, 4): raise ValueError(f"expected an image (X, Y, Z) or (X, Y, Z, C), found shape {image.shape}")
@@ -60,12 +67,22 @@ def brain_box(image, margin: int = 0) -> tuple:
     if not mask.any(): raise ValueError(f"image of shape {image.shape} is all zeros: there is no brain to crop to")
     return bounding_box(mask, margin)
 
-def crop_to_brain(image, margin: int = 0):
+# %% ../nbs/03_standardize.ipynb #ad8f762a
+def crop_to_brain(
+    image,  # a scan `(X, Y, Z)` or `(X, Y, Z, C)`, background exactly 0
+    margin:int=0,  # voxels added on every side (clipped to the scan)
+) -> tuple:  # `(cropped view (x, y, z[, C]), box)`
     "Crop `image (X, Y, Z[, C])` to the box around its nonzero voxels: `(cropped view (x, y, z[, C]), box)`"
     box = brain_box(image, margin)
     return np.asarray(image)[box], box
 
-def uncrop_from_brain(array, box, shape, fill=0) -> np.ndarray:
+# %% ../nbs/03_standardize.ipynb #3a5d4b9a
+def uncrop_from_brain(
+    array,  # `(x, y, z, ...)` computed on the crop
+    box,  # the box `crop_to_brain` returned
+    shape,  # the scan's spatial shape `(X, Y, Z)` (more axes are ignored)
+    fill=0,  # the value outside the box
+) -> np.ndarray:  # `(X, Y, Z, ...)`, `array`'s dtype
     "Put `array (x, y, z, ...)` cropped with `box` back into a grid of spatial `shape (X, Y, Z[, ...])`, `fill` elsewhere: `(X, Y, Z, ...)`"
     array = np.asarray(array)
     shape = tuple(int(s) for s in shape)[:3]

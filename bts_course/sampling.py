@@ -8,12 +8,58 @@ import numpy as np
 from .data import N_CLASSES, LABEL_NAMES, check_image, check_label, check_size
 
 # %% auto #0
-__all__ = ['SamplingError', 'get_sub_volume', 'summed_volume_table', 'window_sums', 'valid_corners', 'sample_patches',
-           'sample_patch']
+__all__ = ['SamplingError', 'get_sub_volume', 'rejection_sample', 'summed_volume_table', 'window_sums', 'valid_corners',
+           'sample_patches', 'sample_patch']
 
-# %% ../nbs/02_sampling.ipynb #91fca43f
+# %% ../nbs/02_sampling.ipynb #b8398fc8
 class SamplingError(ValueError):
     "No patch of the volume meets the sampling constraints"
+
+# %% ../nbs/02_sampling.ipynb #91fca43f
+def get_sub_volume(
+    image,  # the scan `(orig_x, orig_y, orig_z, C)`, channels last
+    label,  # its label codes `(orig_x, orig_y, orig_z)`, 0..num_classes-1
+    orig_x=240,  # the scan's size along x
+    orig_y=240,  # the scan's size along y
+    orig_z=155,  # the scan's size along z
+    output_x=160,  # the patch's size along x
+    output_y=160,  # the patch's size along y
+    output_z=16,  # the patch's size along z
+    num_classes=4,  # label codes, background included
+    max_tries=1000,  # random corners to try before giving up with a `SamplingError`
+    background_threshold=0.95,  # the largest share of background voxels a patch may hold
+) -> tuple:  # `X (C, output_x, output_y, output_z)` and `y (num_classes-1, output_x, output_y, output_z)`, float32
+    "The course's sampler: a random patch with at most `background_threshold` background, channels first, one-hot without background"
+    image, label = _check_image_label(image, label, num_classes)
+    orig = check_size((orig_x, orig_y, orig_z), "orig_x, orig_y, orig_z")
+    if image.shape[:3] != orig:
+        raise ValueError(f"image has spatial shape {image.shape[:3]} but orig_x, orig_y, orig_z = {orig}")
+    X, y, _, _ = _draw_until_accepted(image, label, (output_x, output_y, output_z), background_threshold, max_tries,
+                                      num_classes)
+    return X, y
+
+# %% ../nbs/02_sampling.ipynb #6821e614
+def _draw_until_accepted(image, label, size, background_threshold, max_tries, num_classes) -> tuple:
+    "The course's loop, fixed, on checked `image` and `label`: `(X, y, corner, tries)`, or a `SamplingError`"
+    size = check_size(size, "output_x, output_y, output_z")
+    if any(o > d for o, d in zip(size, label.shape, strict=True)):
+        raise ValueError(f"patch {size} does not fit in the volume {label.shape}")
+    if int(max_tries) < 1: raise ValueError(f"max_tries must be at least 1, got {max_tries}")
+    n = int(np.prod(size))
+    max_bg = _max_background(n, background_threshold)
+    fewest_bg = n
+    for tries in range(1, int(max_tries) + 1):
+        # numpy's global generator, x then y then z, each over its own axis
+        corner = tuple(np.random.randint(0, d - o + 1) for d, o in zip(label.shape, size, strict=True))
+        patch_label = label[tuple(slice(c, c + o) for c, o in zip(corner, size, strict=True))]
+        n_bg = n - np.count_nonzero(patch_label)  # background = code 0, counted before any one-hot
+        if n_bg <= max_bg:
+            X, y = _extract(image, label, corner, size, num_classes)
+            return X, y, corner, tries
+        fewest_bg = min(fewest_bg, n_bg)
+    raise SamplingError(f"no patch of {size} with at most {background_threshold:.1%} background in {max_tries} "
+                        f"random tries (lowest background seen {fewest_bg / n:.1%}); sample_patch finds one "
+                        "whenever one exists, or says that none does")
 
 def _extract(image: np.ndarray, label: np.ndarray, corner, size, num_classes: int):
     "Cut the patch at `corner`: `X (C, x, y, z)` float32 and `y (num_classes-1, x, y, z)` float32 one-hot without background"
@@ -21,38 +67,6 @@ def _extract(image: np.ndarray, label: np.ndarray, corner, size, num_classes: in
     X = np.ascontiguousarray(np.moveaxis(image[box], -1, 0), dtype=np.float32)
     lab = label[box]
     y = (lab[None] == np.arange(1, num_classes).reshape(-1, 1, 1, 1)).astype(np.float32)
-    return X, y
-
-def _rejection_sample(image, label, orig, output, num_classes, max_tries, background_threshold):
-    "The course's loop, fixed: returns `(X, y, corner, tries)`"
-    image, label = _check_image_label(image, label, num_classes)
-    orig, output = check_size(orig, "orig_x, orig_y, orig_z"), check_size(output, "output_x, output_y, output_z")
-    if image.shape[:3] != orig:
-        raise ValueError(f"image has spatial shape {image.shape[:3]} but orig_x, orig_y, orig_z = {orig}")
-    if any(o > d for o, d in zip(output, orig, strict=True)):
-        raise ValueError(f"patch {output} does not fit in the volume {orig}")
-    if int(max_tries) < 1: raise ValueError(f"max_tries must be at least 1, got {max_tries}")
-    n = int(np.prod(output))
-    max_bg = _max_background(n, background_threshold)
-    fewest_bg = n
-    for tries in range(1, int(max_tries) + 1):
-        # numpy's global generator, x then y then z, each over its own axis
-        corner = tuple(np.random.randint(0, d - o + 1) for d, o in zip(orig, output, strict=True))
-        patch_label = label[tuple(slice(c, c + o) for c, o in zip(corner, output, strict=True))]
-        n_bg = n - np.count_nonzero(patch_label)  # background = code 0, counted before any one-hot
-        if n_bg <= max_bg:
-            X, y = _extract(image, label, corner, output, num_classes)
-            return X, y, corner, tries
-        fewest_bg = min(fewest_bg, n_bg)
-    raise SamplingError(f"no patch of {output} with at most {background_threshold:.1%} background in {max_tries} "
-                        f"random tries (lowest background seen {fewest_bg / n:.1%}); sample_patch finds one "
-                        "whenever one exists, or says that none does")
-
-def get_sub_volume(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160, output_z=16,
-                   num_classes=4, max_tries=1000, background_threshold=0.95):
-    "The course's sampler: a random patch with at most `background_threshold` background, `X (C, x, y, z)` and `y (num_classes-1, x, y, z)` float32"
-    X, y, _, _ = _rejection_sample(image, label, (orig_x, orig_y, orig_z), (output_x, output_y, output_z),
-                                   num_classes, max_tries, background_threshold)
     return X, y
 
 # %% ../nbs/02_sampling.ipynb #06ca06c5
@@ -71,9 +85,24 @@ def _max_background(n_voxels: int, background_threshold: float) -> int:
         raise ValueError(f"background_threshold must lie in [0, 1], got {background_threshold}")
     return int(np.floor(background_threshold * n_voxels + 1e-9))
 
+# %% ../nbs/02_sampling.ipynb #3f348731
+def rejection_sample(
+    image,  # the scan `(X, Y, Z, C)`, channels last
+    label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
+    size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
+    background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
+    max_tries:int=1000,  # random corners to try before giving up with a `SamplingError`
+    num_classes:int=N_CLASSES,  # label codes, background included
+) -> tuple:  # `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z), tries)`
+    "`get_sub_volume`'s loop, saying where the patch starts and how many random corners it tried"
+    image, label = _check_image_label(image, label, num_classes)
+    return _draw_until_accepted(image, label, size, background_threshold, max_tries, num_classes)
+
 # %% ../nbs/02_sampling.ipynb #952c9188
-def summed_volume_table(mask) -> np.ndarray:
-    "Summed-volume table of a 3D `mask`, zero-padded in front: `(X+1, Y+1, Z+1)` int32 (int64 for huge volumes), `T[i, j, k] = mask[:i, :j, :k].sum()`"
+def summed_volume_table(
+    mask,  # a 3D array `(X, Y, Z)`; nonzero voxels count
+) -> np.ndarray:  # `(X+1, Y+1, Z+1)` int32 (int64 for huge volumes), `T[i, j, k] = mask[:i, :j, :k].sum()`
+    "Summed-volume table of a 3D `mask`, zero-padded in front"
     mask = np.asarray(mask)
     if mask.ndim != 3: raise ValueError(f"mask must be 3D (X, Y, Z), found shape {mask.shape}")
     table = np.zeros(tuple(s + 1 for s in mask.shape), np.int32 if mask.size < 2**31 - 1 else np.int64)
@@ -81,8 +110,12 @@ def summed_volume_table(mask) -> np.ndarray:
     for axis in range(3): np.cumsum(table, axis=axis, out=table)
     return table
 
-def window_sums(table: np.ndarray, size) -> np.ndarray:
-    "Count of the mask inside the patch of `size` at every corner, from its summed-volume table: `(X-x+1, Y-y+1, Z-z+1)` int"
+# %% ../nbs/02_sampling.ipynb #86c46021
+def window_sums(
+    table:np.ndarray,  # a summed-volume table `(X+1, Y+1, Z+1)` from `summed_volume_table`
+    size,  # the patch's size `(x, y, z)` (or one int for all three)
+) -> np.ndarray:  # `(X-x+1, Y-y+1, Z-z+1)` int: the count at each corner
+    "Count of the mask inside the patch of `size` at every corner, from its summed-volume table"
     p, q, r = check_size(size)
     if any(s > t - 1 for s, t in zip((p, q, r), table.shape, strict=True)):
         raise ValueError(f"patch {(p, q, r)} does not fit in the volume {tuple(t - 1 for t in table.shape)}")
@@ -116,16 +149,22 @@ def _valid_corners(label, size, background_threshold, min_class_fraction, num_cl
         valid &= ok
     return valid
 
-def valid_corners(label, size=(160, 160, 16), background_threshold=0.95, min_class_fraction=None,
-                  num_classes=N_CLASSES) -> np.ndarray:
-    "Which corners give an acceptable patch: boolean `(X-x+1, Y-y+1, Z-z+1)`; raises `SamplingError` if none does"
+# %% ../nbs/02_sampling.ipynb #d175353f
+def valid_corners(
+    label,  # label codes `(X, Y, Z)`, 0..num_classes-1
+    size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
+    background_threshold=0.95,  # the largest share of background voxels a patch may hold
+    min_class_fraction=None,  # optional `{code: share}`: each patch must hold at least this share of class `code`
+    num_classes=N_CLASSES,  # label codes, background included
+) -> np.ndarray:  # boolean `(X-x+1, Y-y+1, Z-z+1)`: True where the patch starting there is acceptable
+    "Which corners give an acceptable patch; raises `SamplingError` if none does"
     label = check_label(label, "label", num_classes=num_classes)
     size = check_size(size)
     if any(s > d for s, d in zip(size, label.shape, strict=True)):
         raise ValueError(f"patch {size} does not fit in the volume {label.shape}")
     return _valid_corners(label, size, background_threshold, min_class_fraction, num_classes)
 
-# %% ../nbs/02_sampling.ipynb #cce739d3
+# %% ../nbs/02_sampling.ipynb #843de43a
 def _pad_to(image, label, size):
     "Zero-pad image and label evenly so every axis holds `size`; returns `(image, label, offset)`"
     before = [max(s - d, 0) // 2 for s, d in zip(size, label.shape, strict=True)]
@@ -134,10 +173,20 @@ def _pad_to(image, label, size):
     widths = list(zip(before, after, strict=True))
     return np.pad(image, widths + [(0, 0)]), np.pad(label, widths), tuple(before)
 
-def sample_patches(image, label, n: int, size=(160, 160, 16), background_threshold: float = 0.95,
-                   rng: np.random.Generator | int | None = None, *,
-                   min_class_fraction: dict | None = None, pad: bool = False, num_classes: int = N_CLASSES) -> list:
-    "`n` patches drawn uniformly among those with at most `background_threshold` background: list of `(X (C, x, y, z), y (num_classes-1, x, y, z), corner)`, float32"
+# %% ../nbs/02_sampling.ipynb #91427352
+def sample_patches(
+    image,  # the scan `(X, Y, Z, C)`, channels last
+    label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
+    n:int,  # how many patches (drawn independently: a corner can repeat)
+    size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
+    background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
+    rng:np.random.Generator|int|None=None,  # a generator, a seed, or None for fresh entropy
+    *,
+    min_class_fraction:dict|None=None,  # optional `{code: share}`: each patch must hold at least this share of class `code`
+    pad:bool=False,  # zero-pad a scan smaller than `size` along some axis (else an error)
+    num_classes:int=N_CLASSES,  # label codes, background included
+) -> list:  # `n` tuples `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z))`, float32; corners in the scan's coordinates
+    "`n` patches drawn uniformly among those with at most `background_threshold` background"
     rng = np.random.default_rng(rng)
     image, label = _check_image_label(image, label, num_classes)
     size = check_size(size)
@@ -156,7 +205,14 @@ def sample_patches(image, label, n: int, size=(160, 160, 16), background_thresho
         patches.append((X, y, tuple(int(c) - o for c, o in zip(corner, offset, strict=True))))
     return patches
 
-def sample_patch(image, label, size=(160, 160, 16), background_threshold: float = 0.95,
-                 rng: np.random.Generator | int | None = None, **kwargs):
-    "One patch drawn uniformly among those with at most `background_threshold` background: `(X (C, x, y, z), y (num_classes-1, x, y, z), corner)`"
+# %% ../nbs/02_sampling.ipynb #65734c2b
+def sample_patch(
+    image,  # the scan `(X, Y, Z, C)`, channels last
+    label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
+    size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
+    background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
+    rng:np.random.Generator|int|None=None,  # a generator, a seed, or None for fresh entropy
+    **kwargs,  # `min_class_fraction`, `pad`, `num_classes`, as `sample_patches` takes them
+) -> tuple:  # `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z))`, float32
+    "One patch drawn uniformly among those with at most `background_threshold` background"
     return sample_patches(image, label, 1, size, background_threshold, rng, **kwargs)[0]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import keras
 import pandas as pd
+from fastcore.basics import patch
 from .data import MODALITIES, CLASS_NAMES, atomic_write, check_size, write_json
 from .model import check_divisible, model_divisor  # importing the model registers the metrics
 from .preprocess import standardize
@@ -19,9 +20,11 @@ __all__ = ['SPLITS', 'read_config', 'patch_files', 'read_patch', 'model_arrays',
            'TrainingState', 'TimeLimit', 'TrainResult', 'train', 'train_small_unet']
 
 # %% ../nbs/06_training.ipynb #dad6cabf
-SPLITS = ("train", "valid")
+SPLITS = ("train", "valid")  # the splits a `config.json` lists
 
-def read_config(data_dir) -> dict:
+def read_config(
+    data_dir,  # a patch folder made by `bts preprocess` (or `build_patch_dataset`)
+) -> dict:  # `{'train': [file names], 'valid': [file names]}`
     "The `config.json` of a patch folder: `{'train': [file names], 'valid': [file names]}`"
     data_dir = Path(data_dir)
     if not data_dir.exists(): raise FileNotFoundError(f"{data_dir}: no such folder")
@@ -38,7 +41,12 @@ def read_config(data_dir) -> dict:
         raise ValueError(f"{path}: expected {{\"train\": [file names], \"valid\": [file names]}}")
     return {s: [str(n) for n in config.get(s, [])] for s in SPLITS}
 
-def patch_files(data_dir, split: str = "train", names=None) -> list:
+# %% ../nbs/06_training.ipynb #205551c3
+def patch_files(
+    data_dir,  # a patch folder, in the course's layout (`train/`, `valid/`) or flat
+    split:str="train",  # which list of `config.json`: 'train' or 'valid'
+    names=None,  # file names to find instead of the split's list
+) -> list:  # `Path`s of the patch files, in the order listed
     "Paths of the patch files of `split` listed in `data_dir/config.json` (or of `names`), in either folder layout"
     data_dir = Path(data_dir)
     if names is None:
@@ -55,8 +63,10 @@ def patch_files(data_dir, split: str = "train", names=None) -> list:
                                 f"are missing, e.g. {missing[0]} (looked in {split}/ and the folder itself)")
     return paths
 
-# %% ../nbs/06_training.ipynb #b705746a
-def read_patch(path) -> tuple:
+# %% ../nbs/06_training.ipynb #feafb584
+def read_patch(
+    path,  # an HDF5 patch file holding datasets `x` and `y`
+) -> tuple:  # `(x (C, X, Y, Z), y (X, Y, Z, K))`, float32
     "One course patch file: `x (C, X, Y, Z)` float32 raw intensities, `y (X, Y, Z, K)` float32 one-hot with background"
     import h5py
     path = Path(path)
@@ -71,12 +81,20 @@ def read_patch(path) -> tuple:
                          f"found x {x.shape} and y {y.shape}")
     return x, y
 
-def model_arrays(x: np.ndarray, y: np.ndarray) -> tuple:
+# %% ../nbs/06_training.ipynb #b705746a
+def model_arrays(
+    x:np.ndarray,  # raw intensities `(C, X, Y, Z)`
+    y:np.ndarray,  # one-hot labels `(X, Y, Z, K)` with background as class 0
+) -> tuple:  # `(X (C, X, Y, Z), y (K-1, X, Y, Z))`, float32
     "The course's preparation of one patch: `X (C, X, Y, Z)` standardised float32, `y (K-1, X, Y, Z)` float32 without background"
     return standardize(x), np.ascontiguousarray(np.moveaxis(np.asarray(y, np.float32)[..., 1:], -1, 0))
 
 # %% ../nbs/06_training.ipynb #0988ab29
-def random_flip(X: np.ndarray, y: np.ndarray, rng) -> tuple:
+def random_flip(
+    X:np.ndarray,  # a channels-first patch `(C, X, Y, Z)`
+    y:np.ndarray,  # its labels `(K, X, Y, Z)`
+    rng,  # a `np.random.Generator`, or a seed for one
+) -> tuple:  # `(X, y, axes)`: the flipped pair and the spatial axes (1, 2, 3) flipped
     "Flip `X (C, X, Y, Z)` and `y (K, X, Y, Z)` together along each spatial axis with probability 1/2; returns `(X, y, flipped axes)`"
     rng = np.random.default_rng(rng)
     axes = tuple(a for a in (1, 2, 3) if rng.random() < 0.5)
@@ -86,11 +104,21 @@ def random_flip(X: np.ndarray, y: np.ndarray, rng) -> tuple:
 # %% ../nbs/06_training.ipynb #b1dfbf96
 class VolumeDataGenerator(keras.utils.PyDataset):
     "Batches of course patches from `data_dir`: X `(B, C, x, y, z)` standardised float32 and y `(B, n_classes, x, y, z)` float32"
-    def __init__(self, data_dir, split: str = "train", batch_size: int = 3, shuffle: bool | None = None,
-                 flip: bool = False, patch_size=None, random_crop: bool | None = None, seed: int = 0,
-                 files=None, num_channels: int = len(MODALITIES), num_classes: int = len(CLASS_NAMES),
-                 cache: bool = False, **kwargs):
-        super().__init__(**kwargs)  # workers, use_multiprocessing, max_queue_size
+    def __init__(self,
+                 data_dir,  # a patch folder with `config.json` (either layout, see `patch_files`)
+                 split:str="train",  # 'train' or 'valid'
+                 batch_size:int=3,  # patches per batch (the course's 3); the last batch may be smaller
+                 shuffle:bool|None=None,  # a new order every epoch (default: for 'train' only)
+                 flip:bool=False,  # flip every patch along random spatial axes (`random_flip`)
+                 patch_size=None,  # cut windows of this size `(x, y, z)` out of the stored patches (default: whole)
+                 random_crop:bool|None=None,  # windows at random places, else centred (default: random for 'train')
+                 seed:int=0,  # seed of the orders, crops and flips
+                 files=None,  # patch files to use instead of those `config.json` lists for `split`
+                 num_channels:int=len(MODALITIES),  # input channels each patch must have
+                 num_classes:int=len(CLASS_NAMES),  # tumour classes (the files hold one more: background)
+                 cache:bool=False,  # keep the patches in memory after the first read
+                 **kwargs):  # `workers`, `use_multiprocessing`, `max_queue_size` of `keras.utils.PyDataset`
+        super().__init__(**kwargs)
         if int(batch_size) < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.data_dir, self.split = Path(data_dir), split
         self.files = [Path(f) for f in files] if files is not None else patch_files(data_dir, split)
@@ -122,74 +150,113 @@ class VolumeDataGenerator(keras.utils.PyDataset):
         return tuple(int(s) for s in xs[1:])
 
     def _order_for(self, epoch: int) -> np.ndarray:
+        "The order of the files in `epoch`: a permutation drawn from `(seed, epoch)`, or file order without shuffling"
         n = len(self.files)
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
-    def set_epoch(self, epoch: int):
-        "Continue the sequence of shuffles and augmentations at `epoch` (used when training resumes)"
-        self.epoch = int(epoch)
-        self._order = self._order_for(self.epoch)
+# %% ../nbs/06_training.ipynb #f01fb679
+@patch
+def __repr__(self:VolumeDataGenerator) -> str:  # the folder, the split, the number of patches and the settings
+    "What the generator feeds: folder, split, patches, batch and patch size, shuffling and flipping"
+    return (f"VolumeDataGenerator({str(self.data_dir)!r}, split={self.split!r}, {len(self.files)} patches, "
+            f"batch_size={self.batch_size}, patch_size={self.patch_size}, shuffle={self.shuffle}, flip={self.flip})")
 
-    def on_epoch_end(self):
-        self.set_epoch(self.epoch + 1)
+# %% ../nbs/06_training.ipynb #4b9b8bc8
+@patch
+def load(self:VolumeDataGenerator,
+         i:int,  # index of the patch in file order (`self.files[i]`)
+        ) -> tuple:  # `(x (C, X, Y, Z) raw intensities, y (K, X, Y, Z))`, float32
+    "Patch `i` (in file order) prepared for the model, before cropping and flipping: `(X (C, X, Y, Z), y (K, X, Y, Z))`"
+    if self._cache is not None and i in self._cache: return self._cache[i]
+    x, y = read_patch(self.files[i])
+    if x.shape[0] != self.num_channels or y.shape[-1] != self.num_classes + 1 or x.shape[1:] != self.stored_size:
+        raise ValueError(f"{self.files[i]}: expected x ({self.num_channels}, {', '.join(map(str, self.stored_size))}) "
+                         f"and y (..., {self.num_classes + 1}) like the first patch; found x {x.shape} and y {y.shape}")
+    y = np.ascontiguousarray(np.moveaxis(y[..., 1:], -1, 0))
+    if self._cache is not None: self._cache[i] = (x, y)
+    return x, y
 
-    def __len__(self) -> int:
-        return math.ceil(len(self.files) / self.batch_size)
+# %% ../nbs/06_training.ipynb #8ce9a41b
+@patch
+def sample(self:VolumeDataGenerator,
+           i:int,  # index of the patch in file order
+           epoch:int|None=None,  # the epoch whose crop and flips to draw (default: the current one)
+          ) -> tuple:  # `(X (C, x, y, z) standardised, y (K, x, y, z))`, float32, at `patch_size`
+    "Patch `i` (in file order) as the network sees it in `epoch`: cropped, standardised, flipped"
+    epoch = self.epoch if epoch is None else epoch
+    x, y = self.load(i)
+    rng = np.random.default_rng([self.seed, epoch, i])
+    if self.patch_size != self.stored_size:
+        room = [s - p for s, p in zip(self.stored_size, self.patch_size, strict=True)]
+        corner = [int(rng.integers(0, r + 1)) if self.random_crop else r // 2 for r in room]
+        box = (slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch_size, strict=True))
+        x, y = x[box], y[box]
+    X = standardize(x)
+    if self.flip: X, y, _ = random_flip(X, y, rng)
+    return X, np.ascontiguousarray(y, dtype=np.float32)
 
-    def load(self, i: int) -> tuple:
-        "Patch `i` (in file order) prepared for the model, before cropping and flipping: `(X (C, X, Y, Z), y (K, X, Y, Z))`"
-        if self._cache is not None and i in self._cache: return self._cache[i]
-        x, y = read_patch(self.files[i])
-        if x.shape[0] != self.num_channels or y.shape[-1] != self.num_classes + 1 or x.shape[1:] != self.stored_size:
-            raise ValueError(f"{self.files[i]}: expected x ({self.num_channels}, {', '.join(map(str, self.stored_size))}) "
-                             f"and y (..., {self.num_classes + 1}) like the first patch; found x {x.shape} and y {y.shape}")
-        y = np.ascontiguousarray(np.moveaxis(y[..., 1:], -1, 0))
-        if self._cache is not None: self._cache[i] = (x, y)
-        return x, y
+# %% ../nbs/06_training.ipynb #a82e03f8
+@patch
+def __len__(self:VolumeDataGenerator) -> int:  # batches per epoch, the last one possibly partial
+    "Batches per epoch: the number of patches divided by the batch size, rounded up"
+    return math.ceil(len(self.files) / self.batch_size)
 
-    def sample(self, i: int, epoch: int | None = None) -> tuple:
-        "Patch `i` (in file order) as the network sees it in `epoch`: cropped, standardised, flipped"
-        epoch = self.epoch if epoch is None else epoch
-        x, y = self.load(i)
-        rng = np.random.default_rng([self.seed, epoch, i])
-        if self.patch_size != self.stored_size:
-            room = [s - p for s, p in zip(self.stored_size, self.patch_size, strict=True)]
-            corner = [int(rng.integers(0, r + 1)) if self.random_crop else r // 2 for r in room]
-            box = (slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch_size, strict=True))
-            x, y = x[box], y[box]
-        X = standardize(x)
-        if self.flip: X, y, _ = random_flip(X, y, rng)
-        return X, np.ascontiguousarray(y, dtype=np.float32)
+# %% ../nbs/06_training.ipynb #a9b4e3ed
+@patch
+def __getitem__(self:VolumeDataGenerator,
+                index:int,  # batch number, 0 to `len(self) - 1`
+               ) -> tuple:  # `(X (B, C, x, y, z), y (B, K, x, y, z))`, float32
+    "Batch `index` of the current epoch"
+    if not 0 <= index < len(self): raise IndexError(f"batch {index} out of range for {len(self)} batches")
+    picks = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+    pairs = [self.sample(int(i)) for i in picks]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
-    def __getitem__(self, index: int) -> tuple:
-        if not 0 <= index < len(self): raise IndexError(f"batch {index} out of range for {len(self)} batches")
-        picks = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-        pairs = [self.sample(int(i)) for i in picks]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+# %% ../nbs/06_training.ipynb #ae6cb675
+@patch
+def set_epoch(self:VolumeDataGenerator,
+              epoch:int,  # the epoch to continue at (0 is the first)
+             ) -> None:
+    "Continue the sequence of shuffles and augmentations at `epoch` (used when training resumes)"
+    self.epoch = int(epoch)
+    self._order = self._order_for(self.epoch)
 
-    def __repr__(self):
-        return (f"VolumeDataGenerator({str(self.data_dir)!r}, split={self.split!r}, {len(self.files)} patches, "
-                f"batch_size={self.batch_size}, patch_size={self.patch_size}, shuffle={self.shuffle}, flip={self.flip})")
+@patch
+def on_epoch_end(self:VolumeDataGenerator) -> None:
+    "Keras' hook after every epoch: move on to the next epoch's order, crops and flips"
+    self.set_epoch(self.epoch + 1)
 
-# %% ../nbs/06_training.ipynb #e6bb35fb
+# %% ../nbs/06_training.ipynb #f2b3c1e5
 def _save_atomic(model: keras.Model, path: Path):
     "Save `model` to `path` (.keras) through a temporary file, so a crash never leaves a half-written checkpoint"
     atomic_write(path, model.save)
 
+# %% ../nbs/06_training.ipynb #f3486d34
 class TrainingState(keras.callbacks.Callback):
     "Each epoch: save `last.keras`, save `best.keras` when `monitor` improves, record `state.json`; stop after `patience` epochs without improvement"
-    def __init__(self, out_dir, monitor: str = "val_dice_coefficient", mode: str = "max", patience: int | None = None,
-                 best: float | None = None, best_epoch: int | None = None):
+    def __init__(self,
+                 out_dir,  # the run folder
+                 monitor:str="val_dice_coefficient",  # the logged value that decides the best epoch
+                 mode:str="max",  # 'max' when higher `monitor` is better, 'min' when lower is
+                 patience:int|None=None,  # epochs without improvement before stopping (None: never stop early)
+                 best:float|None=None,  # best `monitor` so far (from `state.json` when resuming)
+                 best_epoch:int|None=None,  # its epoch, 0-based
+                ):
         super().__init__()
         if mode not in ("max", "min"): raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.out_dir, self.monitor, self.mode, self.patience = Path(out_dir), monitor, mode, patience
         self.best, self.best_epoch = best, best_epoch
 
     def _improved(self, value: float) -> bool:
+        "Whether `value` beats the best so far (a NaN never does)"
         if not math.isfinite(value): return False
         return self.best is None or (value > self.best if self.mode == "max" else value < self.best)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self,
+                     epoch:int,  # the epoch just finished, 0-based
+                     logs:dict|None=None,  # the values Keras logged for it
+                    ) -> None:
+        "Save `last.keras` (and `best.keras` on improvement), write `state.json`, stop when patience runs out"
         logs = logs or {}
         if self.monitor not in logs:
             raise KeyError(f"monitor {self.monitor!r} is not among the logged values {sorted(logs)}; "
@@ -207,32 +274,100 @@ class TrainingState(keras.callbacks.Callback):
                   f"(best {self.best} at epoch {None if self.best_epoch is None else self.best_epoch + 1})")
             self.model.stop_training = True
 
+# %% ../nbs/06_training.ipynb #054a76c6
 class TimeLimit(keras.callbacks.Callback):
     "Stop training once `seconds` have passed (checked after every batch; the cut epoch is still validated and saved)"
-    def __init__(self, seconds: float):
+    def __init__(self,
+                 seconds:float,  # the training time budget
+                ):
         super().__init__()
         self.seconds = float(seconds)
     def on_train_begin(self, logs=None): self.start = time.monotonic()
     def on_train_batch_end(self, batch, logs=None):
         if time.monotonic() - self.start > self.seconds: self.model.stop_training = True
 
-# %% ../nbs/06_training.ipynb #a82e03f8
+# %% ../nbs/06_training.ipynb #5ee3cd58
 @dataclass
 class TrainResult:
     "What `train` returns: the trained model, the whole log (all runs in the folder), and where things are"
-    model: keras.Model
-    history: pd.DataFrame
-    out_dir: Path
-    initial_epoch: int
-    best: float | None = None
+    model: keras.Model  # the model after the last epoch trained
+    history: pd.DataFrame  # `log.csv`: one row per epoch, the loss and every metric
+    out_dir: Path  # the run folder
+    initial_epoch: int  # epochs already done when this call started (0 for a fresh run)
+    best: float | None = None  # best value of `monitor`
     best_epoch: int | None = None   # 0-based, as in the log
-    monitor: str = "val_dice_coefficient"
+    monitor: str = "val_dice_coefficient"  # the logged value that chose the best epoch
     @property
     def best_path(self) -> Path: return self.out_dir / "best.keras"
     @property
     def last_path(self) -> Path: return self.out_dir / "last.keras"
 
+# %% ../nbs/06_training.ipynb #6fcf1e33
+def train(
+    model,  # a compiled `keras.Model`, or a function without arguments that builds and compiles one
+    train_data,  # training batches: a `VolumeDataGenerator` (or anything `model.fit` takes)
+    valid_data=None,  # validation batches, scored after every epoch
+    epochs:int=10,  # train until this many epochs are done in `out_dir` (resumed ones count)
+    out_dir="runs/unet",  # the run folder: checkpoints, `state.json`, `log.csv`
+    patience:int|None=10,  # stop after this many epochs without improvement (None: never early)
+    monitor:str|None=None,  # what decides the best epoch (default: `val_dice_coefficient`, or `dice_coefficient` without validation)
+    strategy=None,  # a `tf.distribute` strategy (needs a model function)
+    mixed_precision=False,  # True, 'mixed_float16' or 'mixed_bfloat16' (needs a model function)
+    resume:bool=True,  # continue a run found in `out_dir`; False starts over
+    steps_per_epoch:int|None=None,  # batches per epoch (default: all of `train_data`)
+    time_limit:float|None=None,  # stop after this many seconds of training (`TimeLimit`)
+    verbose="auto",  # Keras' verbosity: 'auto', 1 a progress bar, 2 a line per epoch, 0 silent (train's own lines too)
+    callbacks=(),  # more Keras callbacks
+) -> TrainResult:  # the model, the log and the run folder
+    "Train `model` (compiled, or a function building one) on `train_data` for up to `epochs` epochs, checkpointing to `out_dir`"
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
+    if int(epochs) < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
+    say = print if verbose != 0 else (lambda *args, **kwargs: None)
+    monitor = monitor or ("val_dice_coefficient" if valid_data is not None else "dice_coefficient")
+    mode = "max" if "dice" in monitor and "loss" not in monitor else "min"
+    policy = _mixed_policy(mixed_precision)
+    state_path, last, log = out_dir / "state.json", out_dir / "last.keras", out_dir / "log.csv"
+    state = json.loads(state_path.read_text()) if resume and state_path.is_file() and last.is_file() else None
+    if state is not None and state.get("monitor", monitor) != monitor:
+        raise ValueError(f"{out_dir} holds a run that monitored {state['monitor']!r}, not {monitor!r}; "
+                         "use another folder or resume=False")
+    initial_epoch = int(state["epoch"]) if state else 0
+    model = _build(model, strategy, policy, last if state else None)
+    if hasattr(train_data, "patch_size"): check_divisible(train_data.patch_size, model_divisor(model), "patch size")
+    # nothing is written before the model and the data are known to fit together
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
+    if state: _truncate_log(log, initial_epoch)
+    checkpoints = TrainingState(out_dir, monitor, mode, patience, state and state.get("best"), state and state.get("best_epoch"))
+    result = lambda: TrainResult(model, _read_log(log), out_dir, initial_epoch, checkpoints.best, checkpoints.best_epoch, monitor)
+    if initial_epoch >= epochs:
+        say(f"{out_dir}: already trained for {initial_epoch} epochs (asked for {epochs}); nothing to do")
+        return result()
+    for data in (train_data, valid_data):
+        if hasattr(data, "set_epoch"): data.set_epoch(initial_epoch if data is train_data else 0)
+    import tensorflow as tf
+    devices = ", ".join(d.name.split("physical_device:")[-1] for d in tf.config.list_logical_devices()
+                        if d.device_type != "CPU") or "CPU"
+    start = f"resuming at epoch {initial_epoch + 1} from {last}" if state else "starting"
+    say(f"{model.name}: {model.count_params():,} parameters on {devices}"
+        f"{f' ({strategy.num_replicas_in_sync} replicas)' if strategy is not None else ''}"
+        f"{f', {policy}' if policy else ''}; {_size(train_data)} for training"
+        f"{f', {_size(valid_data)} for validation' if valid_data is not None else ''}; "
+        f"{start}, up to epoch {epochs}, run folder {out_dir}")
+    cbs = [keras.callbacks.TerminateOnNaN(), keras.callbacks.CSVLogger(str(log), append=True), checkpoints]
+    if time_limit is not None: cbs.append(TimeLimit(time_limit))
+    t0 = time.monotonic()
+    model.fit(train_data, validation_data=valid_data, epochs=int(epochs), initial_epoch=initial_epoch,
+              steps_per_epoch=steps_per_epoch, callbacks=cbs + list(callbacks), verbose=verbose)
+    best = "none yet" if checkpoints.best is None else f"{checkpoints.best:.4f} at epoch {checkpoints.best_epoch + 1}"
+    say(f"done in {time.monotonic() - t0:.0f} s; best {monitor}: {best}")
+    return result()
+
+# %% ../nbs/06_training.ipynb #a665681a
 def _read_log(path: Path) -> pd.DataFrame:
+    "The CSV log at `path`, or an empty table"
     return pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
 
 def _truncate_log(path: Path, epochs_done: int):
@@ -246,6 +381,7 @@ def _truncate_log(path: Path, epochs_done: int):
         with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
     atomic_write(path, write)
 
+# %% ../nbs/06_training.ipynb #6ab7605f
 def _mixed_policy(mixed_precision) -> str | None:
     "The Keras dtype policy name for `mixed_precision` (False, True, or a policy name)"
     if mixed_precision in (False, None): return None
@@ -256,6 +392,7 @@ def _mixed_policy(mixed_precision) -> str | None:
         raise ValueError(f"mixed_precision must be True, False, 'mixed_float16' or 'mixed_bfloat16', got {mixed_precision!r}")
     return mixed_precision
 
+# %% ../nbs/06_training.ipynb #da9a6e00
 def _build(model, strategy, policy, checkpoint: Path | None) -> keras.Model:
     "The model to train: loaded from `checkpoint`, or `model` itself, or built by the factory `model`, under `strategy` and `policy`"
     from contextlib import nullcontext
@@ -280,57 +417,9 @@ def _build(model, strategy, policy, checkpoint: Path | None) -> keras.Model:
     return built
 
 def _size(data) -> str:
+    "How many patches `data` holds, for the summary line"
     n = len(data.files) if hasattr(data, "files") else len(data[0]) if isinstance(data, (tuple, list)) else "?"
     return f"{n} patches"
-
-def train(model, train_data, valid_data=None, epochs: int = 10, out_dir="runs/unet", patience: int | None = 10,
-          monitor: str | None = None, strategy=None, mixed_precision=False, resume: bool = True,
-          steps_per_epoch: int | None = None, time_limit: float | None = None, verbose="auto",
-          callbacks=()) -> TrainResult:
-    "Train `model` (compiled, or a function building one) on `train_data` for up to `epochs` epochs, checkpointing to `out_dir`"
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
-    if int(epochs) < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
-    monitor = monitor or ("val_dice_coefficient" if valid_data is not None else "dice_coefficient")
-    mode = "max" if "dice" in monitor and "loss" not in monitor else "min"
-    policy = _mixed_policy(mixed_precision)
-    state_path, last, log = out_dir / "state.json", out_dir / "last.keras", out_dir / "log.csv"
-    state = json.loads(state_path.read_text()) if resume and state_path.is_file() and last.is_file() else None
-    if state is not None and state.get("monitor", monitor) != monitor:
-        raise ValueError(f"{out_dir} holds a run that monitored {state['monitor']!r}, not {monitor!r}; "
-                         "use another folder or resume=False")
-    initial_epoch = int(state["epoch"]) if state else 0
-    model = _build(model, strategy, policy, last if state else None)
-    if hasattr(train_data, "patch_size"): check_divisible(train_data.patch_size, model_divisor(model), "patch size")
-    # nothing is written before the model and the data are known to fit together
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
-    if state: _truncate_log(log, initial_epoch)
-    checkpoints = TrainingState(out_dir, monitor, mode, patience, state and state.get("best"), state and state.get("best_epoch"))
-    result = lambda: TrainResult(model, _read_log(log), out_dir, initial_epoch, checkpoints.best, checkpoints.best_epoch, monitor)
-    if initial_epoch >= epochs:
-        print(f"{out_dir}: already trained for {initial_epoch} epochs (asked for {epochs}); nothing to do")
-        return result()
-    for data in (train_data, valid_data):
-        if hasattr(data, "set_epoch"): data.set_epoch(initial_epoch if data is train_data else 0)
-    import tensorflow as tf
-    devices = ", ".join(d.name.split("physical_device:")[-1] for d in tf.config.list_logical_devices()
-                        if d.device_type != "CPU") or "CPU"
-    start = f"resuming at epoch {initial_epoch + 1} from {last}" if state else "starting"
-    print(f"{model.name}: {model.count_params():,} parameters on {devices}"
-          f"{f' ({strategy.num_replicas_in_sync} replicas)' if strategy is not None else ''}"
-          f"{f', {policy}' if policy else ''}; {_size(train_data)} for training"
-          f"{f', {_size(valid_data)} for validation' if valid_data is not None else ''}; "
-          f"{start}, up to epoch {epochs}, run folder {out_dir}")
-    cbs = [keras.callbacks.TerminateOnNaN(), keras.callbacks.CSVLogger(str(log), append=True), checkpoints]
-    if time_limit is not None: cbs.append(TimeLimit(time_limit))
-    t0 = time.monotonic()
-    model.fit(train_data, validation_data=valid_data, epochs=int(epochs), initial_epoch=initial_epoch,
-              steps_per_epoch=steps_per_epoch, callbacks=cbs + list(callbacks), verbose=verbose)
-    best = "none yet" if checkpoints.best is None else f"{checkpoints.best:.4f} at epoch {checkpoints.best_epoch + 1}"
-    print(f"done in {time.monotonic() - t0:.0f} s; best {monitor}: {best}")
-    return result()
 
 # %% ../nbs/06_training.ipynb #c63b18e4
 def train_small_unet(

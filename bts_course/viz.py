@@ -14,16 +14,16 @@ from .data import (MODALITIES, CLASS_COLORS, CLASS_NAMES, N_CLASSES, atomic_writ
 # %% auto #0
 __all__ = ['AXIS_NAMES', 'PLANES', 'scale_to_unit', 'get_labeled_image', 'tumour_center', 'grid_slices', 'plane_name',
            'plane_slice', 'voxel_to_pixel', 'plot_image_grid', 'scroll_indices', 'gif_frames', 'visualize_data_gif',
-           'save_gif', 'visualize_patch']
+           'in_notebook', 'save_gif', 'visualize_patch']
 
 # %% ../nbs/01_explore.ipynb #d35eccb2
-def scale_to_unit(volume: np.ndarray, percentile: float | tuple | None = None) -> np.ndarray:
-    """Scale `volume` (any shape, real) to [0, 1] float32 by min-max, optionally clipping at percentiles first.
+def scale_to_unit(
+    volume:np.ndarray,  # real values, any shape
+    percentile:float|tuple|None=None,  # None: min-max; q in (0, 100]: clip above the q-th percentile; (lo, hi): clip both ends
+) -> np.ndarray:  # float32 in [0, 1], `volume`'s shape
+    """Scale `volume` to [0, 1] float32 by min-max, optionally clipping at percentiles first.
 
-    `percentile=None`: the minimum becomes 0 and the maximum 1 (the course's min-max).
-    `percentile=q` (a number in (0, 100]): values above the q-th percentile of the foreground are clipped.
-    `percentile=(lo, hi)`: clip below the lo-th and above the hi-th percentile of the foreground.
-    The foreground is every voxel above the volume's minimum. A constant volume gives zeros."""
+    Percentiles are taken over the foreground, every voxel above the volume's minimum. A constant volume gives zeros."""
     v = np.asarray(volume)
     if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
         raise TypeError(f"expected a real-valued array, found dtype {v.dtype}")
@@ -46,19 +46,15 @@ def scale_to_unit(volume: np.ndarray, percentile: float | tuple | None = None) -
     return np.clip(out, 0, 1, out=out)
 
 # %% ../nbs/01_explore.ipynb #26fdcf67
-def _label_codes(label, shape: tuple) -> np.ndarray:
-    "Label codes `(X, Y, Z)` uint8 from codes or the course's one-hot `(X, Y, Z, 4)`, checked against the image's `shape`"
-    label = np.asarray(label)
-    if label.ndim == 4 and label.shape[-1] == N_CLASSES and label.shape[:3] == tuple(shape): label = label.argmax(-1)
-    return check_label(label, "label", shape)
+def get_labeled_image(
+    image:np.ndarray,  # `(X, Y, Z, 4)` real, channels in `MODALITIES` order
+    label:np.ndarray,  # `(X, Y, Z)` integer codes 0-3, or the course's one-hot `(X, Y, Z, 4)`
+    alpha:float=0.5,  # weight of the class colour on tumour voxels (1: pure colour, as in the course)
+    percentile:float|tuple|None=None,  # clipping of the grey scale, as in `scale_to_unit`
+) -> np.ndarray:  # RGB `(X, Y, Z, 3)` float32 in [0, 1]
+    """FLAIR of `image` as grey, tumour classes blended in their colours.
 
-def get_labeled_image(image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
-                      percentile: float | tuple | None = None) -> np.ndarray:
-    """RGB volume `(X, Y, Z, 3)` float32 in [0, 1]: FLAIR of `image` as grey, tumour classes blended in their colours.
-
-    `image`: `(X, Y, Z, 4)` real, channels in `MODALITIES` order. `label`: `(X, Y, Z)` integer codes 0-3
-    (or one-hot `(X, Y, Z, 4)`). Grey is `scale_to_unit(FLAIR, percentile)`; a voxel of class k becomes
-    `(1 - alpha) * grey + alpha * CLASS_COLORS[k]` (`alpha=1`: pure colour, as in the course)."""
+    Grey is `scale_to_unit(FLAIR, percentile)`; a voxel of class k becomes `(1 - alpha) * grey + alpha * CLASS_COLORS[k]`."""
     image = check_image(image, len(MODALITIES))
     codes = _label_codes(label, image.shape[:3])
     alpha = float(alpha)
@@ -71,7 +67,36 @@ def get_labeled_image(image: np.ndarray, label: np.ndarray, alpha: float = 0.5,
     out[tumour] = (1 - alpha) * out[tumour] + alpha * colours[codes[tumour]]
     return out
 
+# %% ../nbs/01_explore.ipynb #24b7f59d
+def _label_codes(label, shape: tuple) -> np.ndarray:
+    "Label codes `(X, Y, Z)` uint8 from codes or the course's one-hot `(X, Y, Z, 4)`, checked against the image's `shape`"
+    label = np.asarray(label)
+    if label.ndim == 4 and label.shape[-1] == N_CLASSES and label.shape[:3] == tuple(shape): label = label.argmax(-1)
+    return check_label(label, "label", shape)
+
 # %% ../nbs/01_explore.ipynb #9615f69d
+def tumour_center(
+    labeled_image:np.ndarray|None=None,  # RGB `(X, Y, Z, 3)` from `get_labeled_image` (or grey `(X, Y, Z)`)
+    label:np.ndarray|None=None,  # `(X, Y, Z)` codes 0-3; when given, the tumour is `label > 0`
+    tol:float=0.02,  # a voxel is coloured when its R, G, B differ by more than this (on a [0, 1] scale)
+) -> tuple:  # voxel `(x, y, z)`, ints
+    """The centre of mass of the tumour: `label > 0`, or else the coloured voxels of `labeled_image`.
+
+    Without tumour: the centre of the non-black voxels, then the middle of the volume."""
+    if label is not None:
+        mask = _label_codes(label, np.shape(label)[:3]) > 0
+        shape = mask.shape
+        fallback = None if labeled_image is None else _to_uint8(labeled_image, "labeled_image").any(-1)
+    elif labeled_image is not None:
+        v = _to_uint8(labeled_image, "labeled_image")
+        mask = (v.max(-1) - v.min(-1)) > tol * 255
+        shape, fallback = mask.shape, v.any(-1)
+    else: raise ValueError("give labeled_image, label or both")
+    if mask.any(): return _centre_of_mass(mask)
+    if fallback is not None and fallback.any(): return _centre_of_mass(fallback)
+    return tuple(s // 2 for s in shape)
+
+# %% ../nbs/01_explore.ipynb #6509f9e2
 def _to_uint8(volume: np.ndarray, what: str = "volume") -> np.ndarray:
     "An RGB `(X, Y, Z, 3)` or grey `(X, Y, Z)` volume (float in [0, 1], uint8 or bool) as uint8 RGB `(X, Y, Z, 3)`"
     v = np.asarray(volume)
@@ -99,33 +124,17 @@ def _centre_of_mass(mask: np.ndarray) -> tuple:
         centre.append(int(round(float(profile @ np.arange(mask.shape[axis])) / n)))
     return tuple(centre)
 
-def tumour_center(labeled_image: np.ndarray | None = None, label: np.ndarray | None = None,
-                  tol: float = 0.02) -> tuple:
-    """Voxel `(x, y, z)` at the centre of mass of the tumour.
-
-    The tumour is `label > 0` when `label (X, Y, Z)` is given, else the coloured voxels of `labeled_image`
-    (RGB `(X, Y, Z, 3)`, channels differing by more than `tol` on a [0, 1] scale). Without tumour: the centre of
-    the non-black voxels, then the middle of the volume."""
-    if label is not None:
-        mask = _label_codes(label, np.shape(label)[:3]) > 0
-        shape = mask.shape
-        fallback = None if labeled_image is None else _to_uint8(labeled_image, "labeled_image").any(-1)
-    elif labeled_image is not None:
-        v = _to_uint8(labeled_image, "labeled_image")
-        mask = (v.max(-1) - v.min(-1)) > tol * 255
-        shape, fallback = mask.shape, v.any(-1)
-    else: raise ValueError("give labeled_image, label or both")
-    if mask.any(): return _centre_of_mass(mask)
-    if fallback is not None and fallback.any(): return _centre_of_mass(fallback)
-    return tuple(s // 2 for s in shape)
-
 # %% ../nbs/01_explore.ipynb #d693d520
-def grid_slices(shape: tuple, center: tuple, n_slices: int = 5, spacing: int | tuple | None = None,
-                random: bool = False, rng: np.random.Generator | int | None = None) -> list:
-    """Slice indices for each of the 3 axes of a volume of spatial `shape`: a list of 3 sorted int arrays `(n_slices,)`.
-
-    Deterministic: `n_slices` indices `spacing` apart (default `max(1, size // (4 * n_slices))`), the middle one
-    at `center[axis]`, shifted to stay inside the volume. `random=True`: indices drawn from `rng` instead."""
+def grid_slices(
+    shape:tuple,  # the volume's spatial shape `(X, Y, Z)`
+    center:tuple,  # voxel `(x, y, z)` the middle slices go through
+    n_slices:int=5,  # slices per axis
+    spacing:int|tuple|None=None,  # voxels between slices, one for all axes or one per axis (default `size // (4 * n_slices)`)
+    random:bool=False,  # draw the slices at random instead, as the course does
+    rng:np.random.Generator|int|None=None,  # the generator (or seed) for `random=True`
+) -> list:  # 3 sorted int arrays `(n_slices,)`, one per axis
+    """Slice indices for each axis: `n_slices` indices `spacing` apart, the middle one at `center[axis]`,
+    shifted to stay inside the volume (or random ones)."""
     shape = tuple(int(s) for s in shape[:3])
     if n_slices < 1: raise ValueError(f"n_slices must be at least 1, got {n_slices}")
     if random:
@@ -146,6 +155,7 @@ def grid_slices(shape: tuple, center: tuple, n_slices: int = 5, spacing: int | t
 AXIS_NAMES = ("sagittal", "coronal", "axial")  # the plane of a slice at fixed x, y, z
 PLANES = {name: axis for axis, name in enumerate(AXIS_NAMES)}  # plane name -> the array axis it holds fixed
 
+# %% ../nbs/01_explore.ipynb #9583b76c
 def plane_name(
     plane,  # 'sagittal' / 'coronal' / 'axial', or the array axis it holds fixed (0 / 1 / 2)
 ) -> str:  # the plane's name
@@ -156,7 +166,7 @@ def plane_name(
     raise ValueError(f"plane must be one of {AXIS_NAMES} or the array axis it holds fixed "
                      f"(0 sagittal, 1 coronal, 2 axial); got {plane!r}")
 
-# %% ../nbs/01_explore.ipynb #9583b76c
+# %% ../nbs/01_explore.ipynb #3e34a59e
 def plane_slice(
     volume:np.ndarray,  # `(X, Y, Z, ...)`: a scan, a label map, an RGB volume
     plane,  # 'sagittal' / 'coronal' / 'axial', or the array axis it holds fixed (0 / 1 / 2)
@@ -171,6 +181,7 @@ def plane_slice(
     if plane == "coronal": return volume[:, index].swapaxes(0, 1)[::-1]   # rows z (superior up), columns x
     return volume[index].swapaxes(0, 1)[::-1]                              # rows z (superior up), columns y
 
+# %% ../nbs/01_explore.ipynb #a0bb127c
 def voxel_to_pixel(
     plane,  # 'sagittal' / 'coronal' / 'axial', or 0 / 1 / 2
     voxel,  # `(x, y, z)`
@@ -182,13 +193,18 @@ def voxel_to_pixel(
     return {"axial": (y, x), "coronal": (last_z - z, x), "sagittal": (last_z - z, y)}[plane_name(plane)]
 
 # %% ../nbs/01_explore.ipynb #db20e407
-def plot_image_grid(labeled_image: np.ndarray, center: tuple | None = None, random: bool = False,
-                    rng: np.random.Generator | int | None = None, n_slices: int = 5, spacing: int | tuple | None = None,
-                    label: np.ndarray | None = None, panel_size: float = 1.8, dpi: int = 72) -> Figure:
-    """Figure with 3 rows (slices at fixed x, y, z) of `n_slices` panels of `labeled_image` (RGB `(X, Y, Z, 3)` or grey `(X, Y, Z)`).
-
-    By default the slices pass through `center`, or the tumour's centre (`tumour_center(labeled_image, label)`);
-    `random=True` draws them from `rng` as the course does. Each panel's title gives its axis and index."""
+def plot_image_grid(
+    labeled_image:np.ndarray,  # RGB `(X, Y, Z, 3)` from `get_labeled_image`, or grey `(X, Y, Z)`, in [0, 1]
+    center:tuple|None=None,  # voxel `(x, y, z)` the middle column goes through (default: the tumour's centre)
+    random:bool=False,  # random slices, as the course draws them
+    rng:np.random.Generator|int|None=None,  # the generator (or seed) for `random=True`
+    n_slices:int=5,  # panels per row
+    spacing:int|tuple|None=None,  # voxels between panels, as in `grid_slices`
+    label:np.ndarray|None=None,  # `(X, Y, Z)` codes, to find the tumour's centre from
+    panel_size:float=1.8,  # inches per panel
+    dpi:int=72,  # dots per inch
+) -> Figure:  # 3 rows (slices at fixed x, y, z) of `n_slices` panels, each titled with its plane and index
+    "A grid of slices through `labeled_image` along the three axes, cut by `plane_slice`"
     v = _to_uint8(labeled_image, "labeled_image")
     if center is None and not random: center = tumour_center(v, label)
     if center is not None and len(center) != 3: raise ValueError(f"center must be (x, y, z), got {center!r}")
@@ -205,10 +221,10 @@ def plot_image_grid(labeled_image: np.ndarray, center: tuple | None = None, rand
     return fig
 
 # %% ../nbs/01_explore.ipynb #f58b9ce0
-def scroll_indices(sizes: tuple) -> np.ndarray:
-    """Slice shown by each panel in each frame: `(n_frames, len(sizes))` int, `n_frames = max(sizes)`.
-
-    Frame `i` shows slice `i * size // n_frames` of a panel of `size` slices: each panel shows each of its slices,
+def scroll_indices(
+    sizes:tuple,  # slices along each panel's axis
+) -> np.ndarray:  # `(n_frames, len(sizes))` int, `n_frames = max(sizes)`: the slice each panel shows in each frame
+    """Frame `i` shows slice `i * size // n_frames` of a panel of `size` slices: each panel shows each of its slices,
     in order, and all reach their last slice in the last frame."""
     sizes = np.asarray(sizes, np.int64)
     if sizes.ndim != 1 or sizes.size == 0 or (sizes < 1).any(): raise ValueError(f"sizes must be positive lengths, got {sizes.tolist()}")
@@ -216,13 +232,16 @@ def scroll_indices(sizes: tuple) -> np.ndarray:
     return (np.arange(n)[:, None] * sizes[None, :]) // n
 
 # %% ../nbs/01_explore.ipynb #883459fd
-def gif_frames(volume: np.ndarray, axes: tuple = (0, 1, 2), gap: int = 2, progress: int = 2) -> np.ndarray:
-    """Frames scrolling through `volume` (RGB `(X, Y, Z, 3)` float in [0, 1] or uint8, or grey `(X, Y, Z)`): `(n, H, W, 3)` uint8.
+def gif_frames(
+    volume:np.ndarray,  # RGB `(X, Y, Z, 3)` float in [0, 1] or uint8, or grey `(X, Y, Z)`
+    axes:tuple=(0, 1, 2),  # one panel per axis, side by side
+    gap:int=2,  # black pixels between panels
+    progress:int=2,  # rows of the progress bar under the panels (0: none)
+) -> np.ndarray:  # `(n, H, W, 3)` uint8, `n` the longest of `axes`
+    """Frames scrolling through `volume`, each panel advancing by `scroll_indices`.
 
-    One panel per axis in `axes`, side by side `gap` pixels apart; `n` is the longest of those axes and each panel
-    advances by `scroll_indices`. Panel of axis a: `plane_slice` of shape (rows, cols). `W` = the panels' widths plus
-    gaps; `H` = the tallest panel, plus a black row and a progress bar `max(progress, ceil(n / W))` rows high
-    unless `progress=0`. The bar gains at least one pixel per frame, so consecutive frames always differ."""
+    A panel is a `plane_slice`; `W` is the panels' widths plus gaps, `H` the tallest panel plus a black row and a
+    bar `max(progress, ceil(n / W))` rows high. The bar gains at least one pixel per frame, so no two frames are alike."""
     v = _to_uint8(volume)
     axes = tuple(int(a) for a in axes)
     if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
@@ -248,7 +267,25 @@ def gif_frames(volume: np.ndarray, axes: tuple = (0, 1, 2), gap: int = 2, progre
     return frames
 
 # %% ../nbs/01_explore.ipynb #e5f35884
-def _in_notebook() -> bool:
+def visualize_data_gif(
+    labeled_image:np.ndarray,  # RGB `(X, Y, Z, 3)` from `get_labeled_image`, or grey `(X, Y, Z)`
+    path=None,  # the `.gif` file to write (default: a new temporary file)
+    duration:float=0.1,  # seconds per frame (at least 0.01)
+    axes:tuple=(0, 1, 2),  # one panel per axis, side by side
+    gap:int=2,  # black pixels between panels
+    progress:int=2,  # rows of the progress bar (0: none)
+    show:bool|None=None,  # show it inline (None: when running in a notebook)
+) -> Path:  # the GIF's path
+    "Write an animated GIF scrolling through `labeled_image` along `axes` side by side, looping forever (`gif_frames`)"
+    frames = gif_frames(labeled_image, axes, gap, progress)
+    path = _write_gif(frames, _new_gif_path() if path is None else path, duration)
+    if show or (show is None and in_notebook()):
+        from IPython.display import Image, display
+        display(Image(filename=str(path)))
+    return path
+
+# %% ../nbs/01_explore.ipynb #5ac43038
+def in_notebook() -> bool:  # whether pictures can be shown inline
     "True inside an IPython kernel that can display images (not in a plain Python or terminal session)"
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None else None
@@ -267,31 +304,31 @@ def _new_gif_path() -> Path:
     os.close(fd)
     return Path(name)
 
-def visualize_data_gif(labeled_image: np.ndarray, path=None, duration: float = 0.1, axes: tuple = (0, 1, 2),
-                       gap: int = 2, progress: int = 2, show: bool | None = None) -> Path:
-    """Write an animated GIF scrolling through `labeled_image` (RGB `(X, Y, Z, 3)` or grey `(X, Y, Z)`) along `axes` side by side.
-
-    Frames as `gif_frames`, `duration` seconds each, looping forever. Writes to `path` (default: a new temporary
-    file) and returns it; shows it inline when `show` is True, or when None and running in a notebook."""
-    frames = gif_frames(labeled_image, axes, gap, progress)
-    path = _write_gif(frames, _new_gif_path() if path is None else path, duration)
-    if show or (show is None and _in_notebook()):
-        from IPython.display import Image, display
-        display(Image(filename=str(path)))
-    return path
-
-def save_gif(volume: np.ndarray, path, axis: int = 2, duration: float = 0.1, progress: int = 2) -> Path:
-    "Write a looping GIF of `volume` (RGB `(X, Y, Z, 3)` or grey `(X, Y, Z)`) with one frame per slice along `axis`; returns `path`"
+# %% ../nbs/01_explore.ipynb #82461d97
+def save_gif(
+    volume:np.ndarray,  # RGB `(X, Y, Z, 3)` or grey `(X, Y, Z)`, in [0, 1] (or uint8)
+    path,  # the `.gif` file to write
+    axis:int=2,  # the axis to scroll along: 0, 1 or 2
+    duration:float=0.1,  # seconds per frame
+    progress:int=2,  # rows of the progress bar (0: none)
+) -> Path:  # `path`
+    "Write a looping GIF of `volume` with one frame per slice along `axis`"
     if axis not in (0, 1, 2): raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
     return _write_gif(gif_frames(volume, (axis,), progress=progress), path, duration)
 
 # %% ../nbs/01_explore.ipynb #66befe58
-def visualize_patch(X: np.ndarray, y: np.ndarray, class_num: int = 2, z: int | None = None, channel: int = 0,
-                    panel_size: float = 3.0, dpi: int = 72) -> Figure:
-    """Figure of channel `channel` of patch `X (C, X, Y, Z)` beside class `class_num` of its labels `y (n_classes, X, Y, Z)`.
+def visualize_patch(
+    X:np.ndarray,  # a patch `(C, X, Y, Z)`, or one channel of it `(X, Y, Z)`
+    y:np.ndarray,  # its labels `(n_classes, X, Y, Z)`, or one class `(X, Y, Z)`
+    class_num:int=2,  # the class of `y` to show (2: enhancing tumour)
+    z:int|None=None,  # the axial slice (default: where the class has most voxels)
+    channel:int=0,  # the channel of `X` to show (0: FLAIR)
+    panel_size:float=3.0,  # inches per panel
+    dpi:int=72,  # dots per inch
+) -> Figure:  # two panels: the channel, the class mask
+    """One channel of a training patch beside one class of its labels, at one axial slice.
 
-    Shows slice `z` (default: the slice where the class has most voxels). 3D `X (X, Y, Z)` / `y (X, Y, Z)` are taken
-    as the channel / class already chosen, as in the course's `visualize_patch(X_norm[0], y[2])`."""
+    3D `X` / `y` are the channel / class already chosen, as in the course's `visualize_patch(X_norm[0], y[2])`."""
     X, y = np.asarray(X), np.asarray(y)
     if X.ndim not in (3, 4) or y.ndim not in (3, 4):
         raise ValueError(f"expected X (C, X, Y, Z) and y (n_classes, X, Y, Z); found shapes {X.shape} and {y.shape}")

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import ipywidgets as W
+from fastcore.basics import patch
 from PIL import Image as PILImage
 from .data import (Case, MODALITIES, CLASS_NAMES, CLASS_COLORS, LABEL_NAMES, atomic_write, check_image,
                              check_label, probabilities_to_labels)
@@ -19,7 +20,11 @@ __all__ = ['COMPARE_NAMES', 'COMPARE_COLORS', 'CROSSHAIR_COLOR', 'window_to_uint
            'class_table', 'compare_codes', 'compare_table', 'draw_crosshair', 'SliceExplorer', 'PatchExplorer']
 
 # %% ../nbs/08_explorer.ipynb #091a5a4c
-def window_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def window_to_uint8(
+    values:np.ndarray,  # intensities, any shape
+    lo:float,  # the intensity shown black (and everything below it)
+    hi:float,  # the intensity shown white (and everything above it)
+) -> np.ndarray:  # grey levels, uint8, the shape of `values`
     "Map intensities in the window `[lo, hi]` to grey levels 0-255, clipping outside it: same shape, uint8"
     scale = np.float32(255.0 / max(float(hi) - float(lo), 1e-12))
     out = (np.asarray(values, np.float32) - np.float32(lo)) * scale
@@ -27,7 +32,12 @@ def window_to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     out += np.float32(0.5)
     return out.astype(np.uint8)
 
-def default_window(channel: np.ndarray, percentiles=(0.5, 99.5), max_samples: int = 1 << 20) -> tuple:
+# %% ../nbs/08_explorer.ipynb #2323391b
+def default_window(
+    channel:np.ndarray,  # one channel of an image, e.g. `(X, Y, Z)`
+    percentiles=(0.5, 99.5),  # the percentiles of the nonzero voxels that become black and white
+    max_samples:int=1 << 20,  # about how many voxels to look at (an even stride through the volume)
+) -> tuple:  # `(lo, hi)`, floats with `hi > lo`
     "Display window `(lo, hi)` of one channel: percentiles of its nonzero voxels, on a strided sample of at most about `max_samples`"
     channel = np.asarray(channel)
     step = max(1, int(np.ceil((channel.size / max_samples) ** (1 / max(channel.ndim, 1)))))
@@ -38,7 +48,13 @@ def default_window(channel: np.ndarray, percentiles=(0.5, 99.5), max_samples: in
     return float(lo), float(hi)
 
 # %% ../nbs/08_explorer.ipynb #b892d0b4
-def overlay_rgb(grey: np.ndarray, codes=None, colors=None, alphas=None, opacity: float = 0.5) -> np.ndarray:
+def overlay_rgb(
+    grey:np.ndarray,  # grey levels `(H, W)` uint8
+    codes=None,  # codes `(H, W)` indexing the tables (None: no overlay)
+    colors=None,  # colour table `(K, 3)`, RGB in [0, 1]
+    alphas=None,  # weight table `(K,)`: 0 for codes not painted, 1 for codes painted at full `opacity`
+    opacity:float=0.5,  # the overlay's opacity
+) -> np.ndarray:  # `(H, W, 3)` uint8
     "Blend colour `colors[code]` (`(K, 3)` in [0, 1]) with weight `opacity * alphas[code]` over `grey (H, W)` uint8: `(H, W, 3)` uint8"
     grey = np.asarray(grey)
     if codes is None or opacity <= 0: return np.repeat(grey[..., None], 3, axis=-1)
@@ -48,7 +64,10 @@ def overlay_rgb(grey: np.ndarray, codes=None, colors=None, alphas=None, opacity:
     out += np.float32(0.5)
     return out.astype(np.uint8)
 
-def class_table(visible=(1, 2, 3)) -> tuple:
+# %% ../nbs/08_explorer.ipynb #8118f460
+def class_table(
+    visible=(1, 2, 3),  # the label codes to paint
+) -> tuple:  # `(colors (4, 3), alphas (4,))`, float32
     "Colour table of the label codes 0-3: `colors (4, 3)` (the course's red, green, blue) and `alphas (4,)`, 0 for background and hidden classes"
     colors = np.zeros((len(LABEL_NAMES), 3), np.float32)
     alphas = np.zeros(len(LABEL_NAMES), np.float32)
@@ -61,7 +80,11 @@ def class_table(visible=(1, 2, 3)) -> tuple:
 COMPARE_NAMES = ("true positive", "false positive", "false negative")  # compare codes 1, 2, 3
 COMPARE_COLORS = {1: (1.0, 1.0, 0.0), 2: (1.0, 0.0, 1.0), 3: (0.0, 1.0, 1.0)}  # yellow, magenta, cyan
 
-def compare_codes(truth: np.ndarray, prediction: np.ndarray, classes=(1, 2, 3)) -> np.ndarray:
+def compare_codes(
+    truth:np.ndarray,  # label codes 0-3, any shape
+    prediction:np.ndarray,  # label codes 0-3, the shape of `truth`
+    classes=(1, 2, 3),  # the label codes compared
+) -> np.ndarray:  # compare codes, uint8, the shape of `truth`
     "Per voxel 0 nothing, 1 true positive, 2 false positive, 3 false negative, over the label codes in `classes`: uint8, same shape"
     shown = np.zeros(len(LABEL_NAMES), bool)
     shown[list(classes)] = True
@@ -72,7 +95,8 @@ def compare_codes(truth: np.ndarray, prediction: np.ndarray, classes=(1, 2, 3)) 
     out[in_pred & (truth == prediction)] = 1
     return out
 
-def compare_table() -> tuple:
+# %% ../nbs/08_explorer.ipynb #85073f5d
+def compare_table() -> tuple:  # `(colors (4, 3), alphas (4,))`, float32
     "Colour table of the compare codes 0-3: `colors (4, 3)` and `alphas (4,)`"
     colors = np.zeros((4, 3), np.float32)
     for code, rgb in COMPARE_COLORS.items(): colors[code] = rgb
@@ -81,7 +105,13 @@ def compare_table() -> tuple:
 # %% ../nbs/08_explorer.ipynb #f95a20d5
 CROSSHAIR_COLOR = (1.0, 0.6, 0.0)  # orange, unlike any class or compare colour
 
-def draw_crosshair(rgb: np.ndarray, row: int, col: int, color=CROSSHAIR_COLOR, gap: int = 2) -> np.ndarray:
+def draw_crosshair(
+    rgb:np.ndarray,  # the picture `(H, W, 3)` uint8, drawn on in place
+    row:int,  # where the horizontal line goes
+    col:int,  # where the vertical line goes
+    color=CROSSHAIR_COLOR,  # RGB in [0, 1]
+    gap:int=2,  # pixels left free on each side of the centre
+) -> np.ndarray:  # `rgb` itself
     "Draw a horizontal line at `row` and a vertical one at `col` on `rgb (H, W, 3)` uint8 in place, leaving `gap` pixels free around the centre"
     c = np.round(np.asarray(color, np.float32) * 255).astype(np.uint8)
     h, w = rgb.shape[:2]
@@ -102,33 +132,20 @@ def _check_codes(codes, what: str, shape: tuple):
     return None if codes is None else check_label(codes, what, shape)
 
 # %% ../nbs/08_explorer.ipynb #b1d06819
-def _png_bytes(rgb: np.ndarray, compress_level: int = 1) -> bytes:
-    "Encode `rgb (H, W, 3)` uint8 as PNG bytes"
-    buf = io.BytesIO()
-    PILImage.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=compress_level)
-    return buf.getvalue()
-
-def _upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
-    "Enlarge `rgb (H, W, 3)` by an integer factor with square pixels"
-    scale = int(scale)
-    if scale < 1: raise ValueError(f"scale must be a positive integer, got {scale}")
-    return rgb if scale == 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
-
-
-_CSS = "<style>.bts-explorer img.widget-image { image-rendering: pixelated; }</style>"
-_VIEW_ORDER = ("axial", "coronal", "sagittal")
-
-def _swatch(rgb, text) -> str:
-    "HTML for a coloured square and its name"
-    r, g, b = (int(round(v * 255)) for v in rgb)
-    return (f"<span style='display:inline-block;width:0.9em;height:0.9em;background:rgb({r},{g},{b});"
-            f"margin:0 0.3em 0 0.8em;vertical-align:middle'></span>{text}")
-
-# %% ../nbs/08_explorer.ipynb #e0e3c63b
 class SliceExplorer:
     "Axial, coronal and sagittal planes of `case_or_image` (a `Case` or `(X, Y, Z, C)`) with a linked crosshair, class overlays of `label` / `prediction` `(X, Y, Z)` codes 0-3, window/level and exports"
-    def __init__(self, case_or_image, label=None, prediction=None, *, channel_names=None, position=None,
-                 modality=0, opacity: float = 0.5, scale: float | None = None, name: str | None = None):
+    def __init__(self,
+                 case_or_image,  # a `Case`, or an image `(X, Y, Z, C)` (or one channel `(X, Y, Z)`)
+                 label=None,  # label codes 0-3 `(X, Y, Z)` (default: the case's)
+                 prediction=None,  # predicted codes 0-3 `(X, Y, Z)`
+                 *,
+                 channel_names=None,  # a name per channel (default: the course's sequences for 4 channels)
+                 position=None,  # the voxel `(x, y, z)` to open on (default: the middle of the tumour)
+                 modality=0,  # the channel shown first: its index or its name
+                 opacity:float=0.5,  # the overlay's opacity, 0 to 1
+                 scale:float|None=None,  # screen pixels per voxel (default: about 320 pixels for the longest side)
+                 name:str|None=None,  # the title (default: the case's name, or 'image')
+                ):
         if isinstance(case_or_image, Case):
             image, name = case_or_image.image, name or case_or_image.name
             if label is None: label = case_or_image.label
@@ -150,59 +167,6 @@ class SliceExplorer:
         self._build(position, modality, opacity, scale)
         self.redraw()
 
-    # --- widgets ---------------------------------------------------------------------------
-    def _build(self, position, modality, opacity, scale):
-        "Create the controls, the three images and their layout"
-        if position is None: position = self._default_position()
-        if len(position) != 3: raise ValueError(f"position must be a voxel (x, y, z), got {position!r}")
-        for p, n, axis in zip(position, self.shape, "xyz", strict=True):
-            if not 0 <= int(p) < n: raise ValueError(f"position {axis}={p} is outside 0..{n - 1}")
-        if isinstance(modality, str):
-            if modality not in self.channel_names: raise ValueError(f"modality {modality!r} not in {self.channel_names}")
-            modality = self.channel_names.index(modality)
-        if scale is None: scale = max(1.0, 320 / max(self.shape))
-        self.scale = float(scale)
-        self.modality = W.ToggleButtons(options=[(n, c) for c, n in enumerate(self.channel_names)], value=int(modality),
-                                        description="Sequence", style={"button_width": "auto"})
-        modes = (["truth"] if self.label is not None else []) + (["prediction"] if self.prediction is not None else [])
-        if len(modes) == 2: modes.append("compare")
-        self.mode = W.ToggleButtons(options=modes or ["none"], value=modes[-1] if modes else "none",
-                                    description="Overlay", disabled=not modes, style={"button_width": "auto"})
-        self.class_toggles = {code: W.Checkbox(value=True, description=CLASS_NAMES[code - 1], indent=False,
-                                               layout=W.Layout(width="auto"), disabled=not modes)
-                              for code in CLASS_COLORS}
-        self.opacity = W.FloatSlider(value=opacity, min=0, max=1, step=0.05, description="Opacity", disabled=not modes)
-        lo, hi = self.ranges[int(modality)]
-        self.window = W.FloatRangeSlider(value=self.windows[int(modality)], min=lo, max=max(hi, lo + 1e-6),
-                                         step=(max(hi - lo, 1e-6)) / 500, description="Window",
-                                         readout_format=".4g", layout=W.Layout(width="420px"))
-        self.crosshair = W.Checkbox(value=True, description="crosshair", indent=False, layout=W.Layout(width="auto"))
-        self.images, self.sliders, columns = {}, {}, []
-        for plane in _VIEW_ORDER:
-            axis = PLANES[plane]
-            rows, cols = plane_slice(self.image[..., 0], plane, 0).shape
-            w, h = int(round(cols * self.scale)), int(round(rows * self.scale))
-            self.images[plane] = W.Image(format="png", width=w, height=h, layout=W.Layout(width=f"{w}px", height=f"{h}px"))
-            self.images[plane].add_class(f"bts-image-{plane}")
-            self.sliders[plane] = W.IntSlider(value=int(position[axis]), min=0, max=self.shape[axis] - 1,
-                                              description="xyz"[axis], layout=W.Layout(width=f"{max(w, 220)}px"))
-            self.sliders[plane].add_class(f"bts-slider-{plane}")
-            columns.append(W.VBox([W.HTML(f"<b>{plane}</b> ({'xyz'[axis]} fixed)"), self.images[plane], self.sliders[plane]]))
-        self.info, self.legend = W.HTML(), W.HTML()
-        for plane, slider in self.sliders.items():
-            slider.observe(lambda change, plane=plane: self._on_slider(plane), names="value")
-        self.modality.observe(self._on_modality, names="value")
-        self.window.observe(self._on_window, names="value")
-        for control in [self.mode, self.opacity, self.crosshair, *self.class_toggles.values()]:
-            control.observe(self._on_change, names="value")
-        self.widget = W.VBox([W.HTML(_CSS + f"<b>{self.name}</b> {self.shape}"),
-                              W.HBox([self.modality, self.crosshair]),
-                              W.HBox([self.mode, *self.class_toggles.values()]),
-                              W.HBox([self.opacity, self.window]),
-                              W.HBox(columns), self.info, self.legend])
-        self.widget.add_class("bts-explorer")
-        self._dice = self._dice_per_class() if len(modes) == 3 else None
-
     def _default_position(self) -> tuple:
         "The middle of the tumour (median voxel coordinates of the label, else the prediction), or of the volume"
         for codes in (self.label, self.prediction):
@@ -211,47 +175,9 @@ class SliceExplorer:
                 if where[0].size: return tuple(int(np.median(w)) for w in where)
         return tuple(n // 2 for n in self.shape)
 
-    def _repr_mimebundle_(self, **kwargs):
-        "Show the explorer's widget when the explorer is the value of a cell"
-        return self.widget._repr_mimebundle_(**kwargs)
-
-    @contextmanager
-    def hold(self):
-        "Change several controls and redraw once at the end"
-        self._hold += 1
-        try: yield self
-        finally:
-            self._hold -= 1
-            if not self._hold: self.redraw()
-
-    def _on_slider(self, plane):
-        self.active_plane = plane
-        self._on_change()
-
-    def _on_change(self, change=None):
-        if not self._hold: self.redraw()
-
-    def _on_window(self, change):
-        if not self._switching: self.windows[self.modality.value] = tuple(float(v) for v in change["new"])
-        self._on_change()
-
-    def _on_modality(self, change):
-        "Switch the window slider to the new sequence's range and its remembered window"
-        lo, hi = self.ranges[change["new"]]
-        hi, window = max(hi, lo + 1e-6), self.windows[change["new"]]
-        self._switching = True  # the slider's value passes through clamped states: do not remember those
-        try:
-            with self.hold():
-                if lo > self.window.max: self.window.max = hi; self.window.min = lo
-                else: self.window.min = lo; self.window.max = hi
-                self.window.step = (hi - lo) / 500
-                self.window.value = window
-        finally: self._switching = False
-        self.windows[change["new"]] = tuple(float(v) for v in self.window.value)
-
     @property
     def position(self) -> tuple:
-        "The crosshair voxel `(x, y, z)`"
+        "The crosshair voxel `(x, y, z)`: the values of the three sliders"
         return tuple(self.sliders[AXIS_NAMES[axis]].value for axis in range(3))
 
     @position.setter
@@ -259,99 +185,262 @@ class SliceExplorer:
         with self.hold():
             for axis, v in enumerate(voxel): self.sliders[AXIS_NAMES[axis]].value = int(v)
 
-    # --- drawing ---------------------------------------------------------------------------
-    def _overlay_tables(self, plane, index):
-        "Codes of one plane and their colour table for the current overlay mode, or (None, None, None)"
-        shown = [code for code, box in self.class_toggles.items() if box.value]
-        mode = self.mode.value
-        if mode == "compare":
-            codes = compare_codes(plane_slice(self.label, plane, index), plane_slice(self.prediction, plane, index), shown)
-            return (codes, *compare_table())
-        source = {"truth": self.label, "prediction": self.prediction}.get(mode)
-        if source is None: return None, None, None
-        return (plane_slice(source, plane, index), *class_table(shown))
+# %% ../nbs/08_explorer.ipynb #b59f07df
+_CSS = "<style>.bts-explorer img.widget-image { image-rendering: pixelated; }</style>"
+_VIEW_ORDER = ("axial", "coronal", "sagittal")  # the planes, left to right
 
-    def render_plane(self, plane, index: int | None = None, crosshair: bool | None = None) -> np.ndarray:
-        "Draw slice `index` (default: the slider's) of `plane` with the current settings: `(rows, cols, 3)` uint8"
-        plane = plane_name(plane)
-        index = self.sliders[plane].value if index is None else int(index)
-        lo, hi = self.window.value
-        grey = window_to_uint8(plane_slice(self.image[..., self.modality.value], plane, index), lo, hi)
-        rgb = overlay_rgb(grey, *self._overlay_tables(plane, index), opacity=self.opacity.value)
-        if self.crosshair.value if crosshair is None else crosshair:
-            draw_crosshair(rgb, *voxel_to_pixel(plane, self.position, self.shape))
-        return rgb
+@patch
+def _build(self:SliceExplorer, position, modality, opacity, scale):
+    "Create the controls, the three images and their layout, and connect the controls to their handlers"
+    if position is None: position = self._default_position()
+    if len(position) != 3: raise ValueError(f"position must be a voxel (x, y, z), got {position!r}")
+    for p, n, axis in zip(position, self.shape, "xyz", strict=True):
+        if not 0 <= int(p) < n: raise ValueError(f"position {axis}={p} is outside 0..{n - 1}")
+    if isinstance(modality, str):
+        if modality not in self.channel_names: raise ValueError(f"modality {modality!r} not in {self.channel_names}")
+        modality = self.channel_names.index(modality)
+    if scale is None: scale = max(1.0, 320 / max(self.shape))
+    self.scale = float(scale)
+    self.modality = W.ToggleButtons(options=[(n, c) for c, n in enumerate(self.channel_names)], value=int(modality),
+                                    description="Sequence", style={"button_width": "auto"})
+    modes = (["truth"] if self.label is not None else []) + (["prediction"] if self.prediction is not None else [])
+    if len(modes) == 2: modes.append("compare")
+    self.mode = W.ToggleButtons(options=modes or ["none"], value=modes[-1] if modes else "none",
+                                description="Overlay", disabled=not modes, style={"button_width": "auto"})
+    self.class_toggles = {code: W.Checkbox(value=True, description=CLASS_NAMES[code - 1], indent=False,
+                                           layout=W.Layout(width="auto"), disabled=not modes)
+                          for code in CLASS_COLORS}
+    self.opacity = W.FloatSlider(value=opacity, min=0, max=1, step=0.05, description="Opacity", disabled=not modes)
+    lo, hi = self.ranges[int(modality)]
+    self.window = W.FloatRangeSlider(value=self.windows[int(modality)], min=lo, max=max(hi, lo + 1e-6),
+                                     step=(max(hi - lo, 1e-6)) / 500, description="Window",
+                                     readout_format=".4g", layout=W.Layout(width="420px"))
+    self.crosshair = W.Checkbox(value=True, description="crosshair", indent=False, layout=W.Layout(width="auto"))
+    self.images, self.sliders, columns = {}, {}, []
+    for plane in _VIEW_ORDER:
+        axis = PLANES[plane]
+        rows, cols = plane_slice(self.image[..., 0], plane, 0).shape
+        w, h = int(round(cols * self.scale)), int(round(rows * self.scale))
+        self.images[plane] = W.Image(format="png", width=w, height=h, layout=W.Layout(width=f"{w}px", height=f"{h}px"))
+        self.images[plane].add_class(f"bts-image-{plane}")
+        self.sliders[plane] = W.IntSlider(value=int(position[axis]), min=0, max=self.shape[axis] - 1,
+                                          description="xyz"[axis], layout=W.Layout(width=f"{max(w, 220)}px"))
+        self.sliders[plane].add_class(f"bts-slider-{plane}")
+        columns.append(W.VBox([W.HTML(f"<b>{plane}</b> ({'xyz'[axis]} fixed)"), self.images[plane], self.sliders[plane]]))
+    self.info, self.legend = W.HTML(), W.HTML()
+    for plane, slider in self.sliders.items():
+        slider.observe(lambda change, plane=plane: self._on_slider(plane), names="value")
+    self.modality.observe(self._on_modality, names="value")
+    self.window.observe(self._on_window, names="value")
+    for control in [self.mode, self.opacity, self.crosshair, *self.class_toggles.values()]:
+        control.observe(self._on_change, names="value")
+    self.widget = W.VBox([W.HTML(_CSS + f"<b>{self.name}</b> {self.shape}"),
+                          W.HBox([self.modality, self.crosshair]),
+                          W.HBox([self.mode, *self.class_toggles.values()]),
+                          W.HBox([self.opacity, self.window]),
+                          W.HBox(columns), self.info, self.legend])
+    self.widget.add_class("bts-explorer")
+    self._dice = self._dice_per_class() if len(modes) == 3 else None
 
-    def render(self, scale: int = 1, crosshair: bool | None = None, gap: int = 4) -> np.ndarray:
-        "The whole view: the three planes side by side on black, `gap` pixels apart: `(H, W, 3)` uint8"
-        planes = [_upscale(self.render_plane(p, crosshair=crosshair), scale) for p in _VIEW_ORDER]
-        height = max(p.shape[0] for p in planes)
-        width = sum(p.shape[1] for p in planes) + gap * (len(planes) - 1)
-        out = np.zeros((height, width, 3), np.uint8)
-        col = 0
-        for p in planes:
-            top = (height - p.shape[0]) // 2
-            out[top:top + p.shape[0], col:col + p.shape[1]] = p
-            col += p.shape[1] + gap
-        return out
+# %% ../nbs/08_explorer.ipynb #f320f948
+@patch
+def _on_slider(self:SliceExplorer, plane):
+    "A plane's slider moved"
+    self.active_plane = plane
+    self._on_change()
 
-    def redraw(self):
-        "Render the three planes, keep them in `.rendered` and show them"
-        for plane in _VIEW_ORDER:
-            rgb = self.render_plane(plane)
-            self.rendered[plane] = rgb
-            self.images[plane].value = _png_bytes(rgb)
-        self.info.value = self._describe_voxel()
-        self.legend.value = self._legend()
+@patch
+def _on_change(self:SliceExplorer, change=None):
+    "Any control changed: redraw, unless changes are being held"
+    if not self._hold: self.redraw()
 
-    # --- text ------------------------------------------------------------------------------
-    def _describe_voxel(self) -> str:
-        "The crosshair voxel, its intensities and its label codes, as HTML"
-        v = self.position
-        values = " · ".join(f"{n} {self.image[v][c]:.4g}" for c, n in enumerate(self.channel_names))
-        parts = [f"voxel (x, y, z) = {v}", values]
-        if self.label is not None: parts.append(f"truth: {LABEL_NAMES[int(self.label[v])]}")
-        if self.prediction is not None: parts.append(f"prediction: {LABEL_NAMES[int(self.prediction[v])]}")
-        return " · ".join(parts)
+@patch
+def _on_window(self:SliceExplorer, change):
+    "The window moved: remember it for the current sequence"
+    if not self._switching: self.windows[self.modality.value] = tuple(float(v) for v in change["new"])
+    self._on_change()
 
-    def _legend(self) -> str:
-        "Colour key of the current overlay mode, with per-class Dice in compare mode"
-        if self.mode.value == "compare":
-            keys = "".join(_swatch(COMPARE_COLORS[c], COMPARE_NAMES[c - 1]) for c in COMPARE_COLORS)
-            dice = " · ".join(f"{CLASS_NAMES[c - 1]} {d:.3f}" for c, d in self._dice.items())
-            return f"{keys}<br>Dice over the whole volume: {dice}"
-        if self.mode.value == "none": return ""
-        return "".join(_swatch(CLASS_COLORS[c], CLASS_NAMES[c - 1]) for c in CLASS_COLORS)
+@patch
+def _on_modality(self:SliceExplorer, change):
+    "Switch the window slider to the new sequence's range and its remembered window"
+    lo, hi = self.ranges[change["new"]]
+    hi, window = max(hi, lo + 1e-6), self.windows[change["new"]]
+    self._switching = True  # the slider's value passes through clamped states: do not remember those
+    try:
+        with self.hold():
+            if lo > self.window.max: self.window.max = hi; self.window.min = lo
+            else: self.window.min = lo; self.window.max = hi
+            self.window.step = (hi - lo) / 500
+            self.window.value = window
+    finally: self._switching = False
+    self.windows[change["new"]] = tuple(float(v) for v in self.window.value)
 
-    def _dice_per_class(self) -> dict:
-        "Dice of prediction against truth for each class 1-3 over the whole volume (1.0 where both are empty)"
-        from bts_course.metrics import binary_dice  # imported when first needed: metrics loads TensorFlow
-        return {code: binary_dice(self.prediction == code, self.label == code) for code in CLASS_COLORS}
+# %% ../nbs/08_explorer.ipynb #c62f43a6
+@patch
+@contextmanager
+def hold(self:SliceExplorer):  # yields the explorer
+    "Change several controls and redraw once at the end"
+    self._hold += 1
+    try: yield self
+    finally:
+        self._hold -= 1
+        if not self._hold: self.redraw()
 
-    # --- exports ---------------------------------------------------------------------------
-    def save_png(self, path, scale: int = 1, crosshair: bool | None = None) -> Path:
-        "Write the current view (`render(scale)`) as a PNG at `path`, atomically"
-        rgb = self.render(scale=scale, crosshair=crosshair)
-        return atomic_write(path, lambda tmp: PILImage.fromarray(rgb).save(tmp, format="PNG"))
+# %% ../nbs/08_explorer.ipynb #406a8afc
+def _swatch(rgb, text) -> str:
+    "HTML for a coloured square and its name"
+    r, g, b = (int(round(v * 255)) for v in rgb)
+    return (f"<span style='display:inline-block;width:0.9em;height:0.9em;background:rgb({r},{g},{b});"
+            f"margin:0 0.3em 0 0.8em;vertical-align:middle'></span>{text}")
 
-    def save_gif(self, path, axis=None, step: int = 1, duration: float = 0.08, scale: int = 1,
-                 crosshair: bool = False) -> Path:
-        "Write every `step`-th slice of `axis` (a plane or array axis; default the plane last moved) as a GIF looping forever, `duration` s a frame"
-        import imageio.v3 as iio
-        plane = plane_name(self.active_plane if axis is None else axis)
-        if int(step) < 1: raise ValueError(f"step must be a positive integer, got {step}")
-        frames = np.stack([_upscale(self.render_plane(plane, i, crosshair), scale)
-                           for i in range(0, self.shape[PLANES[plane]], int(step))])
-        return atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif",
-                                                           duration=float(duration) * 1000, loop=0))
+@patch
+def _describe_voxel(self:SliceExplorer) -> str:
+    "The crosshair voxel, its intensities and its label codes, as HTML"
+    v = self.position
+    values = " · ".join(f"{n} {self.image[v][c]:.4g}" for c, n in enumerate(self.channel_names))
+    parts = [f"voxel (x, y, z) = {v}", values]
+    if self.label is not None: parts.append(f"truth: {LABEL_NAMES[int(self.label[v])]}")
+    if self.prediction is not None: parts.append(f"prediction: {LABEL_NAMES[int(self.prediction[v])]}")
+    return " · ".join(parts)
 
-    def __repr__(self):
-        return f"SliceExplorer({self.name!r}, {self.image.shape}, position={self.position}, mode={self.mode.value!r})"
+@patch
+def _legend(self:SliceExplorer) -> str:
+    "Colour key of the current overlay mode, with per-class Dice in compare mode"
+    if self.mode.value == "compare":
+        keys = "".join(_swatch(COMPARE_COLORS[c], COMPARE_NAMES[c - 1]) for c in COMPARE_COLORS)
+        dice = " · ".join(f"{CLASS_NAMES[c - 1]} {d:.3f}" for c, d in self._dice.items())
+        return f"{keys}<br>Dice over the whole volume: {dice}"
+    if self.mode.value == "none": return ""
+    return "".join(_swatch(CLASS_COLORS[c], CLASS_NAMES[c - 1]) for c in CLASS_COLORS)
+
+@patch
+def _dice_per_class(self:SliceExplorer) -> dict:
+    "Dice of prediction against truth for each class 1-3 over the whole volume (1.0 where both are empty)"
+    from bts_course.metrics import binary_dice  # imported when first needed: metrics loads TensorFlow
+    return {code: binary_dice(self.prediction == code, self.label == code) for code in CLASS_COLORS}
+
+# %% ../nbs/08_explorer.ipynb #496707cc
+@patch
+def _overlay_tables(self:SliceExplorer, plane, index):
+    "Codes of one plane and their colour table for the current overlay mode, or (None, None, None)"
+    shown = [code for code, box in self.class_toggles.items() if box.value]
+    mode = self.mode.value
+    if mode == "compare":
+        codes = compare_codes(plane_slice(self.label, plane, index), plane_slice(self.prediction, plane, index), shown)
+        return (codes, *compare_table())
+    source = {"truth": self.label, "prediction": self.prediction}.get(mode)
+    if source is None: return None, None, None
+    return (plane_slice(source, plane, index), *class_table(shown))
+
+@patch
+def render_plane(self:SliceExplorer,
+                 plane,  # 'axial', 'coronal', 'sagittal', or the array axis it holds fixed
+                 index:int|None=None,  # the slice (default: the plane's slider)
+                 crosshair:bool|None=None,  # draw the crosshair (default: the checkbox)
+                ) -> np.ndarray:  # `(rows, cols, 3)` uint8, oriented as `plane_slice` cuts it
+    "Draw slice `index` (default: the slider's) of `plane` with the current settings: `(rows, cols, 3)` uint8"
+    plane = plane_name(plane)
+    index = self.sliders[plane].value if index is None else int(index)
+    lo, hi = self.window.value
+    grey = window_to_uint8(plane_slice(self.image[..., self.modality.value], plane, index), lo, hi)
+    rgb = overlay_rgb(grey, *self._overlay_tables(plane, index), opacity=self.opacity.value)
+    if self.crosshair.value if crosshair is None else crosshair:
+        draw_crosshair(rgb, *voxel_to_pixel(plane, self.position, self.shape))
+    return rgb
+
+# %% ../nbs/08_explorer.ipynb #a3ccaad6
+def _upscale(rgb: np.ndarray, scale: int) -> np.ndarray:
+    "Enlarge `rgb (H, W, 3)` by an integer factor with square pixels"
+    scale = int(scale)
+    if scale < 1: raise ValueError(f"scale must be a positive integer, got {scale}")
+    return rgb if scale == 1 else np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+
+@patch
+def render(self:SliceExplorer,
+           scale:int=1,  # screen pixels per voxel, a whole number
+           crosshair:bool|None=None,  # draw the crosshairs (default: the checkbox)
+           gap:int=4,  # black pixels between the planes
+          ) -> np.ndarray:  # `(H, W, 3)` uint8
+    "The whole view: the three planes side by side on black, `gap` pixels apart: `(H, W, 3)` uint8"
+    planes = [_upscale(self.render_plane(p, crosshair=crosshair), scale) for p in _VIEW_ORDER]
+    height = max(p.shape[0] for p in planes)
+    width = sum(p.shape[1] for p in planes) + gap * (len(planes) - 1)
+    out = np.zeros((height, width, 3), np.uint8)
+    col = 0
+    for p in planes:
+        top = (height - p.shape[0]) // 2
+        out[top:top + p.shape[0], col:col + p.shape[1]] = p
+        col += p.shape[1] + gap
+    return out
+
+# %% ../nbs/08_explorer.ipynb #6b10277a
+def _png_bytes(rgb: np.ndarray, compress_level: int = 1) -> bytes:
+    "Encode `rgb (H, W, 3)` uint8 as PNG bytes"
+    buf = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+@patch
+def redraw(self:SliceExplorer) -> None:
+    "Render the three planes, keep them in `.rendered` and show them"
+    for plane in _VIEW_ORDER:
+        rgb = self.render_plane(plane)
+        self.rendered[plane] = rgb
+        self.images[plane].value = _png_bytes(rgb)
+    self.info.value = self._describe_voxel()
+    self.legend.value = self._legend()
+
+# %% ../nbs/08_explorer.ipynb #d6393978
+@patch
+def _repr_mimebundle_(self:SliceExplorer, **kwargs):
+    "Show the explorer's widget when the explorer is the value of a cell"
+    return self.widget._repr_mimebundle_(**kwargs)
+
+@patch
+def __repr__(self:SliceExplorer) -> str:  # name, image shape, position and overlay mode
+    "What the explorer shows"
+    return f"SliceExplorer({self.name!r}, {self.image.shape}, position={self.position}, mode={self.mode.value!r})"
+
+# %% ../nbs/08_explorer.ipynb #8ec2ccb7
+@patch
+def save_png(self:SliceExplorer,
+             path,  # the PNG file to write
+             scale:int=1,  # screen pixels per voxel, a whole number
+             crosshair:bool|None=None,  # draw the crosshairs (default: the checkbox)
+            ) -> Path:  # `path`
+    "Write the current view (`render(scale)`) as a PNG at `path`, atomically"
+    rgb = self.render(scale=scale, crosshair=crosshair)
+    return atomic_write(path, lambda tmp: PILImage.fromarray(rgb).save(tmp, format="PNG"))
+
+# %% ../nbs/08_explorer.ipynb #b90033bb
+@patch
+def save_gif(self:SliceExplorer,
+             path,  # the GIF file to write
+             axis=None,  # the plane to scroll through: a name or the array axis (default: the plane moved last)
+             step:int=1,  # every `step`-th slice
+             duration:float=0.08,  # seconds per frame
+             scale:int=1,  # screen pixels per voxel, a whole number
+             crosshair:bool=False,  # draw the crosshair on every frame
+            ) -> Path:  # `path`
+    "Write every `step`-th slice of `axis` (a plane or array axis; default the plane last moved) as a GIF looping forever, `duration` s a frame"
+    import imageio.v3 as iio
+    plane = plane_name(self.active_plane if axis is None else axis)
+    if int(step) < 1: raise ValueError(f"step must be a positive integer, got {step}")
+    frames = np.stack([_upscale(self.render_plane(plane, i, crosshair), scale)
+                       for i in range(0, self.shape[PLANES[plane]], int(step))])
+    return atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif",
+                                                       duration=float(duration) * 1000, loop=0))
 
 # %% ../nbs/08_explorer.ipynb #16b0b381
 class PatchExplorer(SliceExplorer):
     "`SliceExplorer` for a course patch: `X (C, x, y, z)` intensities, `y` and `prediction` `(K, x, y, z)` class channels (3, or 4 with background first)"
-    def __init__(self, X, y=None, prediction=None, threshold: float = 0.5, **kwargs):
+    def __init__(self,
+                 X,  # a channels-first patch `(C, x, y, z)`
+                 y=None,  # its labels `(K, x, y, z)`: one channel per class, probabilities or 0/1
+                 prediction=None,  # a prediction in the same form as `y`
+                 threshold:float=0.5,  # a class is present above it (`probabilities_to_labels`)
+                 **kwargs,  # passed on to `SliceExplorer` (`position`, `opacity`, `name`, ...)
+                ):
         X = np.asarray(X)
         if X.ndim != 4: raise ValueError(f"X must be a channels-first patch (C, x, y, z); got shape {X.shape}")
         codes = [None if a is None else probabilities_to_labels(a, threshold, axis=0) for a in (y, prediction)]
@@ -360,8 +449,13 @@ class PatchExplorer(SliceExplorer):
                 raise ValueError(f"{what} covers {c.shape} voxels but X covers {X.shape[1:]}")
         super().__init__(np.moveaxis(X, 0, -1), *codes, **kwargs)
 
-    @classmethod
-    def from_patch(cls, patch, prediction=None, **kwargs):
-        "Explorer of a `bts_course.data.Patch` (`x (4, x, y, z)`, `y (x, y, z, 4)` one-hot with background)"
-        y = np.moveaxis(patch.y, -1, 0)[1:]  # classes first, background dropped, as the course's generator does
-        return cls(patch.x, y, prediction, name=patch.name, **kwargs)
+# %% ../nbs/08_explorer.ipynb #a95d1bff
+@patch(cls_method=True)
+def from_patch(cls:PatchExplorer,
+               patch,  # a `bts_course.data.Patch`: `x (4, x, y, z)`, `y (x, y, z, 4)` one-hot with background
+               prediction=None,  # class channels `(3, x, y, z)` (or 4 with background first)
+               **kwargs,  # passed on to `PatchExplorer`
+              ) -> PatchExplorer:
+    "Explorer of a `bts_course.data.Patch` (`x (4, x, y, z)`, `y (x, y, z, 4)` one-hot with background)"
+    y = np.moveaxis(patch.y, -1, 0)[1:]  # classes first, background dropped, as the course's generator does
+    return cls(patch.x, y, prediction, name=patch.name, **kwargs)

@@ -6,7 +6,8 @@
 Every notebook goes through nbdev's own docs processors -- the ones `nbdev_docs` runs before handing
 the notebooks to Quarto: `#| hide`, `#| export` and `#| default_exp` cells are removed, a `show_doc`
 (signature + docstring) is added after every exported function and class, the title cell becomes the
-page title. The processed notebook is then written as one static HTML page: Markdown with
+page title. `show_doc` also gets a table of the parameters and the return value, from their docments
+comments (`show_doc_with_tables`), as nbdev showed them before it moved the comments into the signature. The processed notebook is then written as one static HTML page: Markdown with
 markdown-it-py, code with Pygments, LaTeX as MathML with latex2mathml, figures and GIFs from the saved
 outputs as image files. The pages need no JavaScript and fetch nothing from the network.
 
@@ -18,7 +19,7 @@ points at nothing -- stops the build with exit status 1 and a message; the old s
 """
 from __future__ import annotations
 
-import argparse, ast, base64, html, json, os, posixpath, re, shutil, sys, tempfile, time, warnings
+import argparse, ast, base64, html, inspect, json, os, posixpath, re, shutil, sys, tempfile, time, warnings
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote
@@ -64,6 +65,109 @@ def _processors():
     return DocsFilter()
 
 
+# show_doc with a parameter table: this fastcore/nbdev pair prints docments comments inside the signature
+# only, so a function's parameters get no table. The build renders them as nbdev's older show_doc did.
+
+def _table_cell(x) -> str:
+    "`x` as the text of one Markdown table cell: one line, pipes escaped"
+    return re.sub(r"\s+", " ", str(x)).strip().replace("|", "\\|")
+
+
+def _annotation(a) -> str:
+    if a is inspect.Parameter.empty: return ""
+    if isinstance(a, str): return a
+    if isinstance(a, type): return a.__qualname__
+    return inspect.formatannotation(a)
+
+
+def _default(d) -> str:
+    if d is inspect.Parameter.empty: return ""
+    r = getattr(d, "__name__", None) if callable(d) else None
+    r = r or repr(d)
+    return "" if r == "<factory>" else f"`{r}`"
+
+
+def _library_twin(sym):
+    """The object of the library named as `sym`, when exactly one module of it defines that name. The docs
+    processors run exported cells in a shell, where a class has no source file for docments to read."""
+    import importlib
+    from nbdev.config import get_config
+    qual = getattr(sym, "__qualname__", None)
+    if not qual: return None
+    try: syms = importlib.import_module(f"{get_config().lib_name}._modidx").d["syms"]
+    except Exception: return None
+    hits = [mod for mod, names in syms.items() if f"{mod}.{qual}" in names]
+    if len(hits) != 1: return None
+    obj = importlib.import_module(hits[0])
+    for part in qual.split("."): obj = getattr(obj, part, None)
+    return obj
+
+
+def parameter_table(sym) -> str:
+    """A Markdown table of `sym`'s parameters and return value (type, default, docments comment), or ""
+    when it documents none of them"""
+    from fastcore.docments import docments
+
+    def read(o):
+        try: return docments(o, full=True)
+        except Exception: return {}  # not a function or class: nothing to tabulate
+    def documented(d): return any(v.get("docment") for v in d.values())
+    dm = read(sym)
+    if not documented(dm):  # a class run in the docs shell has no source to read the comments from
+        twin = _library_twin(sym)
+        if twin is not None and twin is not sym: dm = read(twin)
+    if not documented(dm): return ""
+    dm.pop("self", None)
+    ret = dm.pop("return", None) or {}
+    if inspect.isclass(sym): ret = {}  # a class returns an instance of itself
+    rows = ["| Parameter | Type | Default | Details |", "| --- | --- | --- | --- |"]
+    for name, v in dm.items():
+        kind = v.get("kind")
+        star = "*" if kind == inspect.Parameter.VAR_POSITIONAL else "**" if kind == inspect.Parameter.VAR_KEYWORD else ""
+        rows.append(f"| `{star}{name}` | {_table_cell(_annotation(v.get('anno', inspect.Parameter.empty)))} | "
+                    f"{_table_cell(_default(v.get('default', inspect.Parameter.empty)))} | {_table_cell(v.get('docment') or '')} |")
+    anno = _annotation(ret.get("anno", inspect.Parameter.empty))
+    if ret.get("docment") or anno:
+        rows.append(f"| **Returns** | {_table_cell(anno)} | | {_table_cell(ret.get('docment') or '')} |")
+    return "\n".join(rows)
+
+
+@contextmanager
+def show_doc_with_tables():
+    "While in this block, `show_doc` shows a signature without comments, the docstring, then a parameter table"
+    import nbdev.showdoc as sd
+    from fastcore.docments import DocmentText
+
+    class Signature(DocmentText):
+        "nbdev's signature without the docments comments, which the table shows"
+        @property
+        def params(self): return [(fmt, "") for fmt, _ in super().params]
+        @property
+        def _ret_str(self): return super()._ret_str.split(" # ", 1)[0]
+
+        def __str__(self):  # on one line when it fits; a class as a class
+            s = super().__str__()
+            if inspect.isclass(self.obj) and s.startswith("def "):
+                s = "class " + s[4:].replace(")->None:", "):", 1)
+            flat = s.replace("(\n    ", "(", 1).replace("\n)", ")", 1).replace("\n    ", " ")
+            return flat if "\n" not in flat and len(flat) <= self.maxline else s
+
+    class TableRenderer(sd.BasicMarkdownRenderer):
+        def __init__(self, sym, name=None, title_level=3, maxline=110):
+            super().__init__(sym, name=name, title_level=title_level, maxline=maxline)
+            self.table = parameter_table(self.sym)
+            if self.table or inspect.isclass(self.sym): self.dm = Signature(self.sym, maxline=maxline, docstring=False)
+
+        def _repr_markdown_(self):
+            md = super()._repr_markdown_()
+            return f"{md}\n\n{self.table}\n" if self.table else md
+
+    old = sd.BasicMarkdownRenderer
+    sd.BasicMarkdownRenderer = TableRenderer  # show_doc's default renderer, looked up when it is called
+    try: yield
+    finally: sd.BasicMarkdownRenderer = old
+
+
 @contextmanager
 def _env(**kw):
     old = {k: os.environ.get(k) for k in kw}
@@ -73,6 +177,25 @@ def _env(**kw):
         for k, v in old.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
+
+
+@contextmanager
+def _native_stderr_captured():
+    """File descriptor 2 into a temporary file while in this block (TensorFlow's C++ start-up lines, printed when
+    the docs processors import a module that imports it); yields a function that returns what was written"""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        def written() -> str:
+            sys.stderr.flush()
+            log.seek(0)
+            return log.read().decode(errors="replace")
+        try: yield written
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def saved_errors(nb_json: dict) -> list[str]:
@@ -93,11 +216,13 @@ def process_notebook(path: Path, docs_filter):
     if errs:
         raise BuildError(f"{path}: saved with error outputs ({'; '.join(errs)}); fix the notebook and re-run "
                          f"`.venv/bin/python docs/execute_notebooks.py {path.name}`")
-    with _env(IN_TEST="1"), warnings.catch_warnings():
+    with _env(IN_TEST="1"), warnings.catch_warnings(), show_doc_with_tables(), _native_stderr_captured() as written:
         warnings.simplefilter("ignore")
         try: docs_filter(nb)
         except Exception as e:
-            raise BuildError(f"{path}: nbdev's docs processing failed: {e}") from e
+            log = "\n".join(written().strip().splitlines()[-15:])
+            raise BuildError(f"{path}: nbdev's docs processing failed: {e}"
+                             + (f"\n--- what it wrote to stderr (last lines) ---\n{log}" if log else "")) from e
     return nb
 
 

@@ -1,12 +1,24 @@
 #!/usr/bin/env python
 """Execute notebooks top to bottom and save their outputs in place, so the docs show current figures.
 
-    .venv/bin/python docs/execute_notebooks.py [NB ...] [--flags 'slow gpu'] [--timeout S] [--out DIR]
+    .venv/bin/python docs/execute_notebooks.py [NB ...] [--flags 'slow gpu'] [--no-docs] [--timeout S] [--out DIR]
 
 Each notebook runs in a fresh Jupyter kernel of this Python (nbclient + ipykernel), in its own folder,
 as "Restart & Run All" would. Cells flagged with one of settings.ini's `tst_flags` (`#| slow`, `#| gpu`,
 `#| download`) are not executed and keep whatever outputs they had, unless their flag is passed with
 `--flags`, as with `nbdev_test --flags`; nor are `#| eval: false` cells and `nbdev_export()` calls.
+
+Cells flagged `#| docs` are the exception: `nbdev_test` skips them (`docs` is one of the `tst_flags`), and
+this script runs them. They make what only the docs need, at a cost the tests should not pay -- the full
+`bts demo` run whose tables and GIF the demo page shows. `--no-docs` skips them too, as `nbdev_test` does.
+
+Outputs are what a reader sees, so the kernel writes no machine noise into them: it is started with
+`--IPKernelApp.capture_fd_output=False`, so what native libraries write straight to file descriptor 2 --
+TensorFlow's C++ start-up lines -- goes to a log (shown only when the notebook fails) instead of into the
+cell's output, while Python's own `print`s, warnings and tracebacks are kept. Any other noise left in the
+outputs (temporary paths, HTTP log timestamps, TensorFlow / absl log lines; see `machine_noise`) is
+reported as a warning naming the cell: the notebook should not print it.
+
 The result is cleaned as `nbdev_clean` cleans (no execution counts nor volatile metadata) and replaces
 the notebook only when every cell ran; with `--out DIR` the executed copies go to DIR instead.
 
@@ -14,11 +26,55 @@ Exit status 1 if any notebook fails (its file is left untouched), after trying t
 """
 from __future__ import annotations
 
-import argparse, json, os, sys, tempfile, time
+import argparse, json, os, re, sys, tempfile, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIG_IMAGE = 300_000  # bytes: outputs larger than this bloat the repository (see the house rules)
+DOCS_FLAG = "docs"  # `#| docs` cells: skipped by nbdev_test (a tst_flag), run here
+# native libraries' own stderr (TensorFlow's C++ logs) stays out of the cells' outputs
+KERNEL_ARGUMENTS = ("--IPKernelApp.capture_fd_output=False",)
+
+# Machine noise: lines in a saved output that say where and when the notebook ran, not what it computed.
+NOISE = {
+    "TensorFlow's start-up banner": re.compile(
+        r"oneDNN custom operations|cpu_feature_guard|Could not find cuda|absl::InitializeLog|cudart_stub|"
+        r"This TensorFlow binary is optimized"),
+    "a TensorFlow / absl log line": re.compile(
+        r"^(?:WARNING|INFO|ERROR):(?:absl|tensorflow|keras)\b|^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]", re.M),
+    "a temporary path": re.compile(r"/tmp/(?:tmp|pytest)|/var/folders/|\\AppData\\Local\\Temp\\"),
+    "an HTTP server log timestamp": re.compile(r"\[\d{1,2}/[A-Z][a-z]{2}/\d{4}[ :]\d\d:\d\d:\d\d"),
+}
+
+
+def _output_texts(o: dict) -> list[str]:
+    "The text an output shows: a stream, a text/* representation, an error's traceback"
+    def join(v): return "".join(v) if isinstance(v, list) else str(v)
+    res = [join(o["text"])] if "text" in o else []
+    res += [join(v) for mime, v in (o.get("data") or {}).items() if mime.startswith("text/")]
+    if o.get("output_type") == "error": res.append("\n".join(o.get("traceback") or []))
+    return res
+
+
+def _first_line(source) -> str:
+    "The first line of a cell's `source` that is not a `#|` directive, shortened"
+    src = "".join(source) if isinstance(source, list) else str(source)
+    line = next((l.strip() for l in src.splitlines() if l.strip() and not l.lstrip().startswith("#|")), "")
+    return line if len(line) <= 60 else line[:57] + "..."
+
+
+def machine_noise(nb_dict: dict) -> list[str]:
+    "One line per output line of the notebook `nb_dict` that holds machine noise (`NOISE`): the cell, what, the line"
+    res = []
+    for i, c in enumerate(nb_dict.get("cells", [])):
+        for o in c.get("outputs") or []:
+            for text in _output_texts(o):
+                for what, pattern in NOISE.items():
+                    for m in pattern.finditer(text):
+                        start, end = text.rfind("\n", 0, m.start()) + 1, text.find("\n", m.end())
+                        line = text[start:] if end < 0 else text[start:end]
+                        res.append(f"cell {i} ({_first_line(c.get('source', ''))}): {what}: {line.strip()[:160]}")
+    return list(dict.fromkeys(res))
 
 
 def _directives(source: str) -> dict:
@@ -54,6 +110,7 @@ def make_client(nb, cwd: Path, skip_flags: set, timeout: int | None):
 
     client = FlaggedClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False, record_timing=False,
                            store_widget_state=False,  # widget state can weigh megabytes; the docs show none
+                           extra_arguments=list(KERNEL_ARGUMENTS),
                            resources={"metadata": {"path": str(cwd)}})
     client.skipped = []
     return client
@@ -92,10 +149,18 @@ def execute(path: Path, dest: Path, skip_flags: set, timeout: int | None) -> Non
         if dest != path: dest.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
         return
     client = make_client(nb, dest.parent, skip_flags, timeout)
-    client.execute()
+    with tempfile.TemporaryFile() as log:  # the kernel process's own stdout and stderr (native libraries' logs)
+        try: client.execute(stdout=log, stderr=log)
+        except Exception as e:
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-15:]
+            if not tail: raise
+            raise RuntimeError(f"{str(e).strip() or type(e).__name__}\n--- the kernel's own log (last lines) ---\n"
+                               + "\n".join(tail)) from e
     for idx, why in client.skipped: print(f"    cell {idx} not executed ({why})")
     d = clean(json.loads(nbformat.writes(nb)))
     for line in big_outputs(d): print(f"    warning: {line} (keep committed images under {BIG_IMAGE // 1000} KB)")
+    for line in machine_noise(d): print(f"    warning: {line} (machine noise: keep it out of the outputs)")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}-", suffix=".ipynb.tmp", dir=dest.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f: f.write(nb2str(d))
@@ -117,6 +182,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="docs/execute_notebooks.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="*", help="notebooks to run (default: every notebook in nbs/)")
     ap.add_argument("--flags", default="", help="space-separated test flags to run anyway, as nbdev_test's: --flags 'slow gpu'")
+    ap.add_argument("--no-docs", action="store_true",
+                    help=f"do not run `#| {DOCS_FLAG}` cells either, as nbdev_test (by default they run: they make the docs)")
     ap.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (default 600)")
     ap.add_argument("--out", help="write the executed notebooks into this folder instead of in place")
     args = ap.parse_args(argv)
@@ -128,7 +195,8 @@ def main(argv=None) -> int:
         print(f"docs/execute_notebooks.py: error: unknown flags {sorted(unknown)}; settings.ini has {sorted(tst_flags)}",
               file=sys.stderr)
         return 2
-    skip = tst_flags - flags
+    skip = tst_flags - flags - {DOCS_FLAG}  # `#| docs` cells are what this script is for
+    if args.no_docs: skip.add(DOCS_FLAG)
     paths = [Path(p) for p in args.notebooks] or default_notebooks()
     missing = [str(p) for p in paths if not p.is_file() or p.suffix != ".ipynb"]
     if missing:

@@ -28,7 +28,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 def run(*args, check=True, timeout=300):
     "Run `args` with this Python; fail with its output when it fails and `check`"
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    # without pytest's marker, which makes ipykernel leave file descriptors 1 and 2 alone: run as outside tests
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     r.seconds = time.perf_counter() - t0
     if check and r.returncode != 0:
         pytest.fail(f"{' '.join(map(str, args))} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
@@ -147,6 +149,68 @@ def test_exported_function_has_signature_and_docstring(site):
     assert re.sub(r"\s+", " ", doc) in page_text(m.group(2))
 
 
+def api_block(page: str, name: str) -> str:
+    "The HTML of the documentation block of `name` on `page`: from its heading to the next cell"
+    m = re.search(rf'<h3 id="{name.lower()}">.*?(?=<div class="cell|<hr|<h[1-3]\b)', page, re.S)
+    assert m, f"no API block for {name}"
+    return m.group(0)
+
+
+def table_rows(block: str) -> list[list[str]]:
+    "The rows of the first table in `block`, each a list of cell texts"
+    m = re.search(r"<table>(.*?)</table>", block, re.S)
+    assert m, "no table"
+    return [[page_text(c) for c in re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", m.group(1), re.S)]
+
+
+def test_docments_give_a_parameter_table(site):
+    "A public function's docments comments become a table of its parameters and return value"
+    from fastcore.docments import docments
+    from bts_course.data import Case, check_size
+    s = (site / "data.html").read_text(encoding="utf-8")
+    block = api_block(s, "check_size")
+    rows = table_rows(block)
+    assert rows[0] == ["Parameter", "Type", "Default", "Details"]
+    dm = docments(check_size)
+    assert rows[1:] == [["size", "", "", dm["size"]], ["name", "str", "'size'", dm["name"]],
+                        ["Returns", "tuple", "", dm["return"]]]
+    sig = code_blocks(block)[0]
+    assert sig.strip() == "def check_size(size, name:str='size')->tuple:"  # the comments are in the table, not here
+    rows = table_rows(api_block(s, "Case"))  # a dataclass: its fields' comments, no return row
+    assert [r[0] for r in rows[1:]] == list(inspect.signature(Case).parameters)
+    assert ["name", "str", "", docments(Case)["name"]] in rows
+    assert rows[2] == ["label", "np.ndarray | None", "", docments(Case)["label"].replace("`", "")]  # a `|` in a type stays in its cell
+
+
+MODULES_WITH_DOCMENTS = ["data", "download", "phantom", "viz", "sampling", "preprocess", "dataset", "metrics", "model",
+                         "training", "inference", "evaluation", "widgets", "demo", "util", "cli"]  # every module
+
+
+@pytest.mark.parametrize("module", MODULES_WITH_DOCMENTS)
+def test_every_public_function_documents_its_parameters(module):
+    "docments comments on every parameter and the return value of each public function and class, for its table"
+    import importlib
+    from fastcore.docments import docments
+    mod = importlib.import_module(f"bts_course.{module}")
+    missing, checked = [], 0
+    for name in mod.__all__:
+        obj = getattr(mod, name)
+        if not callable(obj) or getattr(obj, "__module__", None) != mod.__name__: continue
+        if inspect.isclass(obj) and issubclass(obj, BaseException): continue  # an error: no parameters of its own
+        dm = docments(obj, full=True)
+        dm.pop("self", None)
+        if inspect.isclass(obj): dm.pop("return", None)
+        try: params = inspect.signature(obj).parameters
+        except (TypeError, ValueError): params = {}
+        for p in [p for p, v in params.items() if v.kind in (v.VAR_POSITIONAL, v.VAR_KEYWORD)]:
+            dm.pop(p, None)  # *args / **kwargs: passed on, documented in the docstring
+        missing += [f"{name}: {p}" for p, v in dm.items() if not v.get("docment")]
+        checked += 1
+    assert checked, f"bts_course.{module} has no public function"
+    assert not missing, f"bts_course.{module}: parameters without a docments comment:\n  " + "\n  ".join(missing)
+
+
 def test_landing_page_carries_the_readme(site):
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     index = page_text((site / "index.html").read_text(encoding="utf-8"))
@@ -209,8 +273,8 @@ def png_bytes(color=(200, 30, 30), size=(24, 16)) -> bytes:
 
 FIG_NB = nb_json(
     ("code", "#| default_exp demo_fig"),
-    ("code", "#| export\ndef shout(word: str, times: int = 2) -> str:\n    \"Return `word` in capitals, `times` times\"\n"
-             "    return ' '.join([word.upper()] * times)"),
+    ("code", "#| export\ndef shout(\n    word: str,  # what to shout\n    times: int | None = 2,  # how often\n) -> str:  # the shout\n"
+             "    \"Return `word` in capitals, `times` times\"\n    return ' '.join([word.upper()] * times)"),
     ("code", "#| hide\nHIDDEN = 'hidden-cell-marker-7f3a'"),
     ("markdown", "# Figures\n> A page with every kind of output"),
     ("markdown", "## A section\n\nEnergy: $E = mc^2$, and a display:\n\n$$\\frac{2|A \\cap B|}{|A| + |B|}$$\n\n"
@@ -226,6 +290,7 @@ FIG_NB = nb_json(
     ("code", "import ipywidgets as w\nw.IntSlider(3)"),
     ("code", "print('printed-line-42')"),
     ("code", "#| slow\nopen('slow-cell-ran', 'w').write('x')\nraise RuntimeError('a slow cell ran')"),
+    ("code", "#| docs\nprint('made-for-the-docs-5c1')"),
     ("code", "#| echo: false\nprint('echo-false-output')"),
     ("code", "#| hide\nshout('x')"),
 )
@@ -267,6 +332,46 @@ def test_execute_saves_outputs_and_skips_flagged_cells(demo):
     assert all(c.get("execution_count") is None for c in cs if c["cell_type"] == "code")  # cleaned as nbdev_clean does
     printed = next(c for c in cs if "printed-line-42" in "".join(c["source"]))
     assert "".join(printed["outputs"][0]["text"]) == "printed-line-42\n"
+    docs = next(c for c in cs if "#| docs" in "".join(c["source"]))  # nbdev_test skips it; the docs need it
+    assert "".join(docs["outputs"][0]["text"]) == "made-for-the-docs-5c1\n"
+
+
+def test_docs_cells_run_for_the_docs_only(tmp_path):
+    """`#| docs` cells (what only the docs show, e.g. the full `bts demo` run) are skipped by `nbdev_test`, run by
+    `docs/execute_notebooks.py`, and skipped by it too with `--no-docs`"""
+    from nbdev.config import get_config
+    assert "docs" in get_config(path=REPO).tst_flags.split()  # the flag nbdev_test skips
+    nb = tmp_path / "docs_flag.ipynb"
+    nb.write_text(json.dumps(nb_json(("code", "x = 6 * 7"),
+                                     ("code", "#| docs\nopen('docs-cell-ran', 'w').write('x')\nprint('docs-cell', x)"))))
+    nbdev_test = Path(sys.executable).parent / "nbdev_test"
+    r = subprocess.run([str(nbdev_test), "--path", str(nb)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (tmp_path / "docs-cell-ran").exists()  # nbdev_test did not run it
+    run(EXECUTE, nb, "--no-docs", "--out", tmp_path / "quick")
+    assert not (tmp_path / "docs-cell-ran").exists()
+    assert cells(tmp_path / "quick" / nb.name)[1].get("outputs") == []
+    run(EXECUTE, nb)
+    assert (tmp_path / "docs-cell-ran").exists()
+    out = cells(nb)[1]["outputs"]
+    assert [(o["name"], "".join(o["text"])) for o in out] == [("stdout", "docs-cell 42\n")]
+
+
+def test_execute_keeps_native_stderr_out_of_outputs(tmp_path):
+    """What native code writes to file descriptor 2 -- TensorFlow's C++ start-up banner -- is not saved in the
+    notebook; Python's own stderr (warnings, tracebacks) still is"""
+    nb = tmp_path / "noise.ipynb"
+    nb.write_text(json.dumps(nb_json(
+        ("code", "import os, sys\nos.write(2, b'native-fd2-line\\n')\nprint('python-stderr-line', file=sys.stderr)"),
+        ("code", "import tensorflow as tf\nprint('tensorflow', tf.__version__.split('.')[0])"))))
+    run(EXECUTE, nb)
+    saved = json.loads(nb.read_text())
+    texts = ["".join(o.get("text", "")) for c in saved["cells"] for o in c["outputs"]]
+    assert texts[0] == "python-stderr-line\n" and re.fullmatch(r"tensorflow \d+\n", texts[1]) and len(texts) == 2, texts
+    sys.path.insert(0, str(REPO / "docs"))
+    try: from execute_notebooks import machine_noise
+    finally: sys.path.remove(str(REPO / "docs"))
+    assert machine_noise(saved) == []
 
 
 def test_execute_fails_loudly_and_leaves_the_notebook(tmp_path):
@@ -292,6 +397,9 @@ def test_demo_pages_show_every_kind_of_output(demo):
     assert "printed-line-42" in text and "echo-false-output" in text and "print('echo-false-output')" not in text
     assert "hidden-cell-marker-7f3a" not in s and "#|" not in s and "IntSlider(" not in s
     assert re.search(r'<h3 id="shout">', s) and any("def shout(" in b for b in code_blocks(s)) and "Return word in capitals, times times" in text
+    assert table_rows(api_block(s, "shout"))[1:] == [["word", "str", "", "what to shout"], ["times", "int | None", "2", "how often"],
+                                                     ["Returns", "str", "", "the shout"]]
+    assert "made-for-the-docs-5c1" in text
     other = (site / "other.html").read_text(encoding="utf-8")
     assert 'href="fig.html#a-section"' in other and 'id="a-section"' in s
     index = (site / "index.html").read_text(encoding="utf-8")

@@ -5,30 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bts_course.model import unet_model_3d  # imports TensorFlow quietly
-import keras
 from bts_course.phantom import make_phantom
 from bts_course.data import probabilities_to_labels, save_nifti
-from bts_course.metrics import soft_dice_loss
 from bts_course.preprocess import standardize
 from bts_course import evaluation as ev
 from bts_course import inference as inf
 
 
 
-# ---------------------------------------------------------------- stand-in models
-def pointwise_model(channels=4, n_labels=3, seed=0):
-    "Channels-first 1x1x1 convolution + sigmoid: each output voxel depends on its own input voxel only"
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((channels, None, None, None))
-    x = keras.layers.Permute((2, 3, 4, 1))(inp)
-    x = keras.layers.Conv3D(n_labels, 1, activation="sigmoid")(x)
-    return keras.Model(inp, keras.layers.Permute((4, 1, 2, 3))(x))
-
-
-def tiny_unet(input_shape=(4, None, None, None), seed=0):
-    keras.utils.set_random_seed(seed)
-    return unet_model_3d(soft_dice_loss, input_shape=input_shape, depth=2, n_base_filters=2)
+from stand_ins import pointwise_model, tiny_unet
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +75,61 @@ def test_evaluate_case_against_numpy(case):
         ev.evaluate_case(m, no_label)
 
 
+def test_evaluate_case_conventions(case):
+    "The official BraTS convention by default, 'medpy' on request: they differ only where a region is missed or absent"
+    m = pointwise_model(seed=2)
+    official = ev.evaluate_case(m, case, progress=False)
+    medpy = ev.evaluate_case(m, case, convention="medpy", progress=False)
+    assert official.convention == "brats" and medpy.convention == "medpy" and official.row()["convention"] == "brats"
+    np.testing.assert_array_equal(official.labels, medpy.labels)
+    for region in official.regions.index:
+        p, t = np.isin(official.labels, ev.BRATS_REGIONS[region]), np.isin(case.label, ev.BRATS_REGIONS[region])
+        if (p & t).any():
+            assert official.regions.loc[region].tolist() == medpy.regions.loc[region].tolist()
+        elif p.any() or t.any():
+            assert official.regions.loc[region, "HD95"] == 373.0 and medpy.regions.loc[region, "HD95"] != 373.0
+    with pytest.raises(ValueError, match="expected one of 'brats', 'medpy'"):
+        ev.evaluate_case(m, case, convention="leaderboard", progress=False)
+
+
+def test_score_prediction_and_voxel_spacing(case):
+    spaced = type(case)(case.image, case.label, np.diag([1.0, 1.0, 2.5, 1.0]), "spaced")
+    pred = np.roll(case.label, 1, axis=2)
+    result = ev.score_prediction(spaced, pred, seconds=2.0)
+    assert ev.voxel_spacing(spaced.affine) == (1.0, 1.0, 2.5)
+    assert result.probabilities is None and result.row()["seconds"] == 2.0
+    # HD95 in mm: the same one-slice shift costs 2.5 mm where it cost 1 mm
+    one_mm = ev.score_prediction(case, pred).regions["HD95"]
+    assert (result.regions["HD95"] >= one_mm).all() and result.regions["HD95"].max() == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="no label"):
+        ev.score_prediction(type(case)(case.image, None, case.affine, "x"), pred)
+
+
+def test_summarize_scores_counts_nan_and_inf():
+    "Mean and median over the cases with a number; NaN (nothing to score) and inf (medpy's miss) counted, never averaged"
+    cols = {f"{r} {s}": [] for r in ev.BRATS_REGIONS for s in ev.REGION_COLUMNS}
+    table = pd.DataFrame({c: [0.8, 0.6, 1.0, 0.2] for c in cols} | {"case": list("abcd")})
+    table["Enhancing tumor Dice"] = [0.9, np.nan, 0.5, np.nan]
+    table["Enhancing tumor HD95"] = [2.0, np.nan, np.inf, 373.0]
+    summary = ev.summarize_scores(table)
+    assert list(summary.columns) == ["mean", "median", "cases", "NaN", "inf"]
+    assert summary.index.names == ["region", "score"] and len(summary) == 6
+    wt = summary.loc[("Whole tumor", "Dice")]
+    assert (wt["mean"], wt["median"], wt["cases"], wt["NaN"], wt["inf"]) == (pytest.approx(0.65), pytest.approx(0.7), 4, 0, 0)
+    et = summary.loc[("Enhancing tumor", "Dice")]
+    assert (et["mean"], et["cases"], et["NaN"]) == (pytest.approx(0.7), 2, 2)
+    hd = summary.loc[("Enhancing tumor", "HD95")]
+    assert (hd["mean"], hd["median"], hd["cases"], hd["NaN"], hd["inf"]) == (pytest.approx(187.5), pytest.approx(187.5), 2, 1, 1)
+    assert np.isfinite(summary["mean"]).all()
+    nothing = table.assign(**{"Tumor core Dice": np.nan})
+    assert np.isnan(ev.summarize_scores(nothing).loc[("Tumor core", "Dice"), "mean"])
+    assert list(ev.summarize_scores(table, "Sensitivity").index.get_level_values("score")) == ["Sensitivity"] * 3
+    with pytest.raises(ValueError, match="unknown score"):
+        ev.summarize_scores(table, ("Dice", "IoU"))
+    with pytest.raises(ValueError, match="no column 'Whole tumor Dice'"):
+        ev.summarize_scores(table.drop(columns="Whole tumor Dice"))
+
+
 def test_evaluate_folder_writes_csv(tmp_path):
     write_msd(tmp_path / "data", (5, 6))
     (tmp_path / "data" / "imagesTr" / "._BRATS_005.nii.gz").write_bytes(b"macOS junk")
@@ -100,3 +140,64 @@ def test_evaluate_folder_writes_csv(tmp_path):
     assert {"Edema sensitivity", "Enhancing Tumor specificity", "Tumor core Dice", "Whole tumor HD95", "seconds"} <= set(back.columns)
     np.testing.assert_allclose(back["Whole tumor Dice"], table["Whole tumor Dice"])
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scores.csv"]
+
+
+def test_evaluate_folder_convention_and_summary(tmp_path):
+    write_msd(tmp_path / "data", (7, 8))
+    m = pointwise_model(seed=3)
+    official = ev.evaluate_folder(m, tmp_path / "data", progress=False)
+    medpy = ev.evaluate_folder(m, tmp_path / "data", progress=False, convention="medpy")
+    assert set(official.convention) == {"brats"} and set(medpy.convention) == {"medpy"}
+    np.testing.assert_array_equal(official["Whole tumor Sensitivity"], medpy["Whole tumor Sensitivity"])
+    summary = ev.summarize_scores(official)
+    assert summary.loc[("Whole tumor", "Dice"), "cases"] + summary.loc[("Whole tumor", "Dice"), "NaN"] == 2
+    assert np.isfinite(summary["mean"].dropna()).all()
+    with pytest.raises(ValueError, match="unknown convention"):
+        ev.evaluate_folder(m, tmp_path / "data", progress=False, convention="MedPy")
+
+
+# ---------------------------------------------------------------- bts predict --scores
+def test_bts_predict_scores(tmp_path, capsys):
+    "Every predicted case with a label map is scored: the CSV equals score_prediction on the written label maps"
+    import nibabel as nib
+    from bts_course.cli import main as bts
+    from bts_course.data import read_case
+    write_msd(tmp_path / "data", (11, 12))
+    save_nifti(make_phantom(13, (32, 32, 24)).image, tmp_path / "data" / "imagesTr" / "BRATS_013.nii.gz")  # no label map
+    model_file = tmp_path / "m.keras"
+    pointwise_model(seed=4).save(model_file)
+    out, scores = tmp_path / "out", tmp_path / "scores" / "scores.csv"
+    assert bts(["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(model_file), "--scores", str(scores)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(scores)
+    assert list(table.case) == ["BRATS_011.nii.gz", "BRATS_012.nii.gz"] and set(table.convention) == {"brats"}
+    for name in table.case:
+        case = read_case(tmp_path / "data" / "imagesTr" / name)
+        labels = np.asarray(nib.load(str(out / name)).dataobj)
+        want = ev.score_prediction(case, labels).row()
+        got = table.set_index("case").loc[name]
+        for column in ("Edema sensitivity", "Whole tumor Dice", "Tumor core HD95", "Enhancing tumor Dice"):
+            a, b = float(got[column]), want[column]
+            assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, abs=1e-12), column
+    assert "scores of 2 case(s) (brats convention)" in printed and "1 case(s) without a label map not scored" in printed
+    summary = ev.summarize_scores(table).round(4).to_string()
+    assert summary in printed                                   # the summary is printed as summarize_scores makes it
+    assert sorted(p.name for p in out.iterdir()) == ["BRATS_011.nii.gz", "BRATS_012.nii.gz", "BRATS_013.nii.gz"]
+
+    medpy_csv = tmp_path / "medpy.csv"
+    assert bts(["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(model_file), "--scores", str(medpy_csv),
+                "--convention", "medpy"]) == 0
+    assert set(pd.read_csv(medpy_csv).convention) == {"medpy"}
+    capsys.readouterr()
+    for argv, needle in ((["--convention", "medpy"], "--convention goes with --scores"), (["--conv=brats"], "goes with --scores"),
+                         (["--scores", str(tmp_path / "s.txt")], "must end with .csv"),
+                         (["--scores", str(medpy_csv), "--convention", "bratz"], "invalid choice")):
+        assert bts(["predict", str(tmp_path / "data"), "-o", str(out), "--model", str(model_file), *argv]) == 2
+        assert needle in capsys.readouterr().err
+    # no label map anywhere: the label maps are written, then one clear error about the scores
+    unlabelled = tmp_path / "unlabelled" / "imagesTr"
+    save_nifti(make_phantom(14, (32, 32, 24)).image, unlabelled / "BRATS_014.nii.gz")
+    assert bts(["predict", str(unlabelled.parent), "-o", str(tmp_path / "o2"), "--model", str(model_file),
+                "--scores", str(tmp_path / "none.csv")]) == 1
+    assert "none of the 1 case(s) has a label map" in capsys.readouterr().err
+    assert (tmp_path / "o2" / "BRATS_014.nii.gz").is_file() and not (tmp_path / "none.csv").exists()

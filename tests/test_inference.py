@@ -1,5 +1,6 @@
 "Whole-scan inference (bts_course.inference): window planning, blending, predict_volume, and `bts predict`"
 import math
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,6 @@ import nibabel as nib
 from hypothesis import given, settings, strategies as st
 
 from bts_course.model import model_divisor, model_io, unet_model_3d, with_input_shape  # imports TensorFlow quietly
-import keras
 from bts_course.phantom import make_phantom
 from bts_course.data import probabilities_to_labels, save_nifti
 from bts_course.metrics import soft_dice_loss
@@ -18,19 +18,7 @@ from bts_course import inference as inf
 
 
 
-# ---------------------------------------------------------------- stand-in models
-def pointwise_model(channels=4, n_labels=3, seed=0):
-    "Channels-first 1x1x1 convolution + sigmoid: each output voxel depends on its own input voxel only"
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((channels, None, None, None))
-    x = keras.layers.Permute((2, 3, 4, 1))(inp)
-    x = keras.layers.Conv3D(n_labels, 1, activation="sigmoid")(x)
-    return keras.Model(inp, keras.layers.Permute((4, 1, 2, 3))(x))
-
-
-def tiny_unet(input_shape=(4, None, None, None), seed=0):
-    keras.utils.set_random_seed(seed)
-    return unet_model_3d(soft_dice_loss, input_shape=input_shape, depth=2, n_base_filters=2)
+from stand_ins import pointwise_model, tiny_unet
 
 
 @pytest.fixture(scope="module")
@@ -39,72 +27,142 @@ def case():
 
 
 # ---------------------------------------------------------------- window planning
-@given(length=st.integers(1, 300), size=st.integers(1, 200), overlap=st.floats(0, 0.9))
+@given(length=st.integers(1, 300), size=st.integers(1, 200), overlap=st.integers(0, 60), step=st.sampled_from([1, 4, 8]))
 @settings(max_examples=300, deadline=None)
-def test_axis_starts_cover_with_overlap(length, size, overlap):
-    starts = inf.axis_starts(length, size, overlap)
+def test_axis_starts_cover_with_overlap_on_the_pooling_grid(length, size, overlap, step):
+    length = -(-length // step) * step  # the padded box: a multiple of the divisor
+    if size < length and (size - overlap) // step * step < step:
+        with pytest.raises(ValueError, match="cannot share"):
+            inf.axis_starts(length, size, overlap, step)
+        return
+    starts = inf.axis_starts(length, size, overlap, step)
     assert starts[0] == 0 and starts == sorted(set(starts))
     if size >= length:
         assert starts == [0]
         return
     assert starts[-1] == length - size  # the last window ends at the end
+    assert all(s % step == 0 for s in starts[:-1])  # on the pooling grid
     for a, b in zip(starts[:-1], starts[1:], strict=True):
-        assert b - a <= size * (1 - overlap) + 1  # neighbours share at least `overlap` of a window (up to rounding)
-    # not more windows than needed: with one window less the step would exceed the allowed one
-    if len(starts) > 2 and size * (1 - overlap) >= 1:
-        assert (length - size) / (len(starts) - 2) > size * (1 - overlap) - 1e-9
+        assert a + size - b >= overlap  # neighbours share at least `overlap`
+    # the fewest windows: one less could not cover the axis with steps of at most the longest allowed one
+    longest = (size - overlap) // step * step
+    assert (len(starts) - 2) * longest < length - size
+    # spread evenly: steps differ by at most one grid step (the last one may be shorter when length - size is off the grid)
+    steps = np.diff(starts[:-1]) if (length - size) % step else np.diff(starts)
+    if len(steps): assert steps.max() - steps.min() <= step
 
 
-def processed(shape, window, overlap):
-    corners, _ = inf.window_corners(shape, window, overlap)
-    return len(corners) * math.prod(window), len(corners)
+def processed(shape, window, overlap, divisor):
+    padded = [-(-s // d) * d for s, d in zip(shape, divisor, strict=True)]
+    counts = [len(inf.axis_starts(p, w, overlap, d)) for p, w, d in zip(padded, window, divisor, strict=True)]
+    return math.prod(counts) * math.prod(window)
 
 
-@pytest.mark.parametrize("shape,max_voxels", [((37, 50, 21), 8000), ((60, 33, 45), 20000), ((20, 20, 20), 1e9),
-                                              ((140, 172, 140), 2.5e6)])
-def test_choose_window_is_the_cheapest_that_fits(shape, max_voxels):
+def feasible(padded, w, overlap, d):
+    return w >= padded or (w - overlap) // d * d >= d
+
+
+@pytest.mark.parametrize("shape,max_voxels,overlap", [((37, 50, 21), 8000, 2), ((60, 33, 45), 20000, 5),
+                                                      ((20, 20, 20), 1e9, 3), ((140, 172, 140), 1.6e6, 12)])
+def test_choose_window_is_the_cheapest_that_fits(shape, max_voxels, overlap):
     d = (4, 4, 4) if max(shape) < 100 else (8, 8, 8)
-    w = inf.choose_window(shape, d, max_voxels)
+    w = inf.choose_window(shape, d, max_voxels, overlap)
     assert math.prod(w) <= max_voxels and all(s % k == 0 for s, k in zip(w, d, strict=True))
-    # brute force over every window of multiples of d
-    candidates = [tuple((i + 1) * k for i, k in zip(index, d, strict=True)) for index in np.ndindex(*[-(-s // k) for s, k in zip(shape, d, strict=True)])]
-    best = min(processed(shape, c, 0.25)[0] for c in candidates if math.prod(c) <= max_voxels)
-    assert processed(shape, w, 0.25)[0] == best
+    # brute force over every window of multiples of d that can keep the overlap
+    padded = [-(-s // k) * k for s, k in zip(shape, d, strict=True)]
+    sides = [[v for v in range(k, p + 1, k) if feasible(p, v, overlap, k)] for p, k in zip(padded, d, strict=True)]
+    best = min(processed(shape, c, overlap, d) for c in product(*sides) if math.prod(c) <= max_voxels)
+    assert processed(shape, w, overlap, d) == best
 
 
-def test_choose_window_respects_min_window():
+def test_choose_window_splits_evenly_and_respects_min_window():
+    # 200 voxels in two windows sharing at least 8: 104 each, not a fixed 128 plus a leftover window
+    assert inf.choose_window((24, 200, 24), (8, 8, 8), 24 * 24 * 110, overlap=8) == (24, 104, 24)
     shape = (140, 172, 140)
-    w = inf.choose_window(shape, (8, 8, 8), 2.5e6, min_window=96)
-    assert min(w) >= 96 and math.prod(w) <= 2.5e6
-    assert processed(shape, w, 0.25)[0] >= processed(shape, inf.choose_window(shape, (8, 8, 8), 2.5e6), 0.25)[0]
-    assert inf.choose_window((30, 40, 20), (4, 4, 4), 1e9, min_window=96) == (32, 40, 20)  # never beyond the crop
-    with pytest.warns(UserWarning, match="thinner than the network's view"):
-        w = inf.choose_window(shape, (8, 8, 8), 5e5, min_window=96)
-    assert min(w) >= 48 and math.prod(w) <= 5e5
+    w = inf.choose_window(shape, (8, 8, 8), 1.6e6, overlap=12, min_window=96)
+    assert min(w) >= 96 and math.prod(w) <= 1.6e6
+    assert inf.choose_window((30, 40, 20), (4, 4, 4), 1e9, min_window=96) == (32, 40, 20)  # never beyond the box
+    with pytest.warns(UserWarning, match="thinner than the network's halo"):
+        w = inf.choose_window(shape, (8, 8, 8), 2e5, overlap=12, min_window=96)
+    assert min(w) < 96 and math.prod(w) <= 2e5
+
+
+def course_unet():
+    return unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None))
 
 
 def test_window_plan_follows_the_memory_budget():
     m = unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=3, n_base_filters=4)
     crop = (120, 140, 100)
-    big, _, _ = inf.plan_windows(m, crop, max_memory_gb=100)
-    assert big == (120, 140, 100)  # everything in one window (divisor 4)
-    small, corners, padded = inf.plan_windows(m, crop, max_memory_gb=0.05)
-    assert math.prod(small) * inf.activation_bytes(m) <= 0.05e9 and len(corners) > 1 and padded == crop
-    half, _, _ = inf.plan_windows(m, crop, max_memory_gb=0.1, batch_size=2)
-    assert half == inf.plan_windows(m, crop, max_memory_gb=0.05)[0]
+    big = inf.plan_windows(m, crop, max_memory_gb=100)
+    assert (big.window, big.n_windows, big.cost) == ((120, 140, 100), 1, 1.0)  # everything in one window (divisor 4)
+    small = inf.plan_windows(m, crop, max_memory_gb=0.3)
+    assert small.n_windows > 1 and small.padded == crop and small.needed_gb <= 0.3 and small.budget_from == "max_memory_gb"
+    # the estimate: activations with the allocator's slack, the padded input, sums and weights, the returned probabilities
+    expect = 1.3 * inf.activation_bytes(m) * math.prod(small.window) + 4 * (4 + 3 + 1) * math.prod(crop) + 4 * 3 * math.prod(crop)
+    assert small.needed_gb == pytest.approx(expect / 1e9)
+    in_scan = inf.plan_windows(m, crop, window=small.window, max_memory_gb=0.3, scan_shape=(240, 240, 155))
+    assert in_scan.needed_gb == pytest.approx(small.needed_gb + 4 * 3 * (240 * 240 * 155 - math.prod(crop)) / 1e9)
+    # the overlap is a fraction of the halo (half the receptive field, 22 for depth 3), on the pooling grid
+    assert small.overlap == (0.25 * 22,) * 3
+    for starts, w in zip(small.starts, small.window, strict=True):
+        assert all(s % 4 == 0 for s in starts) and all(a + w - b >= 5.5 for a, b in zip(starts, starts[1:], strict=False))
+    assert small.corners == list(product(*small.starts)) and len(small.corners) == small.n_windows
+    assert small.voxels == small.n_windows * math.prod(small.window) and small.cost == small.voxels / math.prod(crop)
+    two = inf.plan_windows(m, crop, max_memory_gb=0.6, batch_size=2)
+    batch = 2 * 1.3 * inf.activation_bytes(m) * math.prod(two.window) + 4 * (4 + 3 + 1 + 3) * math.prod(crop)
+    assert two.needed_gb == pytest.approx(batch / 1e9) and two.needed_gb <= 0.6  # a batch of two windows fits
 
 
-def test_plan_windows_pads_small_axes():
-    corners, padded = inf.window_corners((30, 100, 10), (32, 48, 16), 0.25)
-    assert padded == (32, 100, 16)
-    assert sorted({c[1] for c in corners}) == [0, 26, 52]
-    assert {c[0] for c in corners} == {0} and {c[2] for c in corners} == {0}
+def test_plan_for_the_largest_brats_box_at_4_gb():
+    plan = inf.plan_windows(course_unet(), (160, 200, 160), max_memory_gb=4)
+    assert plan.n_windows == 4 and plan.needed_gb <= 4 and plan.cost < 1.25
+    text = str(plan)
+    assert repr(plan) == text
+    assert "4 windows of 88×200×88" in text and "of a 4 GB budget (max_memory_gb)" in text and "1.21× one pass" in text
+
+
+def test_default_budget_comes_from_the_machine(monkeypatch):
+    monkeypatch.setattr(inf, "_available_bytes", lambda: 10e9)
+    assert inf.default_memory_gb() == pytest.approx(7.5)
+    plan = inf.plan_windows(tiny_unet(), (30, 30, 20))
+    assert plan.budget_gb == pytest.approx(7.5) and plan.budget_from == "the machine"
+    monkeypatch.setattr(inf, "_available_bytes", lambda: 100e9)
+    assert inf.default_memory_gb() == 16.0  # capped
+    assert inf.plan_windows(tiny_unet(), (30, 30, 20), max_memory_gb=2).budget_gb == 2  # overridden
+
+
+def test_available_memory_matches_psutil():
+    psutil = pytest.importorskip("psutil")
+    assert inf._available_bytes() == pytest.approx(psutil.virtual_memory().available, rel=0.2)
+
+
+def test_budget_too_small_names_one_that_works():
+    m = course_unet()
+    with pytest.raises(ValueError, match=r"too small.*give max_memory_gb=(\d|\.)+ or more") as e:
+        inf.plan_windows(m, (160, 200, 160), max_memory_gb=0.05)
+    enough = float(str(e.value).split("max_memory_gb=")[1].split()[0])
+    with pytest.warns(UserWarning, match="thinner"):
+        assert inf.plan_windows(m, (160, 200, 160), max_memory_gb=enough).needed_gb <= enough
+    with pytest.raises(ValueError, match="must be positive"):
+        inf.plan_windows(m, (16, 16, 16), max_memory_gb=-1)
+    with pytest.raises(ValueError, match="batch_size"):
+        inf.plan_windows(m, (16, 16, 16), batch_size=0)
+    with pytest.raises(ValueError, match="overlap"):
+        inf.plan_windows(m, (16, 16, 16), overlap=-0.1)
+
+
+def test_plan_windows_pads_to_a_large_window():
+    plan = inf.plan_windows(tiny_unet(), (30, 100, 10), window=(32, 48, 16), overlap=0.25)
+    assert plan.padded == (32, 100, 16)
+    assert plan.starts[0] == (0,) and plan.starts[2] == (0,)
+    assert plan.starts[1][0] == 0 and plan.starts[1][-1] == 100 - 48 and len(plan.starts[1]) == 3
 
 
 def test_gaussian_weights():
     g = inf.gaussian_weights((15, 8, 4))
     assert g.dtype == np.float32 and g.shape == (15, 8, 4)
-    assert g.max() == pytest.approx(1.0, abs=0.02) and g.min() >= 1e-3
+    assert g.max() == pytest.approx(1.0, abs=0.02) and g.min() >= 1e-6
     np.testing.assert_allclose(g, g[::-1, ::-1, ::-1], atol=1e-7)
     assert g[7, 3, 1] > g[0, 3, 1]
     assert (inf.gaussian_weights((4, 4, 4), sigma_scale=None) == 1).all()
@@ -203,11 +261,47 @@ def test_predict_volume_errors(case):
         inf.predict_volume(m, bad, progress=False)
     with pytest.raises(ValueError, match="multiple of the model's divisor"):
         inf.predict_volume(m, case.image, window=(15, 16, 16), progress=False)
-    with pytest.raises(ValueError, match="exceeds the memory budget"):
+    with pytest.raises(ValueError, match="too small.*give max_memory_gb="):
         inf.predict_volume(m, case.image, max_memory_gb=1e-9, progress=False)
+
+
+def test_an_empty_scan_is_background_without_a_forward_pass(monkeypatch):
+    def no_network(*args, **kwargs): raise AssertionError("the network ran on an empty scan")
+    monkeypatch.setattr(inf, "with_input_shape", no_network)
+    monkeypatch.setattr(inf, "plan_windows", no_network)
     with pytest.warns(UserWarning, match="all zeros"):
-        zeros = inf.predict_volume(m, np.zeros((8, 8, 8, 4), np.float32), progress=False)
-    assert zeros.shape == (8, 8, 8, 3) and not zeros.any()
+        zeros = inf.predict_volume(tiny_unet(), np.zeros((240, 240, 155, 4), np.float32), progress=False)
+    assert zeros.shape == (240, 240, 155, 3) and zeros.dtype == np.float32 and not zeros.any()
+
+
+def test_a_brain_that_fills_the_scan_or_a_scan_smaller_than_a_window(case):
+    m = pointwise_model()
+    full = case.image[brain_box(case.image)] + 1  # no zero anywhere: the brain box is the whole scan, padded beyond it
+    probs = inf.predict_volume(m, full, window=(8, 8, 8), overlap=0, progress=False)
+    direct = m.predict_on_batch(inf.normalize_crop(full)[0][None])[0]
+    np.testing.assert_allclose(probs, np.moveaxis(direct, 0, -1), atol=1e-5)
+    u = tiny_unet()  # divisor 2: a 3x5x1 scan is padded to 4x6x2
+    tiny = inf.predict_volume(u, case.image[20:23, 20:25, 14:15] + 1, progress=False)
+    assert tiny.shape == (3, 5, 1, 3) and np.isfinite(tiny).all() and (tiny > 0).all()
+
+
+def test_progress_line_states_the_plan_and_budget(case, monkeypatch, capsys):
+    monkeypatch.setattr(inf, "_available_bytes", lambda: 8e9)
+    inf.predict_volume(tiny_unet(), case.image, progress=True)
+    err = capsys.readouterr().err
+    assert "predict: 1 × " in err and "budget 6.0 GB (the machine)" in err
+
+
+def test_unet_windows_agree_with_one_pass():
+    m = tiny_unet()
+    c = make_phantom(5, shape=(64, 64, 48))
+    one = inf.predict_volume(m, c.image, progress=False)
+    box = tuple(s.stop - s.start for s in brain_box(c.image))
+    gb = inf.plan_windows(m, box, window=(24, 24, 24), scan_shape=c.image.shape[:3]).needed_gb  # room for windows of 24
+    plan = inf.plan_windows(m, box, max_memory_gb=gb, scan_shape=c.image.shape[:3])
+    assert plan.n_windows > 1 and math.prod(plan.window) <= 24 ** 3
+    split = inf.predict_volume(m, c.image, max_memory_gb=gb, progress=False)
+    assert np.abs(split - one).max() < 0.2 and np.abs(split - one).mean() < 2e-3
 
 
 def write_msd(root: Path, seeds, shape=(32, 32, 24)):
