@@ -490,10 +490,9 @@ def test_dice_properties_numpy(masks):
     assert (d == 1.0) == np.array_equal(a, b)   # without epsilon, dice is 1 only for identical masks
 
 # ---------------------------------------------------------------- the official BraTS evaluation package
-# `brats-evaluation` (PyPI; built on `panoptica`) computes the BraTS 2023+ leaderboards. It pins numpy<2.3,
-# pandas<3 and rich<14, so it may live in an interpreter of its own: set BRATS_EVALUATION_PYTHON to that
-# interpreter (e.g. a venv made with `python3 -m venv V && V/bin/pip install brats-evaluation==0.0.10`), or
-# install it beside this package. Its command line `brats-evaluate` and `parse_seg_results` run as the
+# `brats-evaluation` (PyPI; built on `panoptica`) computes the BraTS 2023+ leaderboards. It is in the dev extra
+# (it pins numpy<2.3, pandas<3 and rich<14, which this package works with); BRATS_EVALUATION_PYTHON may instead
+# name another interpreter that has it (e.g. `python3 -m venv V && V/bin/pip install brats-evaluation==0.0.10`). Its command line `brats-evaluate` and `parse_seg_results` run as the
 # challenge runs them; we compare their whole-case ("global") Dice and HD95 with ours, value for value.
 # At 1 mm only: the package measures the whole-case HD95 in voxels, ignoring the voxel spacing (a known
 # limitation of its global metrics), where we use the spacing.
@@ -518,8 +517,8 @@ def official():
     "run(ref_dir, pred_dir, work_dir) -> the package's per-case table, indexed by the reference file's name"
     python = _official_python()
     if python is None:
-        pytest.skip("the official package is not installed: pip install brats-evaluation (in a venv of its own: it pins "
-                    "numpy<2.3, pandas<3, rich<14) and set BRATS_EVALUATION_PYTHON to that venv's python")
+        pytest.skip("the official package is not installed: pip install -e '.[dev]' (or set BRATS_EVALUATION_PYTHON "
+                    "to an interpreter that has brats-evaluation)")
     def run(ref_dir, pred_dir, work):
         summary, csv = work / "summary.json", work / "official.csv"
         cmd = [python, "-m", "brats_evaluation.evaluation", "--ref_path", str(ref_dir), "--pred_path", str(pred_dir),
