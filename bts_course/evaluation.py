@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
-from .data import (CLASS_NAMES, MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image,
-                             check_label, check_size, find_cases, probabilities_to_labels, read_case)
+from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image,
+                             check_label, check_size, find_cases, one_hot, probabilities_to_labels, read_case)
 from .inference import predict_volume
 from .metrics import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, with_input_shape
@@ -163,8 +163,8 @@ def voxel_spacing(
 
 # %% ../nbs/07_evaluation.ipynb #1374ba50
 def _one_hot_classes(labels) -> np.ndarray:
-    "Tumour classes of a label map as binary channels `(3, X, Y, Z)` bool"
-    return np.stack([labels == code for code in range(1, len(CLASS_NAMES) + 1)])
+    "Tumour classes of a label map as binary channels `(3, X, Y, Z)` bool: `one_hot`, classes first, background dropped"
+    return np.moveaxis(one_hot(labels, dtype=bool), -1, 0)[1:]
 
 # %% ../nbs/07_evaluation.ipynb #73dc47e9
 def score_prediction(
