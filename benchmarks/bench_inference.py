@@ -121,7 +121,8 @@ def quality(quick: bool = False) -> tuple:
     import keras
     from bts_course.phantom import make_phantom
     from bts_course.model import unet_model_3d
-    from bts_course.metrics import soft_dice_loss, brats_region_metrics
+    from bts_course.metrics import soft_dice_loss
+    from bts_course.scores import brats_region_metrics
     from bts_course.preprocess import brain_box, standardize
     from bts_course.sampling import sample_patches
     from bts_course.inference import plan_windows, predict_volume

@@ -138,7 +138,7 @@ def train_parser() -> CommandParser:  # the parser of `bts train`
     p.add_argument("--batch-size", type=_positive_int, default=3, help="patches per batch (default 3, the course's)")
     p.add_argument("--learning-rate", type=float, default=1e-5, help="Adam learning rate (default 1e-5, the course's)")
     p.add_argument("--patience", type=_positive_int, default=10, help="stop after this many epochs without a better validation dice")
-    p.add_argument("--normalization", choices=["none", "batch", "instance"], default="none",
+    p.add_argument("--layer-normalization", choices=["none", "batch", "instance"], default="none",
                    help="normalisation after each convolution (default none, the course's)")
     p.add_argument("--deconvolution", action="store_true", help="learnt transposed convolutions instead of upsampling")
     p.add_argument("--flip", action="store_true", help="augment with random flips along the three axes")
@@ -176,11 +176,11 @@ def train_command(
         import tensorflow as tf
         strategy = tf.distribute.MirroredStrategy()
     keras.utils.set_random_seed(a.seed)
-    normalization = None if a.normalization == "none" else a.normalization
+    layer_normalization = None if a.layer_normalization == "none" else a.layer_normalization
     def build():
         return unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
                              n_base_filters=a.base_filters, initial_learning_rate=a.learning_rate,
-                             deconvolution=a.deconvolution, normalization=normalization)
+                             deconvolution=a.deconvolution, layer_normalization=layer_normalization)
     record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")}}
     record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
     result = train(build, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
@@ -194,7 +194,7 @@ def train_command(
 def predict_parser() -> CommandParser:  # the parser of `bts predict`
     "The options of `bts predict`"
     from bts_course.inference import INTENSITY_NORMALIZATIONS
-    from bts_course.metrics import REGION_CONVENTIONS
+    from bts_course.scores import REGION_CONVENTIONS
     p = CommandParser(prog="bts predict", description="Segment whole scans with a trained model and write NIfTI label maps "
                       "(uint8: 0 background, 1 edema, 2 non-enhancing tumour, 3 enhancing tumour) with the input's "
                       "affine and header.")
@@ -208,7 +208,7 @@ def predict_parser() -> CommandParser:  # the parser of `bts predict`
     p.add_argument("--overlap", type=float, default=0.25, help="least overlap of neighbouring windows, as a fraction of the network's halo (half its receptive field; default 0.25)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--max-memory-gb", type=float, help="memory budget of the prediction (default: from the machine, 3/4 of the available memory, at most 16 GB)")
-    p.add_argument("--normalization", choices=INTENSITY_NORMALIZATIONS, default="slices",
+    p.add_argument("--intensity-normalization", choices=INTENSITY_NORMALIZATIONS, default="slices",
                    help="how the model's training data were normalised (default: slices, the course's standardize)")
     p.add_argument("--scores", metavar="FILE.csv", help="also score every case that has a label map: write one row per "
                    "case to FILE.csv and print the summary")
@@ -230,7 +230,7 @@ def predict_command(
     from bts_course.data import (CLASS_NAMES, CaseError, atomic_write, case_file_name, detect_layout, find_cases,
                                  probabilities_to_labels, read_case, save_nifti)
     from bts_course.evaluation import score_prediction, summarize_scores
-    from bts_course.inference import label_header, load_model, predict_volume
+    from bts_course.inference import label_header, load_segmentation_model, predict_volume
     p = predict_parser()
     args = p.parse_args(argv)
     if args.scores is not None and not args.scores.lower().endswith(".csv"): p.error(f"--scores {args.scores} must end with .csv")
@@ -243,10 +243,10 @@ def predict_command(
         paths, single = [src], True
     except CaseError:
         paths, single = find_cases(src), False
-    model = load_model(args.model)
+    model = load_segmentation_model(args.model)
     if single and out.name.endswith((".nii", ".nii.gz")): targets = [out]
     else: targets = [out / _output_file(path) for path in paths]
-    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, normalization=args.normalization)
+    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, intensity_normalization=args.intensity_normalization)
     if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
     rows = []
     for path, target in zip(paths, targets, strict=True):

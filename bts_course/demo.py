@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from .data import save_nifti, write_json
 from .evaluation import evaluate_case, plot_prediction
-from .inference import load_model
+from .inference import load_segmentation_model
 from .phantom import make_phantom
 from .viz import get_labeled_image, save_gif
 
@@ -143,7 +143,7 @@ def run_demo(
         best = "none" if result.best is None else f"{result.best:.4f} at epoch {result.best_epoch + 1}"
         n = len(result.history)
         print(f"{n} epoch{'s' * (n != 1)}; best {result.monitor} {best}")
-    model = load_model(result.best_path) if result.best_path.is_file() else result.model
+    model = load_segmentation_model(result.best_path) if result.best_path.is_file() else result.model
 
     _step(4, f"whole-scan prediction of an unseen phantom (seed {s.test_seed}) with predict_volume")
     case = make_phantom(s.test_seed, s.shape)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image,
                              check_label, check_size, find_cases, one_hot, probabilities_to_labels, read_case)
 from .inference import predict_volume
-from .metrics import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
+from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, with_input_shape
 from .preprocess import standardize
 from .viz import AXIS_NAMES, get_labeled_image, plane_slice

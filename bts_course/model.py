@@ -16,20 +16,20 @@ __all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divis
            'unet_model_3d', 'with_input_shape', 'receptive_field']
 
 # %% ../nbs/05_unet.ipynb #c8355ea2
-LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `normalization`
+LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `layer_normalization`
 
 def convolution_block(
     x,  # a channels-last Keras tensor `(B, X, Y, Z, C)`
     n_filters:int,  # output channels of the convolution
-    normalization:str|None=None,  # one of `LAYER_NORMALIZATIONS`: None, 'batch' or 'instance'
+    layer_normalization:str|None=None,  # one of `LAYER_NORMALIZATIONS`: None, 'batch' or 'instance'
     name:str="conv",  # prefix of the layers' names
 ) -> keras.KerasTensor:  # the block's output, `(B, X, Y, Z, n_filters)`
     "3×3×3 convolution, optional batch or instance normalisation, ReLU, on a channels-last tensor `(B, X, Y, Z, C)`"
     x = layers.Conv3D(n_filters, 3, padding="same", name=name)(x)
-    if normalization == "batch": x = layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
-    elif normalization == "instance": x = layers.GroupNormalization(groups=-1, axis=-1, name=f"{name}_in")(x)
-    elif normalization is not None:
-        raise ValueError(f"normalization must be one of {LAYER_NORMALIZATIONS}, got {normalization!r}")
+    if layer_normalization == "batch": x = layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
+    elif layer_normalization == "instance": x = layers.GroupNormalization(groups=-1, axis=-1, name=f"{name}_in")(x)
+    elif layer_normalization is not None:
+        raise ValueError(f"layer_normalization must be one of {LAYER_NORMALIZATIONS}, got {layer_normalization!r}")
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 # %% ../nbs/05_unet.ipynb #8ec24725
@@ -90,21 +90,21 @@ def unet_model_3d(
     deconvolution:bool=False,  # upsample with learnt transposed convolutions instead of repeating voxels
     depth:int=4,  # levels of the U: the input is pooled `depth - 1` times
     n_base_filters:int=32,  # filters of the first convolution; they double with every level
-    batch_normalization:bool=False,  # the course's switch, the same as `normalization="batch"`
+    batch_normalization:bool=False,  # the course's switch, the same as `layer_normalization="batch"`
     activation_name:str="sigmoid",  # activation of the output layer
     metrics=None,  # a metric or a list of them (default: `default_metrics()`)
-    normalization:str|None=None,  # None, 'batch' or 'instance' after every convolution
+    layer_normalization:str|None=None,  # None, 'batch' or 'instance' after every convolution
 ) -> keras.Model:  # compiled; input `(B, C, X, Y, Z)` float32, output `(B, n_labels, X, Y, Z)` float32 probabilities
     "Compiled 3D U-Net: input `(B, C, X, Y, Z)` float32 -> output `(B, n_labels, X, Y, Z)` float32 probabilities"
     input_shape, pool_size = _check_config(input_shape, pool_size, depth, n_base_filters, n_labels)
     if batch_normalization:
-        if normalization not in (None, "batch"):
-            raise ValueError(f"batch_normalization=True and normalization={normalization!r} contradict each other; pick one")
-        normalization = "batch"
-    if normalization not in LAYER_NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {LAYER_NORMALIZATIONS}, got {normalization!r}")
+        if layer_normalization not in (None, "batch"):
+            raise ValueError(f"batch_normalization=True and layer_normalization={layer_normalization!r} contradict each other; pick one")
+        layer_normalization = "batch"
+    if layer_normalization not in LAYER_NORMALIZATIONS:
+        raise ValueError(f"layer_normalization must be one of {LAYER_NORMALIZATIONS}, got {layer_normalization!r}")
     graph = dict(pool_size=pool_size, n_labels=n_labels, deconvolution=deconvolution, depth=depth,
-                 n_base_filters=n_base_filters, activation_name=activation_name, normalization=normalization)
+                 n_base_filters=n_base_filters, activation_name=activation_name, layer_normalization=layer_normalization)
     try: model = _unet_graph(input_shape, **graph)
     except ValueError:  # sizes the pooling cannot halve evenly break the skips: say which, from the free-size network
         check_divisible(input_shape[1:], model_divisor(_unet_graph((input_shape[0], None, None, None), **graph)),
@@ -116,15 +116,15 @@ def unet_model_3d(
 
 # %% ../nbs/05_unet.ipynb #9adaad5b
 def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_filters, activation_name,
-                normalization) -> keras.Model:
+                layer_normalization) -> keras.Model:
     "The U-Net's layers on an input of `input_shape` (C, X, Y, Z), uncompiled"
     inputs = keras.Input(input_shape, name="image")
     x = layers.Permute((2, 3, 4, 1), name="to_channels_last")(inputs)
     skips = []
     for level in range(depth):
         n = n_base_filters * 2 ** level
-        x = convolution_block(x, n, normalization, name=f"down{level}_conv1")
-        x = convolution_block(x, 2 * n, normalization, name=f"down{level}_conv2")
+        x = convolution_block(x, n, layer_normalization, name=f"down{level}_conv1")
+        x = convolution_block(x, 2 * n, layer_normalization, name=f"down{level}_conv2")
         if level < depth - 1:
             skips.append(x)
             x = layers.MaxPooling3D(pool_size, name=f"down{level}_pool")(x)
@@ -135,8 +135,8 @@ def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_f
             x = layers.UpSampling3D(pool_size, name=f"up{level}_upsample")(x)
         x = layers.Concatenate(axis=-1, name=f"up{level}_skip")([x, skips[level]])
         n = skips[level].shape[-1]
-        x = convolution_block(x, n, normalization, name=f"up{level}_conv1")
-        x = convolution_block(x, n, normalization, name=f"up{level}_conv2")
+        x = convolution_block(x, n, layer_normalization, name=f"up{level}_conv1")
+        x = convolution_block(x, n, layer_normalization, name=f"up{level}_conv2")
     x = layers.Conv3D(n_labels, 1, name="logits")(x)
     x = layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
     outputs = layers.Activation(activation_name, dtype="float32", name="probabilities")(x)

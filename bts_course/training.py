@@ -117,6 +117,8 @@ class VolumeDataGenerator(keras.utils.PyDataset):
                  num_channels:int=len(MODALITIES),  # input channels each patch must have
                  num_classes:int=len(CLASS_NAMES),  # tumour classes (the files hold one more: background)
                  cache:bool=False,  # keep the patches in memory after the first read
+                 batches_per_epoch:int|None=None,  # full batches per epoch, drawn from an endless stream of shuffled passes (default: one pass)
+                 intensity_jitter:float=0.0,  # scale each standardised channel by 1 ± this and shift it by ± this, at random
                  **kwargs):  # `workers`, `use_multiprocessing`, `max_queue_size` of `keras.utils.PyDataset`
         super().__init__(**kwargs)
         if int(batch_size) < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -128,6 +130,11 @@ class VolumeDataGenerator(keras.utils.PyDataset):
         self.random_crop = (split == "train") if random_crop is None else bool(random_crop)
         self.flip, self.num_channels, self.num_classes = bool(flip), int(num_channels), int(num_classes)
         self._cache = {} if cache else None
+        if batches_per_epoch is not None and int(batches_per_epoch) < 1:
+            raise ValueError(f"batches_per_epoch must be at least 1 (or None: one pass over the patches), got {batches_per_epoch}")
+        self.batches_per_epoch = None if batches_per_epoch is None else int(batches_per_epoch)
+        if not 0 <= float(intensity_jitter) < 1: raise ValueError(f"intensity_jitter must lie in [0, 1), got {intensity_jitter}")
+        self.intensity_jitter = float(intensity_jitter)
         stored = self._shape_of(self.files[0])
         self.stored_size = stored
         self.patch_size = stored if patch_size is None else check_size(patch_size, "patch_size")
@@ -193,13 +200,17 @@ def sample(self:VolumeDataGenerator,
         x, y = x[box], y[box]
     X = standardize(x)
     if self.flip: X, y, _ = random_flip(X, y, rng)
+    if self.intensity_jitter:
+        j, C = self.intensity_jitter, X.shape[0]
+        scale, shift = rng.uniform(1 - j, 1 + j, (C, 1, 1, 1)), rng.uniform(-j, j, (C, 1, 1, 1))
+        X = (X * scale.astype(np.float32) + shift.astype(np.float32)).astype(np.float32)
     return X, np.ascontiguousarray(y, dtype=np.float32)
 
 # %% ../nbs/06_training.ipynb #a82e03f8
 @patch
 def __len__(self:VolumeDataGenerator) -> int:  # batches per epoch, the last one possibly partial
-    "Batches per epoch: the number of patches divided by the batch size, rounded up"
-    return math.ceil(len(self.files) / self.batch_size)
+    "Batches per epoch: `batches_per_epoch`, or the number of patches divided by the batch size, rounded up"
+    return self.batches_per_epoch or math.ceil(len(self.files) / self.batch_size)
 
 # %% ../nbs/06_training.ipynb #a9b4e3ed
 @patch
@@ -208,9 +219,18 @@ def __getitem__(self:VolumeDataGenerator,
                ) -> tuple:  # `(X (B, C, x, y, z), y (B, K, x, y, z))`, float32
     "Batch `index` of the current epoch"
     if not 0 <= index < len(self): raise IndexError(f"batch {index} out of range for {len(self)} batches")
-    picks = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-    pairs = [self.sample(int(i)) for i in picks]
+    pairs = [self.sample(i, sweep) for i, sweep in self.picks(index)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+@patch
+def picks(self:VolumeDataGenerator,
+          index:int,  # batch number in the current epoch
+         ) -> list:  # `[(file index, pass), ...]`, one per patch of the batch
+    "Which patches make batch `index` of the current epoch, and in which pass over the patches each is drawn"
+    if self.batches_per_epoch is None:
+        return [(int(i), self.epoch) for i in self._order[index * self.batch_size:(index + 1) * self.batch_size]]
+    n, start = len(self.files), (self.epoch * self.batches_per_epoch + index) * self.batch_size
+    return [(int(self._order_for(g // n)[g % n]), g // n) for g in range(start, start + self.batch_size)]
 
 # %% ../nbs/06_training.ipynb #ae6cb675
 @patch
@@ -314,7 +334,7 @@ def train(
     strategy=None,  # a `tf.distribute` strategy (needs a model function)
     mixed_precision=False,  # True, 'mixed_float16' or 'mixed_bfloat16' (needs a model function)
     resume:bool=True,  # continue a run found in `out_dir`; False starts over
-    steps_per_epoch:int|None=None,  # batches per epoch (default: all of `train_data`)
+    steps_per_epoch:int|None=None,  # batches per epoch (default: all of `train_data`); a `VolumeDataGenerator` draws them from its stream (`batches_per_epoch`)
     time_limit:float|None=None,  # stop after this many seconds of training (`TimeLimit`)
     verbose="auto",  # Keras' verbosity: 'auto', 1 a progress bar, 2 a line per epoch, 0 silent (train's own lines too)
     callbacks=(),  # more Keras callbacks
@@ -323,6 +343,7 @@ def train(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
     if int(epochs) < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if steps_per_epoch is not None and int(steps_per_epoch) < 1: raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
     say = print if verbose != 0 else (lambda *args, **kwargs: None)
     monitor = monitor or ("val_dice_coefficient" if valid_data is not None else "dice_coefficient")
     mode = "max" if "dice" in monitor and "loss" not in monitor else "min"
@@ -335,6 +356,8 @@ def train(
     initial_epoch = int(state["epoch"]) if state else 0
     model = _build(model, strategy, policy, last if state else None)
     if hasattr(train_data, "patch_size"): check_divisible(train_data.patch_size, model_divisor(model), "patch size")
+    if steps_per_epoch is not None and hasattr(train_data, "batches_per_epoch"):  # Keras's own would run the epoch dry
+        train_data.batches_per_epoch, steps_per_epoch = int(steps_per_epoch), None
     # nothing is written before the model and the data are known to fit together
     out_dir.mkdir(parents=True, exist_ok=True)
     if state is None:

@@ -337,7 +337,7 @@ def test_bts_predict_one_msd_case_keeps_affine_and_header(tmp_path, saved_models
     np.testing.assert_allclose(out.header.get_zooms(), src.header.get_zooms()[:3])
     labels = np.asarray(out.dataobj)
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
-    model = inf.load_model(saved_models / "unet.keras")
+    model = inf.load_segmentation_model(saved_models / "unet.keras")
     np.testing.assert_array_equal(labels, probabilities_to_labels(inf.predict_volume(model, c.image, progress=False)))
 
 

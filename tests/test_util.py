@@ -16,7 +16,8 @@ from bts_course import evaluation, viz
 from bts_course.data import example_patches, one_hot, probabilities_to_labels, write_json
 from bts_course.dataset import write_course_dataset
 from bts_course.inference import predict_volume
-from bts_course.metrics import dice_coefficient, get_sens_spec_df, soft_dice_loss
+from bts_course.metrics import dice_coefficient, soft_dice_loss
+from bts_course.scores import get_sens_spec_df
 from bts_course.phantom import make_phantom
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "course_patches"  # shared/ sits beside the checkout
