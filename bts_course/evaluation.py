@@ -15,7 +15,7 @@ from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, ch
                              check_label, check_size, find_cases, one_hot, probabilities_to_labels, read_case)
 from .inference import predict_volume
 from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
-from .model import check_divisible, model_divisor, model_io, with_input_shape
+from .model import check_divisible, model_divisor, model_io, round_to_divisor, with_input_shape
 from .preprocess import standardize
 from .viz import AXIS_NAMES, get_labeled_image, plane_slice
 
@@ -117,7 +117,7 @@ def predict_and_viz(
     else:
         size = tuple(min(s, n) for s, n in zip(check_size(size, "size"), image.shape[:3], strict=True))
         divisor = model_divisor(model)
-        size = tuple(max(d, s - s % d) for s, d in zip(size, divisor, strict=True))
+        size = round_to_divisor(size, divisor, up=False)
         start = [min(max(v - s // 2, 0), max(n - s, 0)) for v, s, n in zip(loc, size, image.shape[:3], strict=True)]
         box = tuple(slice(a, a + s) for a, s in zip(start, size, strict=True))
         part = np.moveaxis(image[box], -1, 0)

@@ -12,8 +12,8 @@ from .data import check_size
 from .metrics import soft_dice_loss, dice_coefficient, dice_edema, dice_non_enhancing, dice_enhancing
 
 # %% auto #0
-__all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'default_metrics',
-           'unet_model_3d', 'with_input_shape', 'receptive_field']
+__all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'round_to_divisor',
+           'default_metrics', 'unet_model_3d', 'with_input_shape', 'receptive_field']
 
 # %% ../nbs/05_unet.ipynb #c8355ea2
 LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `layer_normalization`
@@ -74,6 +74,17 @@ def check_divisible(
             raise ValueError(f"{what} {tuple(size)}: spatial size {s} along {axis} is not a multiple of {d}; every size must "
                              f"be a multiple of the model's divisor, here a multiple of {tuple(divisor)} (the product of its "
                              "pooling factors: 2**(depth-1) for the course's U-Net)")
+
+# %% ../nbs/05_unet.ipynb #69b0390e
+def round_to_divisor(
+    size,  # spatial sizes `(x, y, z)`: positive ints
+    divisor,  # what each must become a multiple of, from `model_divisor`
+    up:bool=True,  # round up (cover `size`) or down (fit inside `size`, but at least one divisor)
+) -> tuple:  # 3 ints, each a positive multiple of its divisor
+    "Each size rounded up (or down) to a multiple of the divisor along its axis; never below the divisor itself"
+    size, divisor = check_size(size, "size"), check_size(divisor, "divisor")
+    if up: return tuple(-(-s // d) * d for s, d in zip(size, divisor, strict=True))
+    return tuple(max(d, s - s % d) for s, d in zip(size, divisor, strict=True))
 
 # %% ../nbs/05_unet.ipynb #82e9c99a
 def default_metrics() -> list:  # metric functions, each `(y_true, y_pred) -> scalar`
