@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #2eccf5e3
 from __future__ import annotations
-import argparse, contextlib, importlib, json, os, sys, time
+import argparse, contextlib, importlib, inspect, json, os, sys, time
 from pathlib import Path
 
 # %% auto #0
@@ -35,6 +35,10 @@ class CommandParser(argparse.ArgumentParser):
                         o.startswith(name) for o in self._option_string_actions if o.startswith("--")):
                     self.error(f"unrecognized option {name}")
         return super().parse_args(args, namespace)
+
+def _default(function, parameter: str):
+    "The default of `parameter` in the library's `function`: options read their defaults from the library, never copy them"
+    return inspect.signature(function).parameters[parameter].default
 
 def _positive_int(text: str) -> int:
     "An argparse type: an integer of at least 1"
@@ -89,20 +93,30 @@ def download_command(
 # %% ../nbs/10_cli.ipynb #d5c109f4
 def preprocess_parser() -> CommandParser:  # the parser of `bts preprocess`
     "The options of `bts preprocess`"
+    from bts_course.dataset import build_patch_dataset
+    default = lambda name: _default(build_patch_dataset, name)
     p = CommandParser(prog="bts preprocess", description=(
         "Cut a folder of labelled cases (MSD Task01 folder, BraTS case folders, or a folder of them) into HDF5 "
         "patches in the course's format, x (4, X, Y, Z) raw and y (X, Y, Z, 4) one-hot, with config.json "
         "(train/valid split by case) and manifest.json. Run again to resume an interrupted build."))
     p.add_argument("src", help="folder of cases")
     p.add_argument("dest", help="output folder (created)")
-    p.add_argument("--patches-per-case", type=int, default=4, help="patches cut from each case (default 4)")
-    p.add_argument("--valid-fraction", type=float, default=0.2, help="share of cases for validation (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the patch corners (default 0)")
-    p.add_argument("--workers", type=int, default=2, help="processes working on cases in parallel (default 2)")
-    p.add_argument("--patch-size", type=int, nargs=3, default=[160, 160, 16], metavar=("X", "Y", "Z"),
-                   help="patch size in voxels (default 160 160 16)")
-    p.add_argument("--background-threshold", type=float, default=0.95,
-                   help="largest share of background voxels in a patch (default 0.95)")
+    p.add_argument("--patches-per-case", type=_positive_int, default=default("patches_per_case"),
+                   help="patches cut from each case (default %(default)s)")
+    p.add_argument("--valid-fraction", type=float, default=default("valid_fraction"),
+                   help="share of cases for validation, drawn with --seed (default %(default)s)")
+    p.add_argument("--split", metavar="FILE.json", help='the split to use instead of drawing one: '
+                   '{"train": [case names], "valid": [case names]}, every case listed once')
+    p.add_argument("--seed", type=int, default=default("seed"), help="seed of the split and the patch corners (default %(default)s)")
+    p.add_argument("--workers", type=_positive_int, default=default("workers"),
+                   help="processes working on cases in parallel (default %(default)s)")
+    p.add_argument("--patch-size", type=_positive_int, nargs=3, default=list(default("patch_size")), metavar=("X", "Y", "Z"),
+                   help=f"patch size in voxels (default {' '.join(map(str, default('patch_size')))})")
+    p.add_argument("--background-threshold", type=float, default=default("background_threshold"),
+                   help="largest share of background voxels in a tumour patch (default %(default)s)")
+    p.add_argument("--tumour-patch-fraction", type=float, default=default("tumour_patch_fraction"),
+                   help="share of each case's patches held to --background-threshold; the rest are drawn from "
+                   "anywhere in the scan (default %(default)s: all)")
     p.add_argument("--pad", action="store_true", help="zero-pad cases smaller than the patch instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -115,8 +129,9 @@ def preprocess_command(
     args = preprocess_parser().parse_args(argv)
     dest = build_patch_dataset(args.src, args.dest, patches_per_case=args.patches_per_case,
                                valid_fraction=args.valid_fraction, seed=args.seed, workers=args.workers,
-                               size=tuple(args.patch_size), background_threshold=args.background_threshold,
-                               pad=args.pad, progress=not args.quiet)
+                               patch_size=tuple(args.patch_size), background_threshold=args.background_threshold,
+                               pad=args.pad, progress=not args.quiet, split=args.split,
+                               tumour_patch_fraction=args.tumour_patch_fraction)
     config = json.loads((dest / CONFIG).read_text())
     print(f"{len(config['train'])} training and {len(config['valid'])} validation patches in {dest}")
     return 0
@@ -124,30 +139,47 @@ def preprocess_command(
 # %% ../nbs/10_cli.ipynb #37b14a3a
 def train_parser() -> CommandParser:  # the parser of `bts train`
     "The options of `bts train`"
+    from bts_course.model import unet_model_3d
+    from bts_course.training import LEARNING_RATE_SCHEDULES, VolumeDataGenerator, learning_rate_schedule, train
+    model_default, train_default = (lambda name: _default(unet_model_3d, name)), (lambda name: _default(train, name))
     p = CommandParser(prog="bts train", usage="bts train DATASET --out DIR [options]",
                       description="Train a 3D U-Net on a folder of HDF5 patches made by 'bts preprocess' "
                       "(config.json + *.h5). Run again with the same --out to resume.")
     # DATASET and --out are checked after parsing, so that a mistyped option is what gets reported
     p.add_argument("dataset", nargs="?", metavar="DATASET", help="patch folder holding config.json and the HDF5 patches")
     p.add_argument("--out", metavar="DIR", help="run folder (required): best.keras, last.keras, log.csv, state.json")
-    p.add_argument("--depth", type=_positive_int, default=4, help="U-Net levels (default 4, the course's)")
-    p.add_argument("--base-filters", type=_positive_int, default=32, help="filters of the first level (default 32)")
+    p.add_argument("--depth", type=_positive_int, default=model_default("depth"), help="U-Net levels (default %(default)s, the course's)")
+    p.add_argument("--base-filters", type=_positive_int, default=model_default("n_base_filters"),
+                   help="filters of the first level (default %(default)s)")
     p.add_argument("--patch-size", type=_positive_int, nargs=3, metavar=("X", "Y", "Z"),
                    help="train on random windows of this size cut from the stored patches (default: the whole patch)")
-    p.add_argument("--epochs", type=_positive_int, default=10, help="total epochs, counting those of a resumed run (default 10)")
-    p.add_argument("--batch-size", type=_positive_int, default=3, help="patches per batch (default 3, the course's)")
-    p.add_argument("--learning-rate", type=float, default=1e-5, help="Adam learning rate (default 1e-5, the course's)")
-    p.add_argument("--patience", type=_positive_int, default=10, help="stop after this many epochs without a better validation dice")
+    p.add_argument("--epochs", type=_positive_int, default=train_default("epochs"),
+                   help="total epochs, counting those of a resumed run (default %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=_default(VolumeDataGenerator.__init__, "batch_size"),
+                   help="patches per batch (default %(default)s, the course's)")
+    p.add_argument("--learning-rate", type=float, default=model_default("initial_learning_rate"),
+                   help="Adam's (peak) learning rate (default %(default)s, the course's)")
+    p.add_argument("--schedule", choices=LEARNING_RATE_SCHEDULES, default=_default(learning_rate_schedule, "schedule"),
+                   help="learning rate over the run: constant, or a cosine decay to 1 %% over all epochs (default %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=_default(learning_rate_schedule, "warmup_steps"),
+                   help="with --schedule cosine: steps of linear warm-up from 0 (default %(default)s)")
+    p.add_argument("--patience", type=_positive_int, default=train_default("patience"),
+                   help="stop after this many epochs without a better validation dice (default %(default)s)")
     p.add_argument("--layer-normalization", choices=["none", "batch", "instance"], default="none",
                    help="normalisation after each convolution (default none, the course's)")
     p.add_argument("--deconvolution", action="store_true", help="learnt transposed convolutions instead of upsampling")
     p.add_argument("--flip", action="store_true", help="augment with random flips along the three axes")
-    p.add_argument("--steps-per-epoch", type=_positive_int, help="batches per epoch (default: every training patch once)")
+    p.add_argument("--intensity-jitter", type=float, default=_default(VolumeDataGenerator.__init__, "intensity_jitter"),
+                   help="augment: scale each standardised channel by 1 ± J and shift it by ± J at random (default %(default)s: off)")
+    p.add_argument("--steps-per-epoch", type=_positive_int,
+                   help="batches per epoch, drawn from an endless stream of shuffled passes (default: every training patch once)")
+    p.add_argument("--valid-patches", type=_positive_int, help="score this many validation patches after each epoch, "
+                   "evenly spread over the list (default: all)")
     p.add_argument("--time-limit", type=float, help="stop after this many seconds")
-    p.add_argument("--mixed-precision", action="store_true", help="16-bit compute (float16 on GPUs)")
+    p.add_argument("--mixed-precision", action="store_true", help="16-bit compute: float16 on GPUs, bfloat16 on CPUs")
     p.add_argument("--multi-gpu", action="store_true", help="train on every visible GPU (tf.distribute.MirroredStrategy)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
-    p.add_argument("--workers", type=_positive_int, default=1, help="threads reading patches (default 1)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="threads reading patches ahead of the model (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffles and the flips (default 0)")
     return p
 
@@ -159,7 +191,8 @@ def train_command(
     from bts_course.data import MODALITIES, write_json
     from bts_course.metrics import soft_dice_loss
     from bts_course.model import unet_model_3d
-    from bts_course.training import VolumeDataGenerator, read_config, train
+    import numpy as np
+    from bts_course.training import VolumeDataGenerator, learning_rate_schedule, patch_files, read_config, train
     p = train_parser()
     a = p.parse_args(argv)
     missing = [name for name, value in (("DATASET", a.dataset), ("--out", a.out)) if value is None]
@@ -169,8 +202,14 @@ def train_command(
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise FileExistsError(f"{out}: exists and is not a folder")
     kw = dict(batch_size=a.batch_size, patch_size=a.patch_size, seed=a.seed, workers=a.workers)
-    train_gen = VolumeDataGenerator(a.dataset, "train", flip=a.flip, **kw)
-    valid_gen = VolumeDataGenerator(a.dataset, "valid", **kw) if config["valid"] else None
+    train_gen = VolumeDataGenerator(a.dataset, "train", flip=a.flip, intensity_jitter=a.intensity_jitter,
+                                    batches_per_epoch=a.steps_per_epoch, **kw)
+    valid_files = patch_files(a.dataset, "valid")
+    if a.valid_patches is not None and a.valid_patches < len(valid_files):
+        valid_files = [valid_files[int(i)] for i in np.linspace(0, len(valid_files) - 1, a.valid_patches).round()]
+    valid_gen = VolumeDataGenerator(a.dataset, "valid", files=valid_files, **kw) if valid_files else None
+    total_steps = a.epochs * len(train_gen)
+    learning_rate = learning_rate_schedule(a.learning_rate, a.schedule, total_steps, a.warmup_steps)
     strategy = None
     if a.multi_gpu:
         import tensorflow as tf
@@ -179,13 +218,13 @@ def train_command(
     layer_normalization = None if a.layer_normalization == "none" else a.layer_normalization
     def build():
         return unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
-                             n_base_filters=a.base_filters, initial_learning_rate=a.learning_rate,
+                             n_base_filters=a.base_filters, initial_learning_rate=learning_rate,
                              deconvolution=a.deconvolution, layer_normalization=layer_normalization)
     record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")}}
     record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
     result = train(build, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
                    strategy=strategy, mixed_precision=a.mixed_precision, resume=not a.no_resume,
-                   steps_per_epoch=a.steps_per_epoch, time_limit=a.time_limit,
+                   time_limit=a.time_limit,
                    verbose=1 if sys.stdout.isatty() else 2, callbacks=[record_args])
     print(f"best model: {result.best_path}" if result.best_path.is_file() else "no checkpoint written")
     return 0

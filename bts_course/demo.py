@@ -126,7 +126,7 @@ def run_demo(
 
     _step(2, f"cutting {'x'.join(map(str, s.patch_size))} training patches -> {out / 'patches'}")
     build_patch_dataset(out / "cases", out / "patches", patches_per_case=s.patches_per_case,
-                        valid_fraction=s.valid_fraction, seed=seed, workers=1, size=s.patch_size,
+                        valid_fraction=s.valid_fraction, seed=seed, workers=1, patch_size=s.patch_size,
                         background_threshold=s.background_threshold, progress=progress)
     train_data = VolumeDataGenerator(out / "patches", "train", batch_size=s.batch_size, flip=True, seed=seed)
     valid_data = VolumeDataGenerator(out / "patches", "valid", batch_size=2 * s.batch_size)

@@ -73,22 +73,22 @@ def plot_prediction(
 def predict_course_tiles(
     model,  # a channels-first 3D model
     image,  # the scan `(X, Y, Z, C)`, raw intensities
-    tile=(160, 160, 16),  # the tile size: the course's training patch
+    patch_size=(160, 160, 16),  # the tile size: the course's training patch
     progress:bool=True,  # show a progress bar over the tiles
 ) -> np.ndarray:  # probabilities `(X, Y, Z, n_labels)` float32
     "The course's whole-scan method, without its defects: non-overlapping tiles, each standardised and predicted alone, stitched"
     channels, n_labels = model_io(model)
     image = check_image(image, channels)
-    tile = check_size(tile, "tile")
-    check_divisible(tile, model_divisor(model), "tile")
+    patch_size = check_size(patch_size, "patch_size")
+    check_divisible(patch_size, model_divisor(model), "patch_size")
     net = with_input_shape(model)
     shape = image.shape[:3]
     out = np.zeros(shape + (n_labels,), np.float32)
-    corners = list(product(*(range(0, s, t) for s, t in zip(shape, tile, strict=True))))
+    corners = list(product(*(range(0, s, t) for s, t in zip(shape, patch_size, strict=True))))
     for corner in tqdm(corners, desc="course tiles", unit="tile", disable=not progress):
-        box = tuple(slice(c, c + t) for c, t in zip(corner, tile, strict=True))
+        box = tuple(slice(c, c + t) for c, t in zip(corner, patch_size, strict=True))
         part = image[box]
-        patch = np.zeros((channels,) + tile, np.float32)  # zero padding past the edge, as the course does
+        patch = np.zeros((channels,) + patch_size, np.float32)  # zero padding past the edge, as the course does
         patch[(slice(None),) + tuple(slice(0, s) for s in part.shape[:3])] = np.moveaxis(part, -1, 0)
         probs = np.asarray(net.predict_on_batch(standardize(patch)[None]), np.float32)[0]
         out[box] = np.moveaxis(probs, 0, -1)[tuple(slice(0, s) for s in part.shape[:3])]
@@ -101,10 +101,10 @@ def predict_and_viz(
     model,  # a channels-first 3D model
     threshold:float=0.5,  # probability above which a class is predicted
     loc=(100, 100, 50),  # the voxel `(x, y, z)` the three slices pass through
-    size=None,  # None: the whole scan; `(x, y, z)`: only the box of that size centred on `loc` (clipped to the scan)
+    patch_size=None,  # None: the whole scan; `(x, y, z)`: only the box of that size centred on `loc` (clipped to the scan)
     mode:str="threshold",  # how probabilities become codes: "threshold" (innermost class wins) or "argmax"
     **predict_kwargs,  # passed on to `predict_volume` (whole scan only)
-) -> tuple:  # (labels `(X, Y, Z)` uint8, 0 outside the box with `size`; the Figure)
+) -> tuple:  # (labels `(X, Y, Z)` uint8, 0 outside the box with `patch_size`; the Figure)
     "Predict `image` and draw truth vs prediction through `loc`, as the course's `predict_and_viz` does"
     channels, _ = model_io(model)
     image = check_image(image, channels)
@@ -112,16 +112,16 @@ def predict_and_viz(
     loc = tuple(int(v) for v in loc)
     if len(loc) != 3 or any(not 0 <= v < s for v, s in zip(loc, image.shape[:3], strict=True)):
         raise ValueError(f"loc {loc} must be a voxel (x, y, z) inside the scan {image.shape[:3]}")
-    if size is None:
+    if patch_size is None:
         labels = probabilities_to_labels(predict_volume(model, image, **predict_kwargs), threshold, mode)
     else:
-        size = tuple(min(s, n) for s, n in zip(check_size(size, "size"), image.shape[:3], strict=True))
+        patch_size = tuple(min(s, n) for s, n in zip(check_size(patch_size, "patch_size"), image.shape[:3], strict=True))
         divisor = model_divisor(model)
-        size = round_to_divisor(size, divisor, up=False)
-        start = [min(max(v - s // 2, 0), max(n - s, 0)) for v, s, n in zip(loc, size, image.shape[:3], strict=True)]
-        box = tuple(slice(a, a + s) for a, s in zip(start, size, strict=True))
+        patch_size = round_to_divisor(patch_size, divisor, up=False)
+        start = [min(max(v - s // 2, 0), max(n - s, 0)) for v, s, n in zip(loc, patch_size, image.shape[:3], strict=True)]
+        box = tuple(slice(a, a + s) for a, s in zip(start, patch_size, strict=True))
         part = np.moveaxis(image[box], -1, 0)
-        patch = np.zeros((channels,) + size, np.float32)
+        patch = np.zeros((channels,) + patch_size, np.float32)
         patch[(slice(None),) + tuple(slice(0, s) for s in part.shape[1:])] = part
         probs = predict_patch(model, standardize(patch))[(slice(None),) + tuple(slice(0, s) for s in part.shape[1:])]
         labels = np.zeros(image.shape[:3], np.uint8)

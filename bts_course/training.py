@@ -16,8 +16,9 @@ from .model import check_divisible, model_divisor  # importing the model registe
 from .preprocess import standardize
 
 # %% auto #0
-__all__ = ['SPLITS', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip', 'VolumeDataGenerator',
-           'TrainingState', 'TimeLimit', 'TrainResult', 'train', 'train_small_unet']
+__all__ = ['SPLITS', 'LEARNING_RATE_SCHEDULES', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip',
+           'VolumeDataGenerator', 'TrainingState', 'TimeLimit', 'TrainResult', 'train', 'learning_rate_schedule',
+           'train_small_unet']
 
 # %% ../nbs/06_training.ipynb #dad6cabf
 SPLITS = ("train", "valid")  # the splits a `config.json` lists
@@ -443,6 +444,27 @@ def _size(data) -> str:
     "How many patches `data` holds, for the summary line"
     n = len(data.files) if hasattr(data, "files") else len(data[0]) if isinstance(data, (tuple, list)) else "?"
     return f"{n} patches"
+
+# %% ../nbs/06_training.ipynb #8f215ea2
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # the choices of `learning_rate_schedule(schedule=...)`
+
+def learning_rate_schedule(
+    learning_rate:float,  # the peak (or constant) learning rate
+    schedule:str="constant",  # one of `LEARNING_RATE_SCHEDULES`
+    total_steps:int|None=None,  # optimiser steps of the whole run (needed by "cosine")
+    warmup_steps:int=0,  # steps of linear warm-up from 0 ("cosine" only)
+    final_fraction:float=0.01,  # the cosine ends at this fraction of `learning_rate`
+):  # a float, or a `keras.optimizers.schedules.LearningRateSchedule`
+    "The learning rate Adam gets: `learning_rate` itself, or a cosine decay over `total_steps` after `warmup_steps` of warm-up"
+    if not learning_rate > 0: raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    if schedule not in LEARNING_RATE_SCHEDULES: raise ValueError(f"schedule must be one of {LEARNING_RATE_SCHEDULES}, got {schedule!r}")
+    if schedule == "constant": return float(learning_rate)
+    if total_steps is None or int(total_steps) <= int(warmup_steps) or int(warmup_steps) < 0:
+        raise ValueError(f"a cosine schedule needs total_steps > warmup_steps >= 0, got total_steps={total_steps}, warmup_steps={warmup_steps}")
+    if int(warmup_steps) == 0:
+        return keras.optimizers.schedules.CosineDecay(float(learning_rate), int(total_steps), alpha=final_fraction)
+    return keras.optimizers.schedules.CosineDecay(0.0, int(total_steps) - int(warmup_steps), alpha=final_fraction,
+                                                  warmup_target=float(learning_rate), warmup_steps=int(warmup_steps))
 
 # %% ../nbs/06_training.ipynb #c63b18e4
 def train_small_unet(
