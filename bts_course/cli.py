@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #2eccf5e3
 from __future__ import annotations
-import argparse, contextlib, importlib, inspect, json, os, sys, time
+import argparse, contextlib, importlib, inspect, json, os, subprocess, sys, time
 from pathlib import Path
 
 # %% auto #0
@@ -39,6 +39,18 @@ class CommandParser(argparse.ArgumentParser):
 def _default(function, parameter: str):
     "The default of `parameter` in the library's `function`: options read their defaults from the library, never copy them"
     return inspect.signature(function).parameters[parameter].default
+
+def _version() -> str:
+    "The installed bts_course's version"
+    from bts_course import __version__
+    return __version__
+
+def _git_commit() -> str | None:
+    "The commit of the checkout the command runs in (with '+changes' if it has uncommitted changes), or None outside git"
+    try:
+        run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return run("rev-parse", "HEAD") + ("+changes" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError): return None
 
 def _positive_int(text: str) -> int:
     "An argparse type: an integer of at least 1"
@@ -192,7 +204,8 @@ def train_command(
     from bts_course.metrics import soft_dice_loss
     from bts_course.model import unet_model_3d
     import numpy as np
-    from bts_course.training import VolumeDataGenerator, learning_rate_schedule, patch_files, read_config, train
+    from bts_course.training import (VolumeDataGenerator, learning_rate_schedule, machine_description, patch_files, read_config,
+                                     train)
     p = train_parser()
     a = p.parse_args(argv)
     missing = [name for name, value in (("DATASET", a.dataset), ("--out", a.out)) if value is None]
@@ -220,7 +233,8 @@ def train_command(
         return unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
                              n_base_filters=a.base_filters, initial_learning_rate=learning_rate,
                              deconvolution=a.deconvolution, layer_normalization=layer_normalization)
-    record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")}}
+    record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")},
+              "bts_course": _version(), "commit": _git_commit(), "machine": machine_description()}
     record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
     result = train(build, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
                    strategy=strategy, mixed_precision=a.mixed_precision, resume=not a.no_resume,

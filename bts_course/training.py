@@ -17,8 +17,8 @@ from .preprocess import standardize
 
 # %% auto #0
 __all__ = ['SPLITS', 'LEARNING_RATE_SCHEDULES', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip',
-           'VolumeDataGenerator', 'TrainingState', 'TimeLimit', 'TrainResult', 'train', 'learning_rate_schedule',
-           'train_small_unet']
+           'VolumeDataGenerator', 'TrainingState', 'machine_description', 'TimeLimit', 'TrainResult', 'train',
+           'learning_rate_schedule', 'train_small_unet']
 
 # %% ../nbs/06_training.ipynb #dad6cabf
 SPLITS = ("train", "valid")  # the splits a `config.json` lists
@@ -262,11 +262,15 @@ class TrainingState(keras.callbacks.Callback):
                  patience:int|None=None,  # epochs without improvement before stopping (None: never stop early)
                  best:float|None=None,  # best `monitor` so far (from `state.json` when resuming)
                  best_epoch:int|None=None,  # its epoch, 0-based
+                 seconds:float=0.0,  # training time of the earlier runs in this folder (from `state.json` when resuming)
                 ):
         super().__init__()
         if mode not in ("max", "min"): raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.out_dir, self.monitor, self.mode, self.patience = Path(out_dir), monitor, mode, patience
-        self.best, self.best_epoch = best, best_epoch
+        self.best, self.best_epoch, self.seconds = best, best_epoch, float(seconds)
+        self._since = time.monotonic()
+
+    def on_train_begin(self, logs=None): self._since = time.monotonic()  # time spent between runs is not training
 
     def _improved(self, value: float) -> bool:
         "Whether `value` beats the best so far (a NaN never does)"
@@ -287,13 +291,27 @@ class TrainingState(keras.callbacks.Callback):
             self.best, self.best_epoch = value, int(epoch)
             _save_atomic(self.model, self.out_dir / "best.keras")
         _save_atomic(self.model, self.out_dir / "last.keras")
+        now = time.monotonic()
+        self.seconds, self._since = self.seconds + now - self._since, now
         write_json({"epoch": int(epoch) + 1, "monitor": self.monitor, "mode": self.mode, "best": self.best,
-                    "best_epoch": self.best_epoch}, self.out_dir / "state.json")
+                    "best_epoch": self.best_epoch, "seconds": round(self.seconds, 1)}, self.out_dir / "state.json")
         since = epoch - (-1 if self.best_epoch is None else self.best_epoch)
         if self.patience is not None and since >= self.patience:
             print(f"early stop: no improvement of {self.monitor} for {since} epochs "
                   f"(best {self.best} at epoch {None if self.best_epoch is None else self.best_epoch + 1})")
             self.model.stop_training = True
+
+# %% ../nbs/06_training.ipynb #b285dc42
+def machine_description() -> str:  # e.g. "AMD EPYC, 2 CPU cores, TensorFlow 2.21.0, no GPU"
+    "The processor, its cores, TensorFlow's version and the GPUs TensorFlow sees, in one line"
+    import os, platform
+    import tensorflow as tf
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f: cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration): pass
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return f"{cpu}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, " + (f"{len(gpus)} GPU(s)" if gpus else "no GPU")
 
 # %% ../nbs/06_training.ipynb #054a76c6
 class TimeLimit(keras.callbacks.Callback):
@@ -364,7 +382,8 @@ def train(
     if state is None:
         for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
     if state: _truncate_log(log, initial_epoch)
-    checkpoints = TrainingState(out_dir, monitor, mode, patience, state and state.get("best"), state and state.get("best_epoch"))
+    checkpoints = TrainingState(out_dir, monitor, mode, patience, state and state.get("best"), state and state.get("best_epoch"),
+                                (state or {}).get("seconds", 0.0))
     result = lambda: TrainResult(model, _read_log(log), out_dir, initial_epoch, checkpoints.best, checkpoints.best_epoch, monitor)
     if initial_epoch >= epochs:
         say(f"{out_dir}: already trained for {initial_epoch} epochs (asked for {epochs}); nothing to do")
