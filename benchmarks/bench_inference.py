@@ -151,7 +151,7 @@ def quality(quick: bool = False) -> tuple:
         plans.append(plan_windows(model, box, max_memory_gb=tight).n_windows)
         for name, probs in (("predict_volume, one window", predict_volume(model, case.image, max_memory_gb=100, progress=False)),
                             ("predict_volume, windows", predict_volume(model, case.image, max_memory_gb=tight, progress=False)),
-                            ("course tiles", predict_course_tiles(model, case.image, tile=size, progress=False))):
+                            ("course tiles", predict_course_tiles(model, case.image, patch_size=size, progress=False))):
             scores[name].append(brats_region_metrics(probabilities_to_labels(probs), case.label)["Dice"])
     print(f"windows in the split runs: {plans}")
     return {name: np.mean(rows, axis=0) for name, rows in scores.items()}, list(scores["course tiles"][0].index)

@@ -23,7 +23,7 @@ def case():
 
 def test_course_tiles(case):
     m = tiny_unet()
-    probs = ev.predict_course_tiles(m, case.image, tile=(16, 16, 8), progress=False)
+    probs = ev.predict_course_tiles(m, case.image, patch_size=(16, 16, 8), progress=False)
     assert probs.shape == case.image.shape[:3] + (3,) and probs.dtype == np.float32
     first = ev.predict_patch(m, standardize(np.moveaxis(case.image[:16, :16, :8], -1, 0)))
     np.testing.assert_allclose(probs[:16, :16, :8], np.moveaxis(first, 0, -1), atol=1e-5)
