@@ -10,7 +10,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'demo_parser', 'demo_command', 'download_parser', 'download_command',
            'preprocess_parser', 'preprocess_command', 'train_parser', 'train_command', 'predict_parser',
-           'predict_command', 'gif_parser', 'gif_command', 'main']
+           'predict_command', 'export_parser', 'export_command', 'gif_parser', 'gif_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #a6291127
 class CommandError(Exception):
@@ -253,8 +253,9 @@ def predict_parser() -> CommandParser:  # the parser of `bts predict`
                       "affine and header.")
     p.add_argument("input", help="a case (MSD image file, BraTS case folder) or a folder of cases")
     p.add_argument("-o", "--output", required=True, help="output .nii.gz file for one case, or a folder")
-    p.add_argument("--model", required=True, help="trained model (.keras), e.g. best.keras from 'bts train'")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--model", help="a model folder written by 'bts export' or a .keras file such as best.keras from 'bts train' "
+                   "(default: the model shipped with the package, trained on real BraTS 2018 patients)")
+    p.add_argument("--threshold", type=float, help="probability threshold (default: the model card's, else 0.5)")
     p.add_argument("--mode", choices=("threshold", "argmax"), default="threshold",
                    help="how probabilities become labels (default: threshold, enhancing > non-enhancing > edema)")
     p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: as large as memory allows)")
@@ -283,7 +284,8 @@ def predict_command(
     from bts_course.data import (CLASS_NAMES, CaseError, atomic_write, case_file_name, detect_layout, find_cases,
                                  probabilities_to_labels, read_case, save_nifti)
     from bts_course.evaluation import score_prediction, summarize_scores
-    from bts_course.inference import label_header, load_segmentation_model, predict_volume
+    from bts_course.inference import label_header, predict_volume
+    from bts_course.pretrained import load_for_prediction
     p = predict_parser()
     args = p.parse_args(argv)
     if args.scores is not None and not args.scores.lower().endswith(".csv"): p.error(f"--scores {args.scores} must end with .csv")
@@ -296,7 +298,8 @@ def predict_command(
         paths, single = [src], True
     except CaseError:
         paths, single = find_cases(src), False
-    model = load_segmentation_model(args.model)
+    model, card = load_for_prediction(args.model)
+    threshold = args.threshold if args.threshold is not None else card.get("threshold", 0.5)
     if single and out.name.endswith((".nii", ".nii.gz")): targets = [out]
     else: targets = [out / _output_file(path) for path in paths]
     kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, intensity_normalization=args.intensity_normalization)
@@ -306,7 +309,7 @@ def predict_command(
         case = read_case(path)
         start = time.perf_counter()
         probs = predict_volume(model, case.image, progress=sys.stderr.isatty(), **kwargs)
-        labels = probabilities_to_labels(probs, args.threshold, args.mode)
+        labels = probabilities_to_labels(probs, threshold, args.mode)
         seconds = time.perf_counter() - start  # the prediction's time, as evaluate_case records it
         save_nifti(labels, target, case.affine, label_header(case.header))
         counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))
@@ -323,6 +326,38 @@ def predict_command(
         print(f"scores of {len(rows)} case(s) ({convention} convention) written to {args.scores}"
               + (f"; {unscored} case(s) without a label map not scored" if unscored else ""))
         print(summarize_scores(table).round(4).to_string())
+    return 0
+
+# %% ../nbs/10_cli.ipynb #4acbb7d6
+def export_parser() -> CommandParser:  # the parser of `bts export`
+    "The options of `bts export`"
+    p = CommandParser(prog="bts export", description="Write a model folder (float32 weights, model.json, MODEL_CARD.md) from a "
+                      "'bts train' run, with its validation scores and where it came from.")
+    p.add_argument("run", help="the run folder of 'bts train' (best.keras, train_args.json, state.json, log.csv)")
+    p.add_argument("--out", required=True, help="the model folder to write")
+    p.add_argument("--scores", metavar="FILE.csv", help="whole-scan validation scores written by 'bts predict --scores'")
+    p.add_argument("--split", metavar="FILE.json", help="the split by case used to cut the patches")
+    p.add_argument("--recipe", help="the command that made the run, for the card")
+    p.add_argument("--course-patches", metavar="DIR", help="also score course-format patches of other patients (config.json + *.h5)")
+    p.add_argument("--describe", metavar="FILE.json", help="title, summary, data, citations and limitations for the card")
+    p.add_argument("--threshold", type=float, default=0.5, help="the probability threshold the card prescribes (default 0.5)")
+    p.add_argument("--if-better", action="store_true", help="keep a model already in --out unless this one validates better")
+    return p
+
+def export_command(
+    argv:list,  # the arguments after `bts export`
+) -> int:  # the exit code: 0 on success
+    "`bts export RUN --out DIR [--scores FILE.csv] [--split FILE.json] [--if-better]`: a model folder from a training run"
+    from bts_course.pretrained import export_model, read_card, validation_dice
+    args = export_parser().parse_args(argv)
+    description = json.loads(Path(args.describe).read_text()) if args.describe else None
+    out = export_model(args.run, args.out, scores=args.scores, split=args.split, recipe=args.recipe,
+                       course_patches=args.course_patches, threshold=args.threshold, description=description,
+                       if_better=args.if_better)
+    if out is not None:
+        card = read_card(out)
+        print(f"model written to {out}: {card['n_parameters']:,} parameters, {card['bytes'] / 1e6:.1f} MB, "
+              f"mean validation Dice {validation_dice(card):.4f}")
     return 0
 
 # %% ../nbs/10_cli.ipynb #afe042af
@@ -370,6 +405,7 @@ COMMANDS = {  # name: (library module it needs, function, one-line help)
     "preprocess": ("bts_course.dataset", preprocess_command, "cut a folder of cases into HDF5 training patches"),
     "train": ("bts_course.training", train_command, "train a 3D U-Net on a patch data set"),
     "predict": ("bts_course.inference", predict_command, "segment whole scans and write NIfTI label maps"),
+    "export": ("bts_course.pretrained", export_command, "write a model folder with its model card from a training run"),
     "gif": ("bts_course.viz", gif_command, "write an animated GIF that scrolls through a case"),
 }
 

@@ -13,7 +13,7 @@ import nibabel as nib
 import keras
 from tqdm.auto import tqdm
 from .data import CLASS_NAMES, MODALITIES, check_image, check_size
-from .model import check_divisible, model_divisor, model_io, receptive_field, with_input_shape
+from .model import check_divisible, float32_model, model_divisor, model_io, receptive_field, with_input_shape
 from .preprocess import brain_box, normalize_nonzero, standardize, uncrop_from_brain
 
 # %% auto #0
@@ -329,7 +329,7 @@ def predict_volume(
 # %% ../nbs/07a_inference.ipynb #8dfb9f88
 def load_segmentation_model(
     path,  # a `.keras` file saved by `bts train` or `model.save()`
-) -> keras.Model:  # the model, uncompiled
+) -> keras.Model:  # the model, uncompiled, computing in float32
     "Load a saved segmentation model for inference, checking that it takes the 4 MRI sequences channels first"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such model file")
@@ -345,7 +345,7 @@ def load_segmentation_model(
     if n_labels not in (3, 4):
         raise ValueError(f"{path}: the model gives {n_labels} outputs per voxel; expected 3 tumour classes "
                          f"{CLASS_NAMES} (or 4 with background first)")
-    return model
+    return float32_model(model)  # a model trained with mixed precision predicts in float32
 
 # %% ../nbs/07a_inference.ipynb #04c90576
 def label_header(

@@ -13,7 +13,7 @@ from .metrics import soft_dice_loss, dice_coefficient, dice_edema, dice_non_enha
 
 # %% auto #0
 __all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'round_to_divisor',
-           'default_metrics', 'unet_model_3d', 'with_input_shape', 'receptive_field']
+           'default_metrics', 'unet_model_3d', 'with_input_shape', 'float32_model', 'receptive_field']
 
 # %% ../nbs/05_unet.ipynb #c8355ea2
 LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `layer_normalization`
@@ -194,6 +194,24 @@ def with_input_shape(
             raise ValueError(f"cannot run this {type(model).__name__} on inputs {input_shape} ({type(e).__name__}: {e}); "
                              f"build it with input_shape=({channels}, None, None, None)") from e
     return shapes[input_shape]
+
+# %% ../nbs/05_unet.ipynb #1831235f
+def _float32_config(config):
+    "A model config with every layer's dtype policy replaced by float32"
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy": return "float32"
+        return {k: _float32_config(v) for k, v in config.items()}
+    if isinstance(config, list): return [_float32_config(v) for v in config]
+    return config
+
+def float32_model(
+    model:keras.Model,  # a functional model, possibly built under a mixed-precision policy
+) -> keras.Model:  # the same architecture and weights, every layer computing in float32 (uncompiled); `model` if it already does
+    "The same network computing in float32: a model trained with mixed precision, for inference"
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers): return model
+    copy = keras.Model.from_config(_float32_config(model.get_config()))
+    copy.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    return copy
 
 # %% ../nbs/05_unet.ipynb #381a2151
 _POINTWISE = (layers.InputLayer, layers.Activation, layers.BatchNormalization, layers.GroupNormalization,

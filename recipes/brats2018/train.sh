@@ -55,5 +55,7 @@ done
 "$bts" predict "$work/valid_cases" -o "$work/valid_predictions" --model "$run/best.keras" --scores "$work/valid_scores.csv"
 
 echo "[4/4] weights and model card"
+course_patches=$(dirname "$data")/course_patches
 "$bts" export "$run" --scores "$work/valid_scores.csv" --split "$here/split.json" --recipe "$here/train.sh" \
+  --describe "$here/card.json" $([ -d "$course_patches" ] && echo --course-patches "$course_patches") \
   --out bts_course/weights --if-better
