@@ -10,7 +10,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'demo_parser', 'demo_command', 'download_parser', 'download_command',
            'preprocess_parser', 'preprocess_command', 'train_parser', 'train_command', 'predict_parser',
-           'predict_command', 'export_parser', 'export_command', 'gif_parser', 'gif_command', 'main']
+           'predict_command', 'export_parser', 'export_command', 'doctor_parser', 'doctor_command', 'gif_parser',
+           'gif_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #a6291127
 class CommandError(Exception):
@@ -360,6 +361,24 @@ def export_command(
               f"mean validation Dice {validation_dice(card):.4f}")
     return 0
 
+# %% ../nbs/10_cli.ipynb #33d0c051
+def doctor_parser() -> CommandParser:  # the parser of `bts doctor`
+    "The options of `bts doctor`"
+    p = CommandParser(prog="bts doctor", description="Check what this machine can do for the course: TensorFlow and Keras, "
+                      "the channels-last convolution path, the optimiser, memory, the shipped model, Chromium, and a data folder.")
+    p.add_argument("--data", metavar="FOLDER", help="also look at a folder of cases")
+    return p
+
+def doctor_command(
+    argv:list,  # the arguments after `bts doctor`
+) -> int:  # 0 when everything needed works, 1 otherwise
+    "`bts doctor [--data FOLDER]`: print the checks' table; exit 1 when something needed is missing"
+    from bts_course.doctor import diagnose, findings_table, healthy
+    args = doctor_parser().parse_args(argv)
+    with _native_stderr_silenced(): findings = diagnose(args.data)  # TensorFlow's start-up lines are not findings
+    print(findings_table(findings))
+    return 0 if healthy(findings) else 1
+
 # %% ../nbs/10_cli.ipynb #afe042af
 def gif_parser() -> CommandParser:  # the parser of `bts gif`
     "The options of `bts gif`"
@@ -406,6 +425,7 @@ COMMANDS = {  # name: (library module it needs, function, one-line help)
     "train": ("bts_course.training", train_command, "train a 3D U-Net on a patch data set"),
     "predict": ("bts_course.inference", predict_command, "segment whole scans and write NIfTI label maps"),
     "export": ("bts_course.pretrained", export_command, "write a model folder with its model card from a training run"),
+    "doctor": ("bts_course.doctor", doctor_command, "check what this machine can do for the course"),
     "gif": ("bts_course.viz", gif_command, "write an animated GIF that scrolls through a case"),
 }
 
@@ -436,7 +456,7 @@ def _load(module: str):
     "Import a command's library module with native start-up noise silenced; TensorFlow's device probe runs here too"
     with _native_stderr_silenced():
         importlib.import_module(module)
-        if "tensorflow" in sys.modules: sys.modules["tensorflow"].config.list_physical_devices("GPU")
+        if sys.modules.get("tensorflow") is not None: sys.modules["tensorflow"].config.list_physical_devices("GPU")
 
 def main(
     argv:list|None=None,  # the arguments after `bts` (default: the command line's)
