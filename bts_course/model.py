@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_unet.ipynb #cabeb02d
 from __future__ import annotations
-import weakref
+import math, weakref
 import numpy as np
 import keras
 from keras import layers
@@ -13,7 +13,7 @@ from .metrics import soft_dice_loss, dice_coefficient, dice_edema, dice_non_enha
 
 # %% auto #0
 __all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'round_to_divisor',
-           'default_metrics', 'unet_model_3d', 'with_input_shape', 'float32_model', 'receptive_field']
+           'default_metrics', 'unet_model_3d', 'with_input_shape', 'float32_model', 'forward_macs', 'receptive_field']
 
 # %% ../nbs/05_unet.ipynb #c8355ea2
 LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `layer_normalization`
@@ -212,6 +212,27 @@ def float32_model(
     copy = keras.Model.from_config(_float32_config(model.get_config()))
     copy.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
     return copy
+
+# %% ../nbs/05_unet.ipynb #1acbe6b6
+def forward_macs(
+    model:keras.Model,  # a channels-first 3D model
+    spatial_shape,  # the input's spatial size `(x, y, z)` (multiples of `model_divisor(model)`)
+) -> int:  # multiply-accumulates of the convolutions in one forward pass of one input (a FLOP is half a MAC)
+    "Multiply-accumulates of one forward pass over an input of `spatial_shape`, counted over the convolutions"
+    channels, _ = model_io(model)
+    spatial_shape = check_size(spatial_shape, "spatial_shape")
+    total = 0
+    def count(layer, *args, **kwargs):
+        nonlocal total
+        out = layer(*args, **kwargs)
+        if isinstance(layer, (layers.Conv3D, layers.Conv3DTranspose)):
+            per_voxel = math.prod(layer.kernel_size) * args[0].shape[-1] * out.shape[-1]   # channels last inside
+            grid = args[0] if isinstance(layer, layers.Conv3DTranspose) else out            # each input voxel spreads / each output voxel gathers
+            total += math.prod(grid.shape[1:4]) * per_voxel
+        return out
+    keras.models.clone_model(model, input_tensors=keras.Input((channels,) + spatial_shape), clone_function=lambda layer: layer,
+                             call_function=count)
+    return int(total)
 
 # %% ../nbs/05_unet.ipynb #381a2151
 _POINTWISE = (layers.InputLayer, layers.Activation, layers.BatchNormalization, layers.GroupNormalization,
