@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_cli.ipynb #2eccf5e3
 from __future__ import annotations
-import argparse, contextlib, importlib, inspect, json, os, subprocess, sys, time
+import argparse, contextlib, importlib, inspect, json, os, subprocess, sys
 from pathlib import Path
 
 # %% auto #0
@@ -282,10 +282,8 @@ def predict_command(
     argv:list,  # the arguments after `bts predict`
 ) -> int:  # the exit code: 0 on success
     "`bts predict INPUT -o OUTPUT --model MODEL [--scores FILE.csv]`: segment one case or a folder of cases into NIfTI label maps, and score them"
-    from bts_course.data import (CLASS_NAMES, CaseError, atomic_write, case_file_name, detect_layout, find_cases,
-                                 probabilities_to_labels, read_case, save_nifti)
-    from bts_course.evaluation import score_prediction, summarize_scores
-    from bts_course.inference import label_header, predict_volume
+    from bts_course.data import CLASS_NAMES, CaseError, detect_layout, find_cases
+    from bts_course.evaluation import predict_folder, summarize_scores, write_scores
     from bts_course.pretrained import load_for_prediction
     p = predict_parser()
     args = p.parse_args(argv)
@@ -305,25 +303,15 @@ def predict_command(
     else: targets = [out / _output_file(path) for path in paths]
     kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, intensity_normalization=args.intensity_normalization)
     if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
-    rows = []
-    for path, target in zip(paths, targets, strict=True):
-        case = read_case(path)
-        start = time.perf_counter()
-        probs = predict_volume(model, case.image, progress=sys.stderr.isatty(), **kwargs)
-        labels = probabilities_to_labels(probs, threshold, args.mode)
-        seconds = time.perf_counter() - start  # the prediction's time, as evaluate_case records it
-        save_nifti(labels, target, case.affine, label_header(case.header))
+    def report(case, target, labels, seconds):
         counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))
-        print(f"{case.name}: {target} ({counts} voxels; {time.perf_counter() - start:.1f} s)")
-        if args.scores is not None and case.label is not None:
-            scored = score_prediction(case, labels, seconds=seconds, convention=convention)
-            rows.append({**scored.row(), "case": case_file_name(path)})
+        print(f"{case.name}: {target} ({counts} voxels; {seconds:.1f} s)", flush=True)
+    table = predict_folder(model, paths, targets, threshold, args.mode, score=args.scores is not None, convention=convention,
+                           progress=sys.stderr.isatty(), on_case=report, **kwargs)
     if args.scores is not None:
-        if not rows: raise CaseError(f"--scores: none of the {len(paths)} case(s) has a label map to score against")
-        import pandas as pd
-        table = pd.DataFrame(rows)
-        atomic_write(args.scores, lambda tmp: table.to_csv(tmp, index=False))
-        unscored = len(paths) - len(rows)
+        if table.empty: raise CaseError(f"--scores: none of the {len(paths)} case(s) has a label map to score against")
+        write_scores(table, args.scores)
+        rows, unscored = table, len(paths) - len(table)
         print(f"scores of {len(rows)} case(s) ({convention} convention) written to {args.scores}"
               + (f"; {unscored} case(s) without a label map not scored" if unscored else ""))
         print(summarize_scores(table).round(4).to_string())

@@ -6,14 +6,16 @@
 from __future__ import annotations
 import math, time, warnings
 from dataclasses import dataclass
+from pathlib import Path
 from itertools import product
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image,
-                             check_label, check_size, find_cases, one_hot, probabilities_to_labels, read_case)
-from .inference import predict_volume
+                             check_label, check_size, find_cases, label_file_of, one_hot, probabilities_to_labels, read_case,
+                             save_nifti)
+from .inference import label_header, predict_volume
 from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, round_to_divisor, with_input_shape
 from .preprocess import standardize
@@ -21,7 +23,8 @@ from .viz import AXIS_NAMES, get_labeled_image, plane_slice
 
 # %% auto #0
 __all__ = ['predict_patch', 'plot_prediction', 'predict_course_tiles', 'predict_and_viz', 'CaseEvaluation', 'voxel_spacing',
-           'score_prediction', 'evaluate_case', 'evaluate_folder', 'summarize_scores']
+           'score_prediction', 'predict_case', 'evaluate_case', 'predict_folder', 'write_scores', 'evaluate_folder',
+           'summarize_scores']
 
 # %% ../nbs/07_evaluation.ipynb #f1868743
 def predict_patch(
@@ -182,6 +185,19 @@ def score_prediction(
     return CaseEvaluation(case.name, labels, probabilities, sens_spec, regions, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #c8119178
+def predict_case(
+    model,  # a channels-first 3D model
+    case:Case,  # the case to predict, e.g. from `read_case`
+    threshold:float=0.5,  # probability above which a class is predicted
+    mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
+    **predict_kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
+) -> tuple:  # `(labels (X, Y, Z) uint8, probabilities (X, Y, Z, n) float32, seconds)`
+    "Predict a whole case with `predict_volume` and make its label map: the one prediction step of every evaluation"
+    start = time.perf_counter()
+    probs = predict_volume(model, case.image, **predict_kwargs)
+    seconds = time.perf_counter() - start
+    return probabilities_to_labels(probs, threshold, mode), probs, seconds
+
 def evaluate_case(
     model,  # a channels-first 3D model
     case:Case,  # a case with its label map, e.g. from `read_case`
@@ -192,13 +208,43 @@ def evaluate_case(
 ) -> CaseEvaluation:  # labels, probabilities, both score tables and the prediction time
     "Predict `case` with `predict_volume` and score the label map"
     if case.label is None: raise ValueError(f"{case.name}: the case has no label map to evaluate against")
-    start = time.perf_counter()
-    probs = predict_volume(model, case.image, **predict_kwargs)
-    seconds = time.perf_counter() - start
-    labels = probabilities_to_labels(probs, threshold, mode)
+    labels, probs, seconds = predict_case(model, case, threshold, mode, **predict_kwargs)
     return score_prediction(case, labels, probs, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #d3c685fc
+def predict_folder(
+    model,  # a channels-first 3D model
+    paths:list,  # the cases: MSD image files or BraTS case folders, e.g. from `find_cases`
+    targets:list|None=None,  # a NIfTI file per case to write its label map to (None: write nothing)
+    threshold:float=0.5,  # probability above which a class is predicted
+    mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
+    score:bool=True,  # score every case that has a label map
+    convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
+    progress:bool=True,  # a progress bar over the cases
+    on_case=None,  # called as `on_case(case, target, labels, seconds)` after each case (e.g. to print a line)
+    **predict_kwargs,  # passed on to `predict_volume`
+) -> pd.DataFrame:  # one row per scored case (`CaseEvaluation.row`, `case` its `case_file_name`); empty when none was
+    "Predict every case of `paths`, write its label map (with the scan's affine and header) and score it: the loop under `evaluate_folder` and `bts predict`"
+    check_convention(convention)
+    if targets is not None and len(targets) != len(paths): raise ValueError(f"{len(paths)} cases but {len(targets)} targets")
+    rows = []
+    for i, path in enumerate(tqdm(paths, desc="predict", unit="case", disable=not progress)):
+        case = read_case(path)
+        labels, probs, seconds = predict_case(model, case, threshold, mode, progress=False, **predict_kwargs)
+        target = None if targets is None else save_nifti(labels, targets[i], case.affine, label_header(case.header))
+        if score and case.label is not None:
+            rows.append({**score_prediction(case, labels, None, seconds, convention).row(), "case": case_file_name(path)})
+        if on_case is not None: on_case(case, target, labels, seconds)
+        del probs
+    return pd.DataFrame(rows)
+
+def write_scores(
+    table:pd.DataFrame,  # one row per case, as `predict_folder` gives it
+    csv_path,  # the CSV file to write
+) -> Path:  # `csv_path`
+    "Write a score table as CSV, atomically (no half-written table after a crash)"
+    return atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
+
 def evaluate_folder(
     model,  # a channels-first 3D model
     folder,  # an MSD folder, BraTS case folders, or a folder of them
@@ -210,19 +256,13 @@ def evaluate_folder(
     **predict_kwargs,  # passed on to `predict_volume`
 ) -> pd.DataFrame:  # one row per labelled case (`CaseEvaluation.row`, `case` its `case_file_name`); `summarize_scores` condenses it
     "Evaluate every labelled case under `folder`: one row per case, also written to `csv_path`"
-    check_convention(convention)
-    paths = find_cases(folder)
-    rows, skipped = [], []
-    for path in tqdm(paths, desc="evaluate", unit="case", disable=not progress):
-        case = read_case(path)
-        if case.label is None:
-            skipped.append(case_file_name(path)); continue
-        result = evaluate_case(model, case, threshold, mode, convention, progress=False, **predict_kwargs)
-        rows.append({**result.row(), "case": case_file_name(path)})
+    found = find_cases(folder)
+    paths = [p for p in found if label_file_of(p) is not None]
+    skipped = [case_file_name(p) for p in found if label_file_of(p) is None]
     if skipped: warnings.warn(f"{len(skipped)} case(s) without a label map were skipped: {', '.join(skipped[:5])}", stacklevel=2)
-    if not rows: raise CaseError(f"{folder}: none of the {len(paths)} case(s) has a label map to evaluate against")
-    table = pd.DataFrame(rows)
-    if csv_path is not None: atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
+    if not paths: raise CaseError(f"{folder}: none of the {len(found)} case(s) has a label map to evaluate against")
+    table = predict_folder(model, paths, None, threshold, mode, True, convention, progress, **predict_kwargs)
+    if csv_path is not None: write_scores(table, csv_path)
     return table
 
 # %% ../nbs/07_evaluation.ipynb #10d44697

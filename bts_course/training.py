@@ -359,46 +359,24 @@ def train(
     callbacks=(),  # more Keras callbacks
 ) -> TrainResult:  # the model, the log and the run folder
     "Train `model` (compiled, or a function building one) on `train_data` for up to `epochs` epochs, checkpointing to `out_dir`"
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
-    if int(epochs) < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
-    if steps_per_epoch is not None and int(steps_per_epoch) < 1: raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+    out_dir = _check_run(out_dir, epochs, steps_per_epoch)
     say = print if verbose != 0 else (lambda *args, **kwargs: None)
     monitor = monitor or ("val_dice_coefficient" if valid_data is not None else "dice_coefficient")
     mode = "max" if "dice" in monitor and "loss" not in monitor else "min"
     policy = _mixed_policy(mixed_precision)
-    state_path, last, log = out_dir / "state.json", out_dir / "last.keras", out_dir / "log.csv"
-    state = json.loads(state_path.read_text()) if resume and state_path.is_file() and last.is_file() else None
-    if state is not None and state.get("monitor", monitor) != monitor:
-        raise ValueError(f"{out_dir} holds a run that monitored {state['monitor']!r}, not {monitor!r}; "
-                         "use another folder or resume=False")
+    state = _resumable_state(out_dir, monitor) if resume else None
     initial_epoch = int(state["epoch"]) if state else 0
-    model = _build(model, strategy, policy, last if state else None)
-    if hasattr(train_data, "patch_size"): check_divisible(train_data.patch_size, model_divisor(model), "patch size")
-    if steps_per_epoch is not None and hasattr(train_data, "batches_per_epoch"):  # Keras's own would run the epoch dry
-        train_data.batches_per_epoch, steps_per_epoch = int(steps_per_epoch), None
-    # nothing is written before the model and the data are known to fit together
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
-    if state: _truncate_log(log, initial_epoch)
-    checkpoints = TrainingState(out_dir, monitor, mode, patience, state and state.get("best"), state and state.get("best_epoch"),
-                                (state or {}).get("seconds", 0.0))
+    model = _build(model, strategy, policy, out_dir / "last.keras" if state else None)
+    steps_per_epoch = _fit_data_to(model, train_data, steps_per_epoch)
+    checkpoints = _prepare_folder(out_dir, state, monitor, mode, patience)  # only now: the model and the data fit together
+    log = out_dir / "log.csv"
     result = lambda: TrainResult(model, _read_log(log), out_dir, initial_epoch, checkpoints.best, checkpoints.best_epoch, monitor)
     if initial_epoch >= epochs:
         say(f"{out_dir}: already trained for {initial_epoch} epochs (asked for {epochs}); nothing to do")
         return result()
-    for data in (train_data, valid_data):
+    for data in (train_data, valid_data):  # the shuffles and augmentations continue where they would have been
         if hasattr(data, "set_epoch"): data.set_epoch(initial_epoch if data is train_data else 0)
-    import tensorflow as tf
-    devices = ", ".join(d.name.split("physical_device:")[-1] for d in tf.config.list_logical_devices()
-                        if d.device_type != "CPU") or "CPU"
-    start = f"resuming at epoch {initial_epoch + 1} from {last}" if state else "starting"
-    say(f"{model.name}: {model.count_params():,} parameters on {devices}"
-        f"{f' ({strategy.num_replicas_in_sync} replicas)' if strategy is not None else ''}"
-        f"{f', {policy}' if policy else ''}; {_size(train_data)} for training"
-        f"{f', {_size(valid_data)} for validation' if valid_data is not None else ''}; "
-        f"{start}, up to epoch {epochs}, run folder {out_dir}")
+    say(_summary(model, strategy, policy, train_data, valid_data, state, initial_epoch, epochs, out_dir))
     cbs = [keras.callbacks.TerminateOnNaN(), keras.callbacks.CSVLogger(str(log), append=True), checkpoints]
     if time_limit is not None: cbs.append(TimeLimit(time_limit))
     t0 = time.monotonic()
@@ -423,6 +401,52 @@ def _truncate_log(path: Path, epochs_done: int):
     def write(tmp):
         with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
     atomic_write(path, write)
+
+def _check_run(out_dir, epochs, steps_per_epoch) -> Path:
+    "The run folder as a `Path`, after checking it and the run's length"
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
+    if int(epochs) < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if steps_per_epoch is not None and int(steps_per_epoch) < 1: raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+    return out_dir
+
+def _resumable_state(out_dir: Path, monitor: str) -> dict | None:
+    "`state.json` of a run in `out_dir` to resume (None when there is none), checked to monitor the same value"
+    state_path = out_dir / "state.json"
+    if not (state_path.is_file() and (out_dir / "last.keras").is_file()): return None
+    state = json.loads(state_path.read_text())
+    if state.get("monitor", monitor) != monitor:
+        raise ValueError(f"{out_dir} holds a run that monitored {state['monitor']!r}, not {monitor!r}; "
+                         "use another folder or resume=False")
+    return state
+
+def _fit_data_to(model, train_data, steps_per_epoch):
+    "Check the patches fit the model's pooling; give a `VolumeDataGenerator` the epoch length itself. Returns the `steps_per_epoch` for `fit`"
+    if hasattr(train_data, "patch_size"): check_divisible(train_data.patch_size, model_divisor(model), "patch size")
+    if steps_per_epoch is not None and hasattr(train_data, "batches_per_epoch"):  # Keras's own would run the epoch dry
+        train_data.batches_per_epoch, steps_per_epoch = int(steps_per_epoch), None
+    return steps_per_epoch
+
+def _prepare_folder(out_dir: Path, state, monitor, mode, patience) -> "TrainingState":
+    "Create the run folder, clear a previous run's files (starting over) or the log's unsaved rows (resuming); the checkpoint callback"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
+    else: _truncate_log(out_dir / "log.csv", int(state["epoch"]))
+    state = state or {}
+    return TrainingState(out_dir, monitor, mode, patience, state.get("best"), state.get("best_epoch"), state.get("seconds", 0.0))
+
+def _summary(model, strategy, policy, train_data, valid_data, state, initial_epoch, epochs, out_dir) -> str:
+    "The line `train` prints before it starts: the model, the devices, the data, where it starts and stops"
+    import tensorflow as tf
+    devices = ", ".join(d.name.split("physical_device:")[-1] for d in tf.config.list_logical_devices()
+                        if d.device_type != "CPU") or "CPU"
+    start = f"resuming at epoch {initial_epoch + 1} from {out_dir / 'last.keras'}" if state else "starting"
+    return (f"{model.name}: {model.count_params():,} parameters on {devices}"
+            f"{f' ({strategy.num_replicas_in_sync} replicas)' if strategy is not None else ''}"
+            f"{f', {policy}' if policy else ''}; {_size(train_data)} for training"
+            f"{f', {_size(valid_data)} for validation' if valid_data is not None else ''}; "
+            f"{start}, up to epoch {epochs}, run folder {out_dir}")
 
 # %% ../nbs/06_training.ipynb #6ab7605f
 def _mixed_policy(mixed_precision) -> str | None:
