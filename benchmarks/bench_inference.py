@@ -127,7 +127,7 @@ def quality(quick: bool = False) -> tuple:
     from bts_course.sampling import sample_patches
     from bts_course.inference import plan_windows, predict_volume
     from bts_course.evaluation import predict_course_tiles
-    from bts_course.data import probabilities_to_labels
+    from bts_course.labels import probabilities_to_labels
     # patches about the size of the head's box (38x47 here), as the course's 160x160 patches are of a real brain's box
     shape, size = (64, 64, 48), (40, 48, 16)
     keras.utils.set_random_seed(0)

@@ -13,8 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image,
-                             check_label, check_size, find_cases, label_file_of, one_hot, probabilities_to_labels, read_case,
-                             save_nifti)
+                             check_label, check_size, find_cases, label_file_of, one_hot, read_case, save_nifti)
+from .labels import probabilities_to_labels
 from .inference import label_header, predict_volume
 from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, round_to_divisor, with_input_shape

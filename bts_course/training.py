@@ -497,7 +497,7 @@ def learning_rate_schedule(
     total_steps:int|None=None,  # optimiser steps of the whole run (needed by "cosine")
     warmup_steps:int=0,  # steps of linear warm-up from 0 ("cosine" only)
     final_fraction:float=0.01,  # the cosine ends at this fraction of `learning_rate`
-):  # a float, or a `keras.optimizers.schedules.LearningRateSchedule`
+) -> float | keras.optimizers.schedules.LearningRateSchedule:  # the constant rate, or the schedule Adam follows
     "The learning rate Adam gets: `learning_rate` itself, or a cosine decay over `total_steps` after `warmup_steps` of warm-up"
     if not learning_rate > 0: raise ValueError(f"learning_rate must be positive, got {learning_rate}")
     if schedule not in LEARNING_RATE_SCHEDULES: raise ValueError(f"schedule must be one of {LEARNING_RATE_SCHEDULES}, got {schedule!r}")

@@ -12,7 +12,8 @@ import ipywidgets as W
 from fastcore.basics import patch
 from PIL import Image as PILImage
 from .data import (Case, MODALITIES, CLASS_NAMES, CLASS_COLORS, LABEL_NAMES, atomic_write, check_image,
-                             check_label, probabilities_to_labels)
+                             check_label)
+from .labels import probabilities_to_labels
 from .scores import binary_dice
 from .viz import AXIS_NAMES, PLANES, plane_name, plane_slice, voxel_to_pixel
 

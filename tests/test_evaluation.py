@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from bts_course.phantom import make_phantom
-from bts_course.data import probabilities_to_labels, save_nifti
+from bts_course.data import save_nifti
+from bts_course.labels import probabilities_to_labels
 from bts_course.preprocess import standardize
 from bts_course import evaluation as ev
 from bts_course import inference as inf

@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from bts_course.model import model_divisor, model_io, unet_model_3d, with_input_shape  # imports TensorFlow quietly
 from bts_course.phantom import make_phantom
-from bts_course.data import probabilities_to_labels, save_nifti
+from bts_course.data import save_nifti
+from bts_course.labels import probabilities_to_labels
 from bts_course.metrics import soft_dice_loss
 from bts_course.preprocess import brain_box, standardize
 from bts_course.cli import main as bts

@@ -19,7 +19,7 @@ def unreachable(tree: ast.AST) -> list:
         for field in ("body", "orelse", "finalbody", "handlers"):
             block = getattr(node, field, None)
             if not isinstance(block, list): continue
-            for before, after in zip(block, block[1:]):
+            for before, after in zip(block[:-1], block[1:], strict=True):
                 if isinstance(before, ENDS): found.append(after.lineno)
     return found
 

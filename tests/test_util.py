@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 
 import bts_course.util as util
 from bts_course import evaluation, viz
-from bts_course.data import example_patches, one_hot, probabilities_to_labels, write_json
+from bts_course.data import example_patches, one_hot, write_json
+from bts_course.labels import probabilities_to_labels
 from bts_course.dataset import write_course_dataset
 from bts_course.inference import predict_volume
 from bts_course.metrics import dice_coefficient, soft_dice_loss
