@@ -13,9 +13,9 @@ import nibabel as nib
 
 # %% auto #0
 __all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSES', 'LAYOUTS', 'MAX_VOXELS', 'load_case',
-           'count_nonfinite', 'check_size', 'check_image', 'check_codes', 'check_label', 'one_hot', 'bounding_box',
-           'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'Case', 'detect_layout', 'label_file_of',
-           'read_case', 'case_file_name', 'find_cases', 'Patch', 'example_patches']
+           'count_nonfinite', 'check_size', 'check_image', 'check_patch', 'check_codes', 'check_label', 'one_hot',
+           'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'Case', 'detect_layout',
+           'label_file_of', 'read_case', 'case_file_name', 'find_cases', 'Patch', 'example_patches']
 
 # %% ../nbs/00_data.ipynb #1220b336
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")  # channel order of every image in this package
@@ -84,6 +84,29 @@ def check_image(
     n_bad = count_nonfinite(image)
     if n_bad: raise ValueError(f"{name} holds {n_bad:,} non-finite values (NaN or Inf); fix or zero them first")
     return image
+
+# %% ../nbs/00_data.ipynb #2ce2c597
+def check_patch(
+    patch,  # intensities `(C, X, Y, Z)`, channels first
+    channels:int|None=None,  # the number of channels required (None: any)
+    name:str="patch",  # what to call it in an error
+    dtype=np.float32,  # the dtype to return (None: keep the patch's own)
+) -> np.ndarray:  # the patch `(C, X, Y, Z)`, finite, in `dtype`
+    "A channels-first patch `(C, X, Y, Z)` of finite real intensities, or an error saying what is wrong"
+    patch = np.asarray(patch)
+    expected = f"({channels if channels else 'C'}, X, Y, Z), channels first"
+    looks_channels_last = patch.ndim == 4 and patch.shape[-1] <= 8 and patch.shape[0] > 8
+    hint = (" — it looks channels-last (X, Y, Z, C), as whole scans are; np.moveaxis(patch, -1, 0) puts the channels first"
+            if looks_channels_last else "")
+    if patch.ndim != 4: raise ValueError(f"{name} must be 4D: expected a patch {expected}; found {patch.ndim}D shape {patch.shape}")
+    if patch.size == 0: raise ValueError(f"{name} is empty: shape {patch.shape}")
+    if (channels and patch.shape[0] != channels) or (not channels and looks_channels_last):
+        raise ValueError(f"{name} has {patch.shape[0]} channels first in shape {patch.shape}; expected a patch {expected}{hint}")
+    if not (np.issubdtype(patch.dtype, np.number) or patch.dtype == bool) or np.iscomplexobj(patch):
+        raise ValueError(f"{name} must hold real numbers, found dtype {patch.dtype}")
+    n_bad = count_nonfinite(patch)
+    if n_bad: raise ValueError(f"{name} holds {n_bad:,} non-finite values (NaN or Inf) in shape {patch.shape}")
+    return patch if dtype is None else patch.astype(dtype, copy=False)
 
 # %% ../nbs/00_data.ipynb #0d953bab
 def check_codes(

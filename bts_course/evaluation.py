@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
-from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image,
+from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image, check_patch,
                              check_label, check_size, find_cases, label_file_of, one_hot, read_case, save_nifti)
 from .labels import probabilities_to_labels
 from .inference import label_header, predict_volume
@@ -33,10 +33,7 @@ def predict_patch(
     threshold:float|None=None,  # if given, 0/1 where the probability exceeds it
 ) -> np.ndarray:  # probabilities `(n_labels, x, y, z)` float32, or 0/1 float32 with a threshold
     "Predict one standardised patch, as the course's `model.predict(np.expand_dims(X_norm, 0))[0]`"
-    channels, _ = model_io(model)
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 4 or X.shape[0] != channels:
-        raise ValueError(f"expected a patch ({channels}, x, y, z) as the model takes {channels} channels; found shape {X.shape}")
+    X = check_patch(X, model_io(model)[0])
     check_divisible(X.shape[1:], model_divisor(model), "patch")
     probs = np.asarray(with_input_shape(model).predict_on_batch(X[None]), dtype=np.float32)[0]
     return probs if threshold is None else (probs > threshold).astype(np.float32)
