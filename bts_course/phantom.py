@@ -71,8 +71,8 @@ def _tumour_fractions(axes, rng, edge):
 def _healthy_brain(axes, rng, edge) -> tuple:
     "Fractions of each healthy tissue per voxel, and of the head and the brain: `({tissue: (X, Y, Z)}, f_head, f_brain)` float32"
     # head: an ellipsoid with a gently irregular outline, as large in the grid as a real skull-stripped
-    # brain in a BraTS scan (a bounding box of about 145x178x130 voxels in 240x240x155); the brain
-    # sits inside a layer of CSF; white matter is an irregular core; two ventricles near the middle
+    # brain in a 240x240x155 BraTS scan (its box is measured below); the brain sits inside a layer of
+    # CSF; white matter is an irregular core; two ventricles near the middle
     head = _ellipsoid(axes, (0, 0, -0.05), (0.60, 0.74, 0.84))
     head += np.float32(0.03) * _smooth_field(axes, rng, max_freq=3.0)
     white = head + np.float32(0.45)
