@@ -8,33 +8,62 @@ import numpy as np
 from .data import CLASS_NAMES
 
 # %% auto #0
-__all__ = ['probabilities_to_labels']
+__all__ = ['check_probabilities', 'check_thresholds', 'probabilities_to_labels']
 
 # %% ../nbs/05a_labels.ipynb #cbcd08af
+def check_probabilities(
+    probs,  # any array of probabilities
+    name:str="probabilities",  # what to call it in an error
+) -> np.ndarray:  # `probs` as an array, unchanged
+    "Probabilities: real, finite, within [0, 1] — or an error saying what was found"
+    probs = np.asarray(probs)
+    if not (np.issubdtype(probs.dtype, np.number) or probs.dtype == bool) or np.iscomplexobj(probs):
+        raise ValueError(f"{name}: expected real probabilities, found dtype {probs.dtype}")
+    if probs.size and np.issubdtype(probs.dtype, np.floating):
+        lo, hi = float(np.min(probs)), float(np.max(probs))   # NaN propagates into both
+        if np.isnan(lo) or np.isnan(hi): raise ValueError(f"{name}: holds NaN; expected probabilities in [0, 1]")
+        if lo < 0 or hi > 1:
+            raise ValueError(f"{name}: values from {lo:g} to {hi:g}; expected probabilities in [0, 1] (logits? apply a sigmoid first)")
+    return probs
+
+def check_thresholds(
+    threshold,  # one threshold for every class, or one per tumour class
+    n_classes:int=len(CLASS_NAMES),  # how many a per-class list must hold
+) -> np.ndarray:  # `(n_classes,)` float thresholds in [0, 1]
+    "Thresholds as one per class: a number for all, or a list of `n_classes` numbers, each in [0, 1]"
+    values = np.atleast_1d(np.asarray(threshold, dtype=object))
+    if values.ndim != 1 or len(values) not in (1, n_classes):
+        raise ValueError(f"threshold must be one number or {n_classes} (one per class {CLASS_NAMES[:n_classes]}); got {threshold!r}")
+    try: values = values.astype(float)
+    except (TypeError, ValueError): raise ValueError(f"threshold must be numbers in [0, 1]; got {threshold!r}") from None
+    if not np.all((values >= 0) & (values <= 1)): raise ValueError(f"threshold must lie in [0, 1]; got {threshold!r}")
+    return np.broadcast_to(values, (n_classes,)).copy()
+
 def probabilities_to_labels(
-    probs,  # class probabilities: 3 tumour classes, or 4 with background first, on `axis`
-    threshold:float=0.5,  # a class is present where its probability exceeds this
+    probs,  # class probabilities in [0, 1]: 3 tumour classes, or 4 with background first, on `axis`
+    threshold=0.5,  # a class is present where its probability exceeds this: one number, or one per tumour class
     mode:str="threshold",  # "threshold": innermost passing class wins; "argmax": most probable class
     axis:int=-1,  # the class axis of `probs`
 ) -> np.ndarray:  # label map of codes 0-3, uint8, `probs`' shape without the class axis
     """Label codes from class probabilities, by the package's one rule.
 
-    `mode="threshold"` (the course's rule): class k is predicted where its probability exceeds `threshold`; where
+    `mode="threshold"` (the course's rule): class k is predicted where its probability exceeds its threshold; where
     several classes pass, the innermost wins — enhancing (3) over non-enhancing (2) over edema (1).
-    `mode="argmax"`: the most probable tumour class, where its probability exceeds `threshold`; with 4 channels
+    `mode="argmax"`: the most probable tumour class, where its probability exceeds its threshold; with 4 channels
     (a softmax with background) the most probable of all four, and `threshold` is not used."""
-    probs = np.moveaxis(np.asarray(probs), axis, -1)
+    probs = np.moveaxis(check_probabilities(probs), axis, -1)
     if probs.shape[-1] not in (3, 4):
         raise ValueError(f"expected 3 tumour-class channels {CLASS_NAMES} (or 4 with background first) on axis {axis}; "
                          f"found {probs.shape[-1]} in shape {probs.shape}")
-    if not (np.issubdtype(probs.dtype, np.number) or probs.dtype == bool) or np.iscomplexobj(probs):
-        raise ValueError(f"expected real probabilities, found dtype {probs.dtype}")
     if mode not in ("threshold", "argmax"): raise ValueError(f"mode must be 'threshold' or 'argmax', got {mode!r}")
+    thresholds = check_thresholds(threshold)
+    if np.issubdtype(probs.dtype, np.floating): thresholds = thresholds.astype(probs.dtype)  # compare as the course does: 0.4 in float32
     if mode == "argmax" and probs.shape[-1] == 4: return probs.argmax(-1).astype(np.uint8)
     tumour = probs[..., -3:]
     if mode == "argmax":
-        return np.where(tumour.max(-1) > threshold, tumour.argmax(-1) + 1, 0).astype(np.uint8)
+        best = tumour.argmax(-1)
+        return np.where(np.take_along_axis(tumour, best[..., None], -1)[..., 0] > thresholds[best], best + 1, 0).astype(np.uint8)
     labels = np.zeros(probs.shape[:-1], np.uint8)
     for code in (1, 2, 3):  # later codes overwrite earlier ones: enhancing > non-enhancing > edema
-        labels[tumour[..., code - 1] > threshold] = code
+        labels[tumour[..., code - 1] > thresholds[code - 1]] = code
     return labels
