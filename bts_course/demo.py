@@ -14,7 +14,7 @@ from .data import save_nifti, write_json
 from .evaluation import evaluate_case, plot_prediction
 from .inference import load_segmentation_model
 from .phantom import make_phantom
-from .viz import get_labeled_image, save_gif
+from .viz import get_labeled_image, save_gif, tumour_centre
 
 # %% auto #0
 __all__ = ['FULL', 'QUICK', 'MARKER', 'OUTPUTS', 'DemoSettings', 'training_figure', 'side_by_side', 'run_demo']
@@ -161,8 +161,7 @@ def run_demo(
     with pd.option_context("display.precision", 4, "display.width", 120):
         print(f"sensitivity and specificity per class (whole scan):\n{evaluation.sens_spec}\n")
         print(f"BraTS regions (HD95 in mm):\n{evaluation.regions}")
-    tumour = np.argwhere(case.label > 0)
-    loc = tuple(tumour.mean(0).round().astype(int)) if len(tumour) else tuple(n // 2 for n in s.shape)
+    loc = tumour_centre(label=case.label)
     plot_prediction(case.image, case.label, evaluation.labels, loc,
                     title="unseen phantom: truth (top) and prediction (bottom)").savefig(out / "prediction.png")
     training_figure(result.history).savefig(out / "training.png")
