@@ -19,7 +19,7 @@ from .inference import label_header, predict_volume
 from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, round_to_divisor, with_input_shape
 from .preprocess import standardize
-from .viz import AXIS_NAMES, get_labeled_image, plane_slice
+from .viz import AXIS_NAMES, get_labeled_image, plane_slice, tumour_centre
 
 # %% auto #0
 __all__ = ['predict_patch', 'plot_prediction', 'predict_course_tiles', 'predict_and_viz', 'CaseEvaluation', 'voxel_spacing',
@@ -51,9 +51,7 @@ def plot_prediction(
     "The truth and the prediction through voxel `loc` in the three planes, in the course's colours"
     image = check_image(image, len(MODALITIES))
     truth, pred = check_label(truth, "truth", image.shape[:3]), check_label(pred, "pred", image.shape[:3])
-    if loc is None:
-        where = np.argwhere(truth > 0)
-        loc = tuple(where.mean(0).round().astype(int)) if len(where) else tuple(s // 2 for s in truth.shape)
+    if loc is None: loc = tumour_centre(label=truth)
     loc = tuple(int(v) for v in loc)
     if len(loc) != 3 or any(not 0 <= v < s for v, s in zip(loc, truth.shape, strict=True)):
         raise ValueError(f"loc {loc} must be a voxel (x, y, z) inside the volume {truth.shape}")

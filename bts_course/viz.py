@@ -12,34 +12,51 @@ from .data import (MODALITIES, CLASS_COLORS, CLASS_NAMES, N_CLASSES, atomic_writ
                              count_nonfinite)
 
 # %% auto #0
-__all__ = ['AXIS_NAMES', 'PLANES', 'scale_to_unit', 'get_labeled_image', 'tumour_center', 'grid_slices', 'plane_name',
-           'plane_slice', 'voxel_to_pixel', 'plot_image_grid', 'scroll_indices', 'gif_frames', 'visualize_data_gif',
-           'in_notebook', 'save_gif', 'visualize_patch']
+__all__ = ['AXIS_NAMES', 'PLANES', 'display_window', 'scale_to_unit', 'get_labeled_image', 'tumour_centre', 'grid_slices',
+           'plane_name', 'plane_slice', 'voxel_to_pixel', 'plot_image_grid', 'scroll_indices', 'add_progress_bar',
+           'gif_frames', 'visualize_data_gif', 'in_notebook', 'write_gif', 'save_gif', 'visualize_patch']
 
 # %% ../nbs/01_explore.ipynb #d35eccb2
+def display_window(
+    volume:np.ndarray,  # real values, any shape
+    percentile:float|tuple|None=None,  # None: min and max; q in (0, 100]: the minimum and the q-th percentile; (lo, hi): both percentiles
+    max_samples:int|None=None,  # look at about this many voxels, an even stride along every axis (None: all of them)
+) -> tuple:  # `(lo, hi)`, floats with `lo <= hi`: the intensities shown black and white
+    """The display window of `volume`: the intensities shown black and white.
+
+    Percentiles are taken over the foreground, every voxel above the volume's minimum; without foreground the window is `(min, max)`."""
+    v = np.asarray(volume)
+    if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
+        raise TypeError(f"expected a real-valued array, found dtype {v.dtype}")
+    if v.size == 0: raise ValueError(f"expected a non-empty array, found shape {v.shape}")
+    if max_samples is not None and v.size > max_samples:
+        step = int(np.ceil((v.size / max_samples) ** (1 / v.ndim)))
+        v = v[(slice(None, None, step),) * v.ndim]
+    n_bad = count_nonfinite(v)
+    if n_bad: raise ValueError(f"volume holds {n_bad:,} non-finite values (NaN or Inf)")
+    lo, hi = float(v.min()), float(v.max())
+    if percentile is None: return lo, hi
+    q = (0.0, percentile) if np.isscalar(percentile) else tuple(percentile)
+    if len(q) != 2 or not 0 <= q[0] < q[1] <= 100:
+        raise ValueError(f"percentile must be a number in (0, 100] or a pair (lo, hi) with 0 <= lo < hi <= 100, got {percentile!r}")
+    fg = v[v > lo]
+    if not fg.size: return lo, hi
+    p_lo, p_hi = np.percentile(fg, q)
+    return (float(p_lo) if q[0] > 0 else lo), float(p_hi)
+
+# %% ../nbs/01_explore.ipynb #5f35a94d
 def scale_to_unit(
     volume:np.ndarray,  # real values, any shape
-    percentile:float|tuple|None=None,  # None: min-max; q in (0, 100]: clip above the q-th percentile; (lo, hi): clip both ends
+    percentile:float|tuple|None=None,  # the window, as in `display_window` (None: min-max)
 ) -> np.ndarray:  # float32 in [0, 1], `volume`'s shape
-    """Scale `volume` to [0, 1] float32 by min-max, optionally clipping at percentiles first.
+    """Map the display window of `volume` (`display_window(volume, percentile)`) onto [0, 1], clipping outside it.
 
-    Percentiles are taken over the foreground, every voxel above the volume's minimum. A constant volume gives zeros."""
+    A constant volume gives zeros."""
     v = np.asarray(volume)
     if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
         raise TypeError(f"expected a real-valued array, found dtype {v.dtype}")
     v = v.astype(np.float32, copy=False)
-    if v.size == 0: raise ValueError("cannot scale an empty array")
-    n_bad = count_nonfinite(v)
-    if n_bad: raise ValueError(f"volume holds {n_bad:,} non-finite values (NaN or Inf)")
-    lo, hi = float(v.min()), float(v.max())
-    if percentile is not None:
-        q = (0.0, percentile) if np.isscalar(percentile) else tuple(percentile)
-        if len(q) != 2 or not 0 <= q[0] < q[1] <= 100:
-            raise ValueError(f"percentile must be a number in (0, 100] or a pair (lo, hi) with 0 <= lo < hi <= 100, got {percentile!r}")
-        fg = v[v > lo]
-        if fg.size:
-            p_lo, p_hi = np.percentile(fg, q)
-            lo, hi = (float(p_lo) if q[0] > 0 else lo), float(p_hi)
+    lo, hi = display_window(v, percentile)
     if hi <= lo: return np.zeros(v.shape, np.float32)
     out = v - np.float32(lo)
     out *= np.float32(1 / (hi - lo))
@@ -75,7 +92,7 @@ def _label_codes(label, shape: tuple) -> np.ndarray:
     return check_label(label, "label", shape)
 
 # %% ../nbs/01_explore.ipynb #9615f69d
-def tumour_center(
+def tumour_centre(
     labeled_image:np.ndarray|None=None,  # RGB `(X, Y, Z, 3)` from `get_labeled_image` (or grey `(X, Y, Z)`)
     label:np.ndarray|None=None,  # `(X, Y, Z)` codes 0-3; when given, the tumour is `label > 0`
     tol:float=0.02,  # a voxel is coloured when its R, G, B differ by more than this (on a [0, 1] scale)
@@ -127,13 +144,13 @@ def _centre_of_mass(mask: np.ndarray) -> tuple:
 # %% ../nbs/01_explore.ipynb #d693d520
 def grid_slices(
     shape:tuple,  # the volume's spatial shape `(X, Y, Z)`
-    center:tuple,  # voxel `(x, y, z)` the middle slices go through
+    centre:tuple,  # voxel `(x, y, z)` the middle slices go through
     n_slices:int=5,  # slices per axis
     spacing:int|tuple|None=None,  # voxels between slices, one for all axes or one per axis (default `size // (4 * n_slices)`)
     random:bool=False,  # draw the slices at random instead, as the course does
     rng:np.random.Generator|int|None=None,  # the generator (or seed) for `random=True`
 ) -> list:  # 3 sorted int arrays `(n_slices,)`, one per axis
-    """Slice indices for each axis: `n_slices` indices `spacing` apart, the middle one at `center[axis]`,
+    """Slice indices for each axis: `n_slices` indices `spacing` apart, the middle one at `centre[axis]`,
     shifted to stay inside the volume (or random ones)."""
     shape = tuple(int(s) for s in shape[:3])
     if n_slices < 1: raise ValueError(f"n_slices must be at least 1, got {n_slices}")
@@ -142,7 +159,7 @@ def grid_slices(
         return [np.sort(rng.choice(s, n_slices, replace=s < n_slices)) for s in shape]
     spacings = spacing if isinstance(spacing, (tuple, list)) else [spacing] * 3
     out = []
-    for size, c, step in zip(shape, center, spacings, strict=True):
+    for size, c, step in zip(shape, centre, spacings, strict=True):
         step = max(1, size // (4 * n_slices)) if step is None else int(step)
         if step < 1: raise ValueError(f"spacing must be at least 1, got {step}")
         if step * (n_slices - 1) >= size:  # cannot fit: spread evenly over the whole axis
@@ -195,7 +212,7 @@ def voxel_to_pixel(
 # %% ../nbs/01_explore.ipynb #db20e407
 def plot_image_grid(
     labeled_image:np.ndarray,  # RGB `(X, Y, Z, 3)` from `get_labeled_image`, or grey `(X, Y, Z)`, in [0, 1]
-    center:tuple|None=None,  # voxel `(x, y, z)` the middle column goes through (default: the tumour's centre)
+    centre:tuple|None=None,  # voxel `(x, y, z)` the middle column goes through (default: the tumour's centre)
     random:bool=False,  # random slices, as the course draws them
     rng:np.random.Generator|int|None=None,  # the generator (or seed) for `random=True`
     n_slices:int=5,  # panels per row
@@ -206,9 +223,9 @@ def plot_image_grid(
 ) -> Figure:  # 3 rows (slices at fixed x, y, z) of `n_slices` panels, each titled with its plane and index
     "A grid of slices through `labeled_image` along the three axes, cut by `plane_slice`"
     v = _to_uint8(labeled_image, "labeled_image")
-    if center is None and not random: center = tumour_center(v, label)
-    if center is not None and len(center) != 3: raise ValueError(f"center must be (x, y, z), got {center!r}")
-    slices = grid_slices(v.shape[:3], (0, 0, 0) if center is None else center, n_slices, spacing, random, rng)
+    if centre is None and not random: centre = tumour_centre(v, label)
+    if centre is not None and len(centre) != 3: raise ValueError(f"centre must be (x, y, z), got {centre!r}")
+    slices = grid_slices(v.shape[:3], (0, 0, 0) if centre is None else centre, n_slices, spacing, random, rng)
     ratios = [max(h / w, 0.05) for h, w in (plane_slice(v, a, 0).shape[:2] for a in range(3))]  # row heights at equal widths
     fig = Figure(figsize=(panel_size * n_slices, panel_size * (sum(ratios) + 0.45)), dpi=dpi, facecolor="black",
                  layout="constrained")
@@ -232,6 +249,36 @@ def scroll_indices(
     return (np.arange(n)[:, None] * sizes[None, :]) // n
 
 # %% ../nbs/01_explore.ipynb #883459fd
+def _bar_rows(n: int, width: int, rows: int) -> int:
+    "Rows a progress bar needs so that each of `n` frames `width` pixels wide adds at least one pixel (0: no bar)"
+    if rows < 0: raise ValueError(f"progress bar rows must be >= 0, got {rows}")
+    return max(rows, -(-n // width)) if rows else 0
+
+def _draw_bar(frames: np.ndarray, top: int) -> np.ndarray:
+    "Fill rows `top:` of `frames (n, H, W, 3)` in place as a progress bar: frame i fills ceil((i + 1) / n) of it, column by column"
+    n, height, width = frames.shape[:3]
+    rows = height - top
+    for i, frame in enumerate(frames):
+        cells = -(-(i + 1) * width * rows // n)
+        frame[top:, : cells // rows] = 160
+        if cells % rows: frame[top: top + cells % rows, cells // rows] = 160
+    return frames
+
+def add_progress_bar(
+    frames:np.ndarray,  # `(n, H, W, 3)` uint8
+    rows:int=2,  # rows of the bar, at least (0: no bar)
+) -> np.ndarray:  # `(n, H + 1 + r, W, 3)` uint8, `r = max(rows, ceil(n / W))`; `frames` itself when `rows` is 0
+    "`frames` with a black row and a progress bar `r` rows high under them, which gains at least one pixel per frame"
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 (n, H, W, 3); got {frames.dtype} {frames.shape}")
+    n, height, width = frames.shape[:3]
+    rows = _bar_rows(n, width, rows)
+    if not rows: return frames
+    out = np.zeros((n, height + 1 + rows, width, 3), np.uint8)
+    out[:, :height] = frames
+    return _draw_bar(out, height + 1)
+
 def gif_frames(
     volume:np.ndarray,  # RGB `(X, Y, Z, 3)` float in [0, 1] or uint8, or grey `(X, Y, Z)`
     axes:tuple=(0, 1, 2),  # one panel per axis, side by side
@@ -241,7 +288,7 @@ def gif_frames(
     """Frames scrolling through `volume`, each panel advancing by `scroll_indices`.
 
     A panel is a `plane_slice`; `W` is the panels' widths plus gaps, `H` the tallest panel plus a black row and a
-    bar `max(progress, ceil(n / W))` rows high. The bar gains at least one pixel per frame, so no two frames are alike."""
+    bar `max(progress, ceil(n / W))` rows high (`add_progress_bar`), so no two frames are alike."""
     v = _to_uint8(volume)
     axes = tuple(int(a) for a in axes)
     if not axes or any(a not in (0, 1, 2) for a in axes) or len(set(axes)) != len(axes):
@@ -251,20 +298,15 @@ def gif_frames(
     sizes = [plane_slice(v, a, 0).shape[:2] for a in axes]
     height = max(h for h, _ in sizes)
     width = sum(w for _, w in sizes) + gap * (len(axes) - 1)
-    n = len(sched)
-    rows = max(progress, -(-n // width)) if progress else 0
-    frames = np.zeros((n, height + (rows + 1 if rows else 0), width, 3), np.uint8)
-    for i, (frame, indices) in enumerate(zip(frames, sched, strict=True)):
+    rows = _bar_rows(len(sched), width, progress)
+    frames = np.zeros((len(sched), height + (rows + 1 if rows else 0), width, 3), np.uint8)  # bar drawn in place: no copy
+    for frame, indices in zip(frames, sched, strict=True):
         x0 = 0
         for a, s, (h, w) in zip(axes, indices, sizes, strict=True):
             top = (height - h) // 2
             frame[top:top + h, x0:x0 + w] = plane_slice(v, a, s)
             x0 += w + gap
-        if rows:  # fill ceil((i + 1) / n) of the bar's width * rows pixels, column by column
-            cells = -(-(i + 1) * width * rows // n)
-            frame[height + 1:, : cells // rows] = 160
-            if cells % rows: frame[height + 1: height + 1 + cells % rows, cells // rows] = 160
-    return frames
+    return _draw_bar(frames, height + 1) if rows else frames
 
 # %% ../nbs/01_explore.ipynb #e5f35884
 def visualize_data_gif(
@@ -278,7 +320,7 @@ def visualize_data_gif(
 ) -> Path:  # the GIF's path
     "Write an animated GIF scrolling through `labeled_image` along `axes` side by side, looping forever (`gif_frames`)"
     frames = gif_frames(labeled_image, axes, gap, progress)
-    path = _write_gif(frames, _new_gif_path() if path is None else path, duration)
+    path = write_gif(frames, _new_gif_path() if path is None else path, duration)
     if show or (show is None and in_notebook()):
         from IPython.display import Image, display
         display(Image(filename=str(path)))
@@ -291,10 +333,21 @@ def in_notebook() -> bool:  # whether pictures can be shown inline
     shell = ipython.get_ipython() if ipython is not None else None
     return shell is not None and type(shell).__name__ != "TerminalInteractiveShell"
 
-def _write_gif(frames: np.ndarray, path, duration: float) -> Path:
-    "Write uint8 `frames (n, H, W, 3)` as a looping GIF at `path`, atomically; `duration` seconds per frame"
+def write_gif(
+    frames:np.ndarray,  # `(n, H, W, 3)` uint8, no two consecutive frames alike (`add_progress_bar` sees to that)
+    path,  # the `.gif` file to write
+    duration:float=0.1,  # seconds per frame (at least 0.01, the GIF format's time unit)
+) -> Path:  # `path`
+    "Write `frames` as a GIF looping forever, atomically, one GIF frame per frame: identical neighbours are refused, never merged"
     import imageio.v3 as iio
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"frames must be uint8 (n, H, W, 3) with n >= 1; got {frames.dtype} {frames.shape}")
     if not duration >= 0.01: raise ValueError(f"duration must be at least 0.01 s (the GIF format's time unit), got {duration}")
+    same = next((i for i in range(len(frames) - 1) if np.array_equal(frames[i], frames[i + 1])), None)
+    if same is not None:
+        raise ValueError(f"frames {same} and {same + 1} are identical: a GIF writer merges them into one frame shown twice "
+                         f"as long, so the GIF would hold fewer than {len(frames)} frames; tell them apart with add_progress_bar")
     return atomic_write(path, lambda tmp: iio.imwrite(tmp, frames, extension=".gif", is_batch=True, mode="RGB",
                                                       duration=round(duration * 1000), loop=0))
 
@@ -314,7 +367,7 @@ def save_gif(
 ) -> Path:  # `path`
     "Write a looping GIF of `volume` with one frame per slice along `axis`"
     if axis not in (0, 1, 2): raise ValueError(f"axis must be 0, 1 or 2, got {axis!r}")
-    return _write_gif(gif_frames(volume, (axis,), progress=progress), path, duration)
+    return write_gif(gif_frames(volume, (axis,), progress=progress), path, duration)
 
 # %% ../nbs/01_explore.ipynb #66befe58
 def visualize_patch(

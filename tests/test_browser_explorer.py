@@ -1,9 +1,11 @@
 """The slice explorer in a real browser: JupyterLab on 127.0.0.1 with a token, headless Chromium via Playwright.
 
-Starts JupyterLab on a free port with a temporary root holding a small explorer notebook, opens it in the
-system's Chromium (Debian package `chromium`; never `playwright install`), runs all cells, waits for the
-three plane images, moves the axial slider with the keyboard and checks that the displayed pictures change.
-Screenshots are saved in pytest's tmp_path (their paths are printed; run with -s to see them).
+Starts JupyterLab once, on a free port with a temporary root holding two small explorer notebooks, opens each
+in the system's Chromium (Debian package `chromium`; never `playwright install`), runs all cells and waits for
+the three plane images. On label codes it moves the axial slider with the keyboard and checks that the displayed
+pictures change; on class probabilities it moves the threshold slider with the keyboard and checks that the
+displayed labels change (the axial picture, the voxel counts and the Dice in the key), and that the still picture
+under the live widget is shown. Screenshots are saved in pytest's tmp_path (their paths are printed; run with -s).
 """
 import json
 import os
@@ -37,6 +39,20 @@ CELLS = [
     "prediction = np.roll(case.label, 2, axis=0)\n"
     "ex = SliceExplorer(case, prediction=prediction)\n"
     "ex",
+    "print('explorer ready at', ex.position)",
+]
+
+PROBABILITY_CELLS = [
+    "import numpy as np\n"
+    "from bts_course.phantom import make_phantom\n"
+    "from bts_course.widgets import SliceExplorer\n"
+    "case = make_phantom(0, shape=(64, 64, 48))\n"
+    "probs = np.stack([case.label == code for code in (1, 2, 3)], axis=-1).astype(np.float32)\n"
+    "for _ in range(2):  # soft borders: every threshold step moves some of them\n"
+    "    for axis in range(3): probs = (np.roll(probs, 1, axis) + probs + np.roll(probs, -1, axis)) / 3\n"
+    "ex = SliceExplorer(case, prediction=probs, uncertainty=probs * (1 - probs))\n"
+    "ex",
+    "ex.still()",
     "print('explorer ready at', ex.position)",
 ]
 
@@ -80,14 +96,16 @@ def wait_for_server(proc, base: str, token: str, log: Path):
             time.sleep(2 * (attempt + 1))
 
 
-@pytest.fixture
-def lab(tmp_path):
-    "A JupyterLab server on 127.0.0.1 with a token, its root holding explorer.ipynb; yields (base_url, token)"
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    "A JupyterLab server on 127.0.0.1 with a token, its root holding explorer.ipynb and probabilities.ipynb; yields (base_url, token)"
+    tmp_path = tmp_path_factory.mktemp("lab")
     root, state = tmp_path / "root", tmp_path / "state"
     root.mkdir()
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-    nbformat.write(nb, root / "explorer.ipynb")
+    for name, cells in (("explorer", CELLS), ("probabilities", PROBABILITY_CELLS)):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        nbformat.write(nb, root / f"{name}.ipynb")
     # no news / update pop-ups over the page
     settings = state / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
@@ -130,6 +148,31 @@ def image_src(page, plane: str) -> str:
     return page.eval_on_selector(f"img.bts-image-{plane}", "img => img.src")
 
 
+def open_and_run(page, base: str, token: str, notebook: str) -> tuple:
+    "Open `notebook` in JupyterLab, run all its cells, wait for the explorer's three images; the voxel it opened on"
+    page.set_default_timeout(60_000)
+    for attempt in range(3):  # a cold server may still be slow to serve the first page
+        try:
+            page.goto(f"{base}/lab/tree/{notebook}?reset&token={token}", timeout=120_000)
+            page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
+                                   timeout=120_000)
+            break
+        except Exception:
+            if attempt == 2: raise
+            page.wait_for_timeout(5_000)
+    # wait until the notebook's kernel is up, then run every cell
+    page.wait_for_function("""() => {
+        const w = window.jupyterapp.shell.currentWidget;
+        const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+        return k && k.status === 'idle';
+    }""", timeout=KERNEL_RUN_S * 1000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(IMAGES_READY, timeout=KERNEL_RUN_S * 1000)
+    ready = page.get_by_text(re.compile(r"explorer ready at \(\d+, \d+, \d+\)"))
+    ready.wait_for(timeout=KERNEL_RUN_S * 1000)
+    return tuple(map(int, re.findall(r"\d+", ready.inner_text())))  # it opens on the tumour's centre
+
+
 def test_explorer_renders_and_follows_a_slider_in_chromium(lab, tmp_path):
     from playwright.sync_api import sync_playwright  # in the dev requirements; uses the system Chromium
     base, token = lab
@@ -137,27 +180,7 @@ def test_explorer_renders_and_follows_a_slider_in_chromium(lab, tmp_path):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
-            page.set_default_timeout(60_000)
-            for attempt in range(3):  # a cold server may still be slow to serve the first page
-                try:
-                    page.goto(f"{base}/lab/tree/explorer.ipynb?reset&token={token}", timeout=120_000)
-                    page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
-                                           timeout=120_000)
-                    break
-                except Exception:
-                    if attempt == 2: raise
-                    page.wait_for_timeout(5_000)
-            # wait until the notebook's kernel is up, then run every cell
-            page.wait_for_function("""() => {
-                const w = window.jupyterapp.shell.currentWidget;
-                const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
-                return k && k.status === 'idle';
-            }""", timeout=KERNEL_RUN_S * 1000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            page.wait_for_function(IMAGES_READY, timeout=KERNEL_RUN_S * 1000)
-            ready = page.get_by_text(re.compile(r"explorer ready at \(\d+, \d+, \d+\)"))
-            ready.wait_for(timeout=KERNEL_RUN_S * 1000)
-            x, y, z = map(int, re.findall(r"\d+", ready.inner_text()))  # opens on the middle of the tumour
+            x, y, z = open_and_run(page, base, token, "explorer.ipynb")
             page.locator("img.bts-image-axial").scroll_into_view_if_needed()
             before_png = tmp_path / "explorer_rendered.png"
             page.screenshot(path=str(before_png), full_page=True)
@@ -184,5 +207,58 @@ def test_explorer_renders_and_follows_a_slider_in_chromium(lab, tmp_path):
             page.screenshot(path=str(after_png), full_page=True)
             print(f"screenshot: {after_png}")
             assert before_png.stat().st_size > 10_000 and after_png.stat().st_size > 10_000
+        finally:
+            browser.close()
+
+
+def legend_text(page) -> str:
+    return page.eval_on_selector(".bts-legend", "e => e.innerText")
+
+
+def counts(legend: str) -> list:
+    "The voxel counts per class in the key's line 'voxels predicted at threshold T: Edema N · ...'"
+    line = re.search(r"voxels predicted at threshold [\d.]+: (.*)", legend).group(1)
+    return [int(n.replace(",", "")) for n in re.findall(r"([\d,]+)(?: ·|$)", line)]
+
+
+def test_threshold_slider_recolours_the_prediction_in_chromium(lab, tmp_path):
+    from playwright.sync_api import sync_playwright
+    base, token = lab
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1300})
+            open_and_run(page, base, token, "probabilities.ipynb")
+            # the still picture under the live widget: a PNG in the output of the next cell
+            still = page.locator(".jp-RenderedImage img").first
+            still.wait_for()
+            assert still.evaluate("img => img.naturalWidth") == 3 * 5 * 64 + 2 * 4  # three planes, 5 pixels a voxel, as the widget
+            readout = page.locator(".bts-threshold .widget-readout")
+            assert readout.inner_text().strip() == "0.50"
+            before = legend_text(page)
+            assert "voxels predicted at threshold 0.50" in before and "Dice over the whole volume" in before
+            before_counts, before_src = counts(before), image_src(page, "axial")
+            page.locator(".bts-threshold").scroll_into_view_if_needed()
+            before_png = tmp_path / "threshold_0.50.png"
+            page.screenshot(path=str(before_png), full_page=True)
+            print(f"screenshot: {before_png}")
+
+            # move the threshold five steps up with the keyboard, as a user would
+            handle = page.locator(".bts-threshold .noUi-handle").first
+            handle.focus()
+            for _ in range(5):
+                handle.press("ArrowRight")
+            page.wait_for_function("() => document.querySelector('.bts-threshold .widget-readout').textContent.trim() === '0.55'")
+            # the kernel relabelled the volume: the key's counts and Dice, and the axial picture, changed
+            page.wait_for_function("() => document.querySelector('.bts-legend').innerText.includes('threshold 0.55')")
+            page.wait_for_function("old => document.querySelector('img.bts-image-axial').src !== old", arg=before_src)
+            page.wait_for_function(IMAGES_READY)
+            after = legend_text(page)
+            assert sum(counts(after)) < sum(before_counts), (before, after)  # fewer voxels pass a higher threshold
+            dice = lambda text: re.search(r"Dice over the whole volume: (.*)", text).group(1)
+            assert dice(after) != dice(before)
+            after_png = tmp_path / "threshold_0.55.png"
+            page.screenshot(path=str(after_png), full_page=True)
+            print(f"screenshot: {after_png}")
         finally:
             browser.close()

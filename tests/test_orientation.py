@@ -44,7 +44,7 @@ def test_the_slicer_and_voxel_to_pixel_agree(marked):
 
 def test_plot_image_grid(marked):
     image, label = marked
-    fig = plot_image_grid(get_labeled_image(image, label, alpha=1), center=VOXEL, n_slices=1)
+    fig = plot_image_grid(get_labeled_image(image, label, alpha=1), centre=VOXEL, n_slices=1)
     for axis, plane in enumerate(AXIS_NAMES):
         assert red_pixels(fig.axes[axis].images[0].get_array()) == expected(plane), plane
 

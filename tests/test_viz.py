@@ -13,8 +13,9 @@ from bts_course import viz
 from bts_course.cli import main
 from bts_course.data import CLASS_COLORS, save_nifti
 from bts_course.phantom import make_phantom
-from bts_course.viz import (gif_frames, get_labeled_image, grid_slices, plane_slice, plot_image_grid, save_gif, scale_to_unit,
-                            scroll_indices, tumour_center, visualize_data_gif, visualize_patch)
+from bts_course.viz import (add_progress_bar, display_window, gif_frames, get_labeled_image, grid_slices, plane_slice,
+                            plot_image_grid, save_gif, scale_to_unit, scroll_indices, tumour_centre, visualize_data_gif,
+                            visualize_patch, write_gif)
 
 
 # ---------------------------------------------------------------- fixtures
@@ -78,6 +79,33 @@ def test_percentile_clips_outliers():
     np.testing.assert_array_equal(scale_to_unit(np.full((3, 3, 3), 5.0)), 0)  # constant: zeros, no division by 0
 
 
+def test_display_window_is_the_window_scale_to_unit_maps():
+    rng = np.random.default_rng(4)
+    v = np.zeros((30, 30, 30), np.float32)
+    v[5:25, 5:25, 5:25] = rng.uniform(100, 200, (20, 20, 20))
+    v[10, 10, 10] = 1e5
+    for percentile in (None, 99, (1, 99), (0.5, 99.5)):
+        lo, hi = display_window(v, percentile)
+        expected = np.clip((v - lo) / (hi - lo), 0, 1)
+        np.testing.assert_allclose(scale_to_unit(v, percentile), expected, atol=1e-6)
+    assert display_window(v) == (0.0, 1e5)
+    lo, hi = display_window(v, (1, 99))
+    assert 100 < lo < 103 and 197 < hi < 200  # the zeros and the hot voxel set neither end
+    assert display_window(v, 99)[0] == 0.0  # one number: the minimum stays black
+    # a strided sample: about max_samples voxels, nearly the same window
+    sampled = display_window(v, (1, 99), max_samples=v.size // 27)
+    assert abs(sampled[0] - lo) < 2 and abs(sampled[1] - hi) < 2
+    assert display_window(np.full((4, 4), 3.0), (1, 99)) == (3.0, 3.0)  # no foreground
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array(["a"]), "real-valued"), (np.zeros(0), "non-empty"), (np.array([1.0, np.nan]), "non-finite"),
+])
+def test_display_window_errors(bad, message):
+    with pytest.raises((TypeError, ValueError), match=message): display_window(bad)
+    with pytest.raises(ValueError, match="percentile"): display_window(np.ones(3), (50, 10))
+
+
 def test_one_hot_label_accepted(phantom, rgb):
     one_hot = np.eye(4, dtype=np.float32)[phantom.label]
     np.testing.assert_array_equal(get_labeled_image(phantom.image, one_hot), rgb)
@@ -104,18 +132,18 @@ def test_alpha_out_of_range():
 
 # ---------------------------------------------------------------- centre and grid
 
-def test_tumour_center(phantom, rgb):
+def test_tumour_centre(phantom, rgb):
     mask = phantom.label > 0
     expected = tuple(int(round(float(np.mean(ix)))) for ix in np.nonzero(mask))
-    assert tumour_center(label=phantom.label) == expected
-    assert tumour_center(rgb) == expected  # found from the colours alone
+    assert tumour_centre(label=phantom.label) == expected
+    assert tumour_centre(rgb) == expected  # found from the colours alone
     no_tumour = get_labeled_image(phantom.image, np.zeros_like(phantom.label))
     head = tuple(int(round(float(np.mean(ix)))) for ix in np.nonzero(viz._to_uint8(no_tumour).any(-1)))
-    assert tumour_center(no_tumour) == head
+    assert tumour_centre(no_tumour) == head
 
 
 def test_plot_image_grid_default_and_random(rgb):
-    centre = tumour_center(rgb)
+    centre = tumour_centre(rgb)
     fig = plot_image_grid(rgb, n_slices=3)
     assert len(fig.axes) == 9
     assert [fig.axes[3 * a + 1].get_title() for a in range(3)] == \
@@ -125,7 +153,7 @@ def test_plot_image_grid_default_and_random(rgb):
     np.testing.assert_array_equal(shown, viz.plane_slice(viz._to_uint8(rgb), "axial", centre[2]))
     titles = lambda f: [a.get_title() for a in f.axes]
     assert titles(plot_image_grid(rgb, random=True, rng=7)) == titles(plot_image_grid(rgb, random=True, rng=7))
-    assert titles(plot_image_grid(rgb, center=(0, 0, 0), n_slices=2, spacing=4))[:2] == ["sagittal x=0", "sagittal x=4"]
+    assert titles(plot_image_grid(rgb, centre=(0, 0, 0), n_slices=2, spacing=4))[:2] == ["sagittal x=0", "sagittal x=4"]
 
 
 def test_grid_slices_stay_inside():
@@ -178,6 +206,29 @@ def test_frames_distinct_when_narrow(shape, axis, tmp_path):
     frames = gif_frames(vol, axes=(axis,))
     assert all((a != b).any() for a, b in zip(frames[:-1], frames[1:], strict=True))
     assert frame_count(save_gif(vol, tmp_path / "n.gif", axis=axis)) == shape[axis]
+
+
+def test_identical_frames_are_refused_not_merged(tmp_path):
+    "The trap of 01_explore: Pillow merges identical neighbouring frames; write_gif refuses them, add_progress_bar parts them"
+    black = np.zeros((5, 6, 7, 3), np.uint8)
+    with pytest.raises(ValueError, match="frames 0 and 1 are identical"):
+        write_gif(black, tmp_path / "merged.gif")
+    assert list(tmp_path.iterdir()) == []
+    barred = add_progress_bar(black)
+    assert barred.shape == (5, 6 + 1 + 2, 7, 3) and not barred[:, :6].any()
+    back = iio.imread(write_gif(barred, tmp_path / "kept.gif", duration=0.05), index=None)
+    assert back.shape[0] == 5 and iio.immeta(tmp_path / "kept.gif")["duration"] == 50
+    with pytest.raises(ValueError, match="uint8"): write_gif(black.astype(np.float32), tmp_path / "f.gif")
+    with pytest.raises(ValueError, match="uint8"): add_progress_bar(black[0])
+    with pytest.raises(ValueError, match=">= 0"): add_progress_bar(black, rows=-1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 12), st.integers(1, 3))
+def test_progress_bar_parts_every_frame(n, width, rows):
+    barred = add_progress_bar(np.zeros((n, 2, width, 3), np.uint8), rows)
+    bar = (barred[:, 3:, :, 0] == 160).sum((1, 2))
+    assert (np.diff(bar) > 0).all() and bar[-1] == (barred.shape[1] - 3) * width  # grows every frame, full at the end
 
 
 def test_grey_and_bool_volumes():

@@ -9,7 +9,7 @@ from bts_course.data import MODALITIES, Case, example_patches
 from bts_course.labels import probabilities_to_labels
 from bts_course.phantom import make_phantom
 from bts_course.widgets import PatchExplorer, SliceExplorer, compare_codes
-from bts_course.viz import plane_slice, voxel_to_pixel
+from bts_course.viz import plane_slice, tumour_centre, voxel_to_pixel
 
 SHAPE = (20, 24, 12)
 RED, GREEN, BLUE = [255, 0, 0], [0, 255, 0], [0, 0, 255]
@@ -189,14 +189,14 @@ def test_save_png_and_gif(tmp_path, coords, label):
     ex.sliders["coronal"].value = 9  # coronal is now the plane moved last
     gif = ex.save_gif(tmp_path / "coronal.gif", duration=0.05)
     frames = iio.imread(gif, index=None)
-    assert frames.shape == (SHAPE[1], SHAPE[2], SHAPE[0], 3)
+    assert frames.shape == (SHAPE[1], SHAPE[2] + 3, SHAPE[0], 3)  # one frame per slice, over a progress bar 2 rows high
     meta = iio.immeta(gif)
     assert meta["loop"] == 0 and meta["duration"] == 50
     # each frame is the coronal slice it claims to be, up to the GIF palette
     for j in (0, 9, 23):
-        assert np.abs(frames[j].astype(int) - ex.render_plane("coronal", j, crosshair=False)).max() <= 8
+        assert np.abs(frames[j, :SHAPE[2]].astype(int) - ex.render_plane("coronal", j, crosshair=False)).max() <= 8
     axial = iio.imread(ex.save_gif(tmp_path / "axial.gif", axis=2, step=5), index=None)
-    assert axial.shape[0] <= len(range(0, SHAPE[2], 5)) and axial.shape[1:] == (SHAPE[1], SHAPE[0], 3)
+    assert axial.shape == (len(range(0, SHAPE[2], 5)), SHAPE[1] + 3, SHAPE[0], 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["axial.gif", "coronal.gif", "sub"]
 
 
@@ -253,10 +253,11 @@ def test_patch_explorer_labels_by_the_package_rule():
         PatchExplorer(X, prediction=np.zeros((2, 4, 4, 4)))
 
 
-def test_default_position_is_the_middle_of_the_tumour(coords, label):
+def test_default_position_is_the_tumours_centre(coords, label):
     assert SliceExplorer(coords).position == (10, 12, 6)  # no label: the middle of the volume
-    # medians of the 12 labelled voxels: x of 2,2,2,3,3,3,3,4,4,4,6,9; y of 2,2,2,3,3,3,4,4,4,4,7,10; z of 5 x3, 8 x9
-    assert SliceExplorer(coords, label).position == (3, 3, 8)
+    # the package's one rule, viz.tumour_centre: the centre of mass of the 12 labelled voxels,
+    # x (2,2,2,3,3,3,3,4,4,4,6,9) / 12 = 3.75, y (2,2,2,3,3,3,4,4,4,4,7,10) / 12 = 4, z (5 x3, 8 x9) / 12 = 7.25
+    assert SliceExplorer(coords, label).position == tumour_centre(label=label) == (4, 4, 7)
     only_pred = np.zeros(SHAPE, np.uint8)
     only_pred[15, 1, 2] = 3
     assert SliceExplorer(coords, np.zeros(SHAPE, np.uint8), only_pred).position == (15, 1, 2)
@@ -277,7 +278,8 @@ def test_overlay_controls_follow_what_is_given(coords, label):
     ((np.zeros(SHAPE + (4,)), np.zeros((20, 24, 11))), r"label has shape \(20, 24, 11\); expected \(20, 24, 12\)"),
     ((np.zeros(SHAPE + (4,)), np.full(SHAPE, 4)), "read_case maps it to 3"),
     ((np.zeros(SHAPE + (4,)), None, np.full(SHAPE, 0.5)), "prediction has codes"),
-    ((np.zeros(SHAPE + (4,)), None, np.zeros(SHAPE + (3,))), "threshold probabilities"),
+    ((np.zeros(SHAPE + (4,)), np.zeros(SHAPE + (3,))), "threshold probabilities"),  # a label must be codes
+    ((np.zeros(SHAPE + (4,)), None, np.zeros(SHAPE + (2,))), "found 2 channels"),
     ((np.full(SHAPE + (4,), np.inf),), "non-finite"),
 ])
 def test_bad_input_is_refused_clearly(args, message):
@@ -295,3 +297,172 @@ def test_bad_positions_and_modalities(coords):
         PatchExplorer(coords[..., 0], None)
     with pytest.raises(ValueError, match="y covers"):
         PatchExplorer(np.zeros((4, 8, 8, 4)), np.zeros((3, 8, 8, 5)))
+
+
+# ---------------------------------------------------------------- probabilities, thresholds, uncertainty
+
+@pytest.fixture
+def probs(label):
+    "Class probabilities (X, Y, Z, 3): 0.9 on the labelled class, 0.6 edema on the voxels next to the edema square, 0.1 elsewhere"
+    p = np.full(SHAPE + (3,), 0.1, np.float32)
+    for code in (1, 2, 3): p[label == code, code - 1] = 0.9
+    p[5, 2:5, 8, 0] = 0.6  # a rim that a threshold between 0.6 and 0.9 takes away
+    return p
+
+
+def test_threshold_slider_relabels_and_the_compare_view_and_dice_follow(coords, label, probs):
+    ex = SliceExplorer(coords, label, probs, position=(5, 3, 8), opacity=1.0)
+    ex.crosshair.value = False
+    assert ex.mode.value == "compare" and ex.threshold == 0.5 and len(ex.thresholds) == 1
+    np.testing.assert_array_equal(ex.prediction, probabilities_to_labels(probs, 0.5))
+    px = lambda v: ex.rendered["axial"][voxel_to_pixel("axial", v, SHAPE)].tolist()
+    assert px((5, 3, 8)) == MAGENTA and ex._dice[1] == pytest.approx(2 * 10 / (13 + 10))  # the rim: false positives
+    assert "voxels predicted at threshold 0.50: Edema 13 · Non-Enhancing Tumor 1 · Enhancing Tumor 1" in ex.legend.value
+    old_png = bytes(ex.images["axial"].value)
+    ex.thresholds[0].value = 0.7  # what dragging the slider does
+    assert px((5, 3, 8)) != MAGENTA and ex._dice == {1: 1.0, 2: 1.0, 3: 1.0}
+    assert bytes(ex.images["axial"].value) != old_png
+    assert "at threshold 0.70: Edema 10 ·" in ex.legend.value and "Edema 1.000" in ex.legend.value
+    ex.mode.value = "prediction"
+    assert len(set(px((5, 3, 8)))) == 1  # plain grey: no longer predicted
+    assert repr(ex).endswith("mode='prediction', threshold=0.7)")
+
+
+def test_threshold_ends_and_flat_probabilities(coords, label, probs):
+    ex = SliceExplorer(coords, label, probs)
+    ex.threshold = 1.0  # nothing exceeds 1
+    assert ex.prediction.max() == 0 and ex._dice == {1: 0.0, 2: 0.0, 3: 0.0}
+    ex.threshold = 0.0  # every positive probability exceeds 0: the innermost class wins everywhere
+    assert (ex.prediction == 3).all() and ex._counts == {1: 0, 2: 0, 3: int(np.prod(SHAPE))}
+    flat = SliceExplorer(coords, prediction=np.full(SHAPE + (3,), 0.5, np.float32))
+    assert flat.prediction.max() == 0 and flat.mode.options == ("prediction",)
+    empty = probs.copy()
+    empty[..., 1] = 0  # no non-enhancing tumour predicted, and none in this truth
+    truth = np.where(label == 2, 0, label)
+    assert SliceExplorer(coords, truth, empty)._dice[2] == 1.0
+
+
+def test_per_class_thresholds(coords, label, probs):
+    ex = SliceExplorer(coords, label, probs, threshold=[0.7, 0.5, 0.95])
+    assert [s.description for s in ex.thresholds] == ["Edema", "Non-Enhancing Tumor", "Enhancing Tumor"]
+    assert ex.threshold == (0.7, 0.5, 0.95)
+    expected = np.zeros(SHAPE, np.uint8)
+    for code, t in zip((1, 2, 3), ex.threshold, strict=True): expected[probs[..., code - 1] > t] = code
+    np.testing.assert_array_equal(ex.prediction, expected)
+    assert ex.prediction[9, 10, 5] == 0  # enhancing 0.9 does not pass its 0.95
+    with ex.hold():
+        ex.thresholds[2].value = 0.5
+        ex.thresholds[0].value = 0.5
+    assert ex.prediction[9, 10, 5] == 3 and ex.prediction[5, 3, 8] == 1
+    ex.threshold = (0.5, 0.5, 0.5)
+    np.testing.assert_array_equal(ex.prediction, probabilities_to_labels(probs, 0.5))
+    with pytest.raises(ValueError, match=r"3 threshold slider\(s\); got 1"): ex.threshold = 0.5
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(threshold=1.5), r"threshold must lie in \[0, 1\]"),
+    (dict(threshold=-0.01), r"threshold must lie in \[0, 1\]"),
+    (dict(threshold=float("nan")), r"threshold must lie in \[0, 1\]"),
+    (dict(threshold=[0.5, 0.5]), r"threshold must be one number or 3 \(one per class"),
+    (dict(threshold=[0.5] * 4), r"threshold must be one number or 3 .*got \[0.5, 0.5, 0.5, 0.5\]"),
+    (dict(threshold="high"), r"threshold must be numbers in \[0, 1\]"),
+    (dict(threshold=[0.5] * 3, label_mode="argmax"), "per-class thresholds need label_mode='threshold'"),
+    (dict(label_mode="softmax"), "label_mode must be 'threshold' or 'argmax'"),
+    (dict(prediction=np.full(SHAPE + (3,), 1.2)), r"values from 1.2 to 1.2; expected probabilities in \[0, 1\]"),
+    (dict(prediction=np.full(SHAPE + (3,), -3.0)), r"expected probabilities in \[0, 1\] \(logits\? apply a sigmoid first\)"),
+    (dict(prediction=np.where(np.arange(3) == 1, np.nan, np.zeros(SHAPE + (3,)))), "prediction: holds NaN; expected probabilities in \\[0, 1\\]"),
+    (dict(prediction=np.zeros((20, 24, 11, 3))), r"prediction covers \(20, 24, 11\) voxels"),
+    (dict(uncertainty=np.full(SHAPE, 0.6)), r"uncertainty has values in \[0.6, 0.6\]; expected \[0, 0.5\]"),
+    (dict(uncertainty=np.full(SHAPE, np.nan)), "uncertainty holds 5,760 NaN"),
+    (dict(uncertainty=np.zeros(SHAPE + (4,))), r"expected \(20, 24, 12\) \(one value per voxel\) or \(20, 24, 12, 3\)"),
+    (dict(uncertainty=np.zeros(SHAPE), uncertainty_max=0), "uncertainty_max must be a positive number"),
+])
+def test_bad_probabilities_thresholds_and_uncertainty(coords, kwargs, message):
+    kwargs = dict(prediction=np.zeros(SHAPE + (3,), np.float32)) | kwargs
+    with pytest.raises(ValueError, match=message):
+        SliceExplorer(coords, **kwargs)
+
+
+def test_four_channel_softmax_and_argmax(coords, label, probs):
+    softmax = np.concatenate([1 - probs.max(-1, keepdims=True), probs], axis=-1) / 2  # background first, sums < 1
+    ex = SliceExplorer(coords, label, softmax, label_mode="argmax")
+    np.testing.assert_array_equal(ex.prediction, probabilities_to_labels(softmax, mode="argmax"))
+    assert ex.thresholds[0].disabled  # argmax over four channels uses no threshold
+    assert "the most probable of four channels" in ex.legend.value
+    ex3 = SliceExplorer(coords, label, probs, label_mode="argmax", threshold=0.7)
+    np.testing.assert_array_equal(ex3.prediction, probabilities_to_labels(probs, 0.7, mode="argmax"))
+
+
+def test_uncertainty_heat_map(coords, label, probs):
+    u = np.zeros(SHAPE, np.float32)
+    u[15, 20, 5] = 0.5  # one very uncertain voxel away from the tumour
+    ex = SliceExplorer(coords, label, probs, uncertainty=u, position=(15, 20, 5), opacity=0.0, modality=3)
+    ex.crosshair.value = False
+    hot, cool = voxel_to_pixel("axial", (15, 20, 5), SHAPE), voxel_to_pixel("axial", (1, 1, 5), SHAPE)
+    assert ex.show_uncertainty.value and not ex.show_uncertainty.disabled
+    grey = ex.rendered["axial"][cool].tolist()
+    with ex.hold(): ex.uncertainty_opacity.value = 1.0
+    top = np.round(np.array(matplotlib_inferno_top()) * 255).astype(int).tolist()
+    assert ex.rendered["axial"][hot].tolist() == top  # full heat, full opacity: the top colour of 'inferno'
+    assert ex.rendered["axial"][cool].tolist() == grey  # certain: plain grey
+    ex.show_uncertainty.value = False
+    assert ex.rendered["axial"][hot].tolist() == grey
+    assert "uncertainty 0.500" in ex.info.value and "p = 0.10 / 0.10 / 0.10" in ex.info.value
+    # per class: the largest uncertainty among the classes switched on
+    per_class = np.zeros(SHAPE + (3,), np.float32)
+    per_class[15, 20, 5] = [0.0, 0.5, 0.0]
+    ex = SliceExplorer(coords, label, probs, uncertainty=per_class, position=(15, 20, 5), opacity=0.0,
+                       uncertainty_opacity=1.0, modality=3)
+    ex.crosshair.value = False
+    assert ex.rendered["axial"][hot].tolist() == top
+    ex.class_toggles[2].value = False
+    assert ex.rendered["axial"][hot].tolist() == grey
+    assert SliceExplorer(coords).show_uncertainty.disabled  # without a map: nothing to show
+
+
+def matplotlib_inferno_top():
+    from matplotlib import colormaps
+    return colormaps["inferno"](1.0)[:3]
+
+
+def test_still_picture_is_the_view(coords, label, probs):
+    ex = SliceExplorer(coords, label, probs)
+    still = ex.still(scale=2)
+    np.testing.assert_array_equal(iio.imread(io.BytesIO(still.data), extension=".png"), ex.render(scale=2))
+
+
+def test_gif_keeps_one_frame_per_slice_even_where_slices_are_alike(tmp_path):
+    "The fix: the export goes through viz.write_gif with a progress bar, so identical slices are not merged"
+    image = np.zeros((6, 5, 10, 1), np.float32)
+    image[..., 4:6, 0] = 1.0  # axial slices 0-3 and 6-9 are identical (black)
+    ex = SliceExplorer(image)
+    ex.crosshair.value = False
+    frames = iio.imread(ex.save_gif(tmp_path / "axial.gif", axis="axial", duration=0.05), index=None)
+    assert frames.shape == (10, 5 + 3, 6, 3)
+    assert all((a != b).any() for a, b in zip(frames[:-1], frames[1:], strict=True))
+    with pytest.raises(ValueError, match="frames 0 and 1 are identical"):
+        ex.save_gif(tmp_path / "merged.gif", axis="axial", progress=0)
+    with pytest.raises(ValueError, match="duration"):
+        ex.save_gif(tmp_path / "fast.gif", duration=0.001)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["axial.gif"]
+
+
+def test_patch_explorer_with_probabilities_and_uncertainty():
+    patch = example_patches()[1]
+    X, y = patch.x, np.moveaxis(patch.y, -1, 0)[1:]
+    probs = (y * 0.8).astype(np.float32)
+    spread = np.zeros((3,) + X.shape[1:], np.float32)
+    spread[0, 10, 20, 3] = 0.25
+    pe = PatchExplorer(X, y, probs, uncertainty=spread)
+    assert pe.probabilities.shape == X.shape[1:] + (3,) and pe.uncertainty.shape == X.shape[1:] + (3,)
+    assert pe.uncertainty[10, 20, 3, 0] == 0.25
+    np.testing.assert_array_equal(pe.prediction, pe.label)  # 0.8 passes 0.5
+    pe.threshold = 0.85
+    assert pe.prediction.max() == 0 and pe._dice == {1: 0.0, 2: 0.0, 3: 0.0}
+    pe = PatchExplorer(X, y, probs, threshold=[0.9, 0.5, 0.5])  # edema needs more than 0.8
+    assert (pe.prediction == 1).sum() == 0 and (pe.prediction == 3).sum() == (patch.label == 3).sum()
+    np.testing.assert_array_equal(pe.label, patch.label)  # the truth at the same thresholds: 0/1 either way
+    with pytest.raises(ValueError, match="prediction must be class channels"):
+        PatchExplorer(X, y, probs[0])
+    with pytest.raises(ValueError, match=r"expected probabilities in \[0, 1\]"):
+        PatchExplorer(X, y, probs * 2)
