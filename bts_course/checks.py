@@ -124,7 +124,7 @@ get_sub_volume = register(Check(
                                         ("orig_z - output_z + 1", "orig_x - output_x + 1"))),
         Mistake("randint's upper end",
                 "`np.random.randint(low, high)` never returns `high`: with `orig_x - output_x` as the upper end the last "
-                "corner that fits is never drawn. Use `np.random.randint(0, orig_x - output_x + 1)` (and the same for y, z).",
+                "corner that fits is never drawn. The upper end is one more than the last corner you want, along each axis.",
                 _draws_off_by_one, always=True, example=(("output_x + 1)", "output_x)"), ("output_y + 1)", "output_y)"),
                                             ("output_z + 1)", "output_z)"))),
         Mistake("corners drawn in another order",
@@ -304,14 +304,14 @@ standardize = register(Check(
                 "A constant slice (standard deviation 0, e.g. an empty slice above the head) is mishandled, the course "
                 "code's own defect: the division is guarded with `if std != 0`, but the assignment after it still uses "
                 "the scaled slice — the previous slice's values (stale), or on a constant first slice a variable never "
-                "assigned. Give a constant slice zeros, e.g. `centered / std if std > 0 else 0`.",
+                "assigned. Give a constant slice zeros instead: an `else` for a standard deviation of 0.",
                 _constant_slice_mishandled,
                 example=(("standardized_image[c, :, :, z] = centered / std if std > 0 else 0",
                           "if std != 0:\n                centered_scaled = centered / std\n"
                           "            standardized_image[c, :, :, z] = centered_scaled"),)),
         Mistake("divides by zero",
                 "A constant slice comes out as NaN: its standard deviation is 0 and you divide by it. Give a constant "
-                "slice zeros instead (`centered / std if std > 0 else 0`).",
+                "slice zeros instead, and divide only when the standard deviation is above 0.",
                 _divides_by_zero, example=(("centered / std if std > 0 else 0", "centered / std"),)),
         Mistake("integer result",
                 "Your result has the input's integer type, so the standardised values (between about -3 and 3) are "
@@ -320,14 +320,14 @@ standardize = register(Check(
                 _integer_result, example=(("np.zeros(image.shape)", "np.zeros_like(image)"),)),
         Mistake("one mean and std per channel",
                 "You standardise each channel as a whole; the course standardises each z-slice of each channel on its "
-                "own: the mean and standard deviation of `image[c, :, :, z]`, over x and y only.",
+                "own: a mean and a standard deviation per channel and z, over x and y only.",
                 like(_per_channel, CHANNELS),
                 example=(("image_slice = image[c, :, :, z]", "image_slice = image[c, :, :, z]; channel = image[c]"),
                          ("image_slice - np.mean(image_slice)", "image_slice - np.mean(channel)"),
                          ("std = np.std(centered)", "std = np.std(channel)"))),
         Mistake("x-slices instead of z-slices",
-                "Your slices are along x (`image[c, x, :, :]`); the course's are the z-slices `image[c, :, :, z]`, the "
-                "planes of the scan.",
+                "Your slices are along x (`image[c, x, :, :]`); the course's are the z-slices, one per value of the last "
+                "index, the planes of the scan.",
                 like(_x_slices, CHANNELS),
                 example=(("range(image.shape[3])", "range(image.shape[1])"), ("image[c, :, :, z]", "image[c, z, :, :]"))),
         Mistake("divides by the variance",
@@ -548,7 +548,7 @@ def _returns_each_class(probe) -> bool:
 _BATCH_MESSAGE = ("Your function is right for one sample but not for a batch `(B, C, X, Y, Z)`, which is what Keras passes "
                   "during training: there `axis=(1, 2, 3)` are the class axis and two spatial axes, so your sums pool the "
                   "classes and keep z — the course code's known defect. `axis` counts the axes of one sample: when `y_pred` "
-                  "has one dimension more, shift every axis by one (`tuple(a + 1 for a in axis)`).")
+                  "has one dimension more, every axis moves one place to the right.")
 _SHIFT = "    if len(y_pred.shape) == len(axis) + 2:\n        axis = tuple(a + 1 for a in axis)\n"
 _POOL = (("tf.reduce_sum(y_true * y_pred, axis=axis)", "tf.reduce_sum(y_true * y_pred)"),
          ("tf.reduce_sum(y_true, axis=axis)", "tf.reduce_sum(y_true)"), ("tf.reduce_sum(y_pred, axis=axis)", "tf.reduce_sum(y_pred)"))
@@ -703,12 +703,12 @@ compute_class_sens_spec = register(Check(
                 "TN / (TN + FP), false *positives* in the denominator.", _rates_like("npv"),
                 example=(("tn / (tn + fp) if tn + fp > 0", "tn / (tn + fn) if tn + fn > 0"),)),
         Mistake("class_num ignored",
-                "Your counts run over every class; take the class first, `pred[class_num]` and `label[class_num]` "
-                "(the classes are on axis 0).", _rates_like("right", class_axis="all"),
+                "Your counts run over every class; take the masks of class `class_num` first (the classes are on "
+                "axis 0).", _rates_like("right", class_axis="all"),
                 example=(("class_pred = pred[class_num]", "class_pred = pred"), ("class_label = label[class_num]", "class_label = label"))),
         Mistake("class on the last axis",
-                "The classes are on axis 0, whatever follows (`(C, X, Y, Z)`, or the course's `(1, 14)` row): "
-                "`pred[class_num]`, not `pred[..., class_num]`.", _rates_like("right", class_axis=-1),
+                "The classes are on axis 0, whatever follows (`(C, X, Y, Z)`, or the course's `(1, 14)` row): index the "
+                "first axis with `class_num`, not the last one (`pred[..., class_num]`).", _rates_like("right", class_axis=-1),
                 example=(("pred[class_num]", "pred[..., class_num]"), ("label[class_num]", "label[..., class_num]"))),
         Mistake("undefined rate as 0",
                 "A class absent from the truth has no positives, so its sensitivity is 0/0: undefined. Return NaN "
@@ -823,8 +823,8 @@ gaussian_weights = register(Check(
                 "gets a Gaussian twice as wide.", _gauss_like(scale_sigma=False),
                 example=(("(sigma_scale * w)", "sigma_scale"),)),
         Mistake("one axis for all three",
-                "Your weights use the first axis's Gaussian along all three axes: the outer product is "
-                "`g[0][:, None, None] * g[1][None, :, None] * g[2][None, None, :]`, one Gaussian per axis.",
+                "Your weights use the first axis's Gaussian along all three axes: the outer product takes one Gaussian "
+                "per axis, the first along x, the second along y, the third along z.",
                 _gauss_like(one_axis=True),
                 example=(("g[1][None, :, None] * g[2][None, None, :]", "g[0][None, :, None] * g[0][None, None, :]"),)),
         Mistake("not 1 at the centre",

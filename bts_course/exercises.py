@@ -316,8 +316,9 @@ def _choose(exercises: dict, only) -> set:
     names = set()
     for item in ([only] if isinstance(only, str) else only):
         item = str(item).strip()
-        hits = {n for n, ex in exercises.items()
-                if item in (n, ex.notebook, Path(ex.notebook).stem, re.sub(r"^\d+[a-z]?_", "", Path(ex.notebook).stem))}
+        hits = {item} if item in exercises else {  # an exercise's name first: `standardize` is also a notebook's
+            n for n, ex in exercises.items()
+            if item in (ex.notebook, Path(ex.notebook).stem, re.sub(r"^\d+[a-z]?_", "", Path(ex.notebook).stem))}
         if not hits:
             notebooks = sorted({Path(ex.notebook).stem for ex in exercises.values()})
             raise ValueError(f"unknown exercise or notebook {item!r}; the exercises are {', '.join(exercises)}, "
@@ -675,13 +676,16 @@ class Probe:
         try: return _plain(fn(*_fresh(case.args), **_fresh(case.kwargs)))
         except Exception: return FAILED
 
-    def expected(self, case):
-        "What the learner's function must return on `case`: the case's value, else the package's function's"
-        if case.expected is not None: return case.expected
+    def reference_value(self, case):
+        "What the package's function returns on `case`"
         if id(case) not in self._expected:
             if case.seed is not None: np.random.seed(case.seed)
             self._expected[id(case)] = _plain(self.check.reference(*_fresh(case.args), **_fresh(case.kwargs)))
         return self._expected[id(case)]
+
+    def expected(self, case):
+        "What the learner's function must return on `case`: the case's value, else the package's function's"
+        return case.expected if case.expected is not None else self.reference_value(case)
 
     def value(self, case):
         "The learner's value on `case` (tensors as numpy arrays), or `FAILED` if the call raised or ran out of time"
@@ -750,6 +754,10 @@ def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     text = text[0] if text else ""
     return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+
+def _is_form(problem: str) -> bool:
+    "Whether a `compare` answer is about the result's type or shape rather than its values"
+    return any(k in problem for k in ("; expected a ", " has shape ", " has dtype ", " parts; expected "))
 
 def _norm(line: str) -> str:
     return " ".join(line.split())
@@ -868,6 +876,8 @@ class Check:
         if out.error is not None: return f"it raised {_first_line(out.error)}"
         value = self._normal(out.value, case)
         if case.measure is not None:
+            form = compare(value, probe.reference_value(case), case.tolerance, self.parts)
+            if form is not None and _is_form(form): return form  # the wrong type or shape: say that first
             try: value = case.measure(value)
             except Exception as e: return f"{case.measured or 'its measure'} could not be computed from it ({_first_line(e)})"
             return compare(value, case.expected, case.tolerance, what=case.measured or "the measure")
@@ -897,6 +907,8 @@ class Check:
                                             f"expected a {case.raises.__name__}.")
         got = describe(_plain(out.value))
         if case.measure is not None:
+            if problem is not None and _is_form(problem):
+                return f"In {case.title}: `{call}` returned {got}; expected {describe(probe.reference_value(case))}."
             try: measured = describe(case.measure(self._normal(out.value, case)))
             except Exception: measured = "not computable"
             return f"In {case.title}: `{call}` returned {got}, whose {case.measured} is {measured}; expected {describe(case.expected)}."
