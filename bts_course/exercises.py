@@ -696,7 +696,7 @@ class Probe:
 @contextlib.contextmanager
 def spying(
     *targets,  # `(owner, name)` pairs: a module or object and an attribute, or a dict (a function's globals) and a key
-):  # yields `{"owner.name": [(args, kwargs), ...]}`
+) -> contextlib.AbstractContextManager:  # yields `{"owner.name": [(args, kwargs), ...]}`
     "Record the calls of functions while the block runs (e.g. `np.random.randint`), passing them on; restored afterwards"
     calls, saved = {}, []
     for owner, name in targets:
@@ -721,7 +721,7 @@ def spying(
 def like(
     wrong,  # a function that makes the mistake, with the exercise's signature
     *titles:str,  # the cases to look at, by title (default: all of the check's)
-):  # a `detect(probe)` for `Mistake`
+) -> types.FunctionType:  # a `detect(probe)` for `Mistake`
     "A detector: the learner's function returns what `wrong` returns on every case it answers, and that is not always right"
     def detect(probe) -> bool:
         matched = differs = False
@@ -1005,6 +1005,8 @@ def register(
 
 class Checks:
     "The check of every exercise, by name: `checks.get_sub_volume.check(get_sub_volume)`"
+    def __init__(self): pass  # one object, `checks`, serves them all
+
     def _all(self) -> dict:
         if "bts_course.checks" not in sys.modules: importlib.import_module("bts_course.checks")
         return _REGISTRY

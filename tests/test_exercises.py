@@ -8,13 +8,13 @@
 - the learner's copies: markers parsed, stubs and check cells written, no export directive left, an edited copy
   never overwritten without `force`, an untouched one refreshed; the notebooks ship in the wheel;
 - each learner's copy runs top to bottom in a Jupyter kernel as written (every check says "not attempted", nothing
-  fails), and with the solutions put back every check passes. The second run stops after the page's last check:
-  from each check on the page runs on the package's function whatever the check found, so the cells after the
-  last check are those the first run has already run.
+  fails); then, in the same kernel, the course-style solution is put into each exercise cell and that cell and its
+  check run again, as a learner does: every check passes. (From each check on, the page runs on the package's
+  function whatever the check found, so the rest of the page would run as it did the first time.)
 """
 from __future__ import annotations
 
-import json, re, subprocess, sys, time, zipfile
+import functools, json, re, subprocess, sys, time, zipfile
 from pathlib import Path
 
 import numpy as np
@@ -292,34 +292,47 @@ SKIP_FLAGS = {"slow", "gpu", "download", "docs"}  # settings.ini's tst_flags: ce
 
 
 def _skipped(source: str) -> bool:
-    lines = source.splitlines()
-    head = [l for l in lines[:4] if l.startswith("#|")]
+    head = [l for l in source.splitlines()[:4] if l.startswith("#|")]
     return any(l[2:].strip() in SKIP_FLAGS or l.replace(" ", "") == "#|eval:false" for l in head)
 
 
-def execute(path: Path, up_to_last_check: bool = False) -> list:
-    "Run the learner's copy at `path` in a fresh kernel from its folder; the outputs' text of each check cell"
+def _text(cell) -> str:
+    return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs)
+
+
+@functools.lru_cache(maxsize=None)
+def run_copy(path: Path) -> tuple:
+    """Run the learner's copy at `path` in a fresh kernel, from its folder, top to bottom as written; then, in the same
+    kernel, put the course-style solution into each exercise cell and run it and its check again, as a learner does.
+    Returns the text of each check as written, and with the solution."""
     import nbformat
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
-    checks_at = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "= checks." in c.source]
-    if up_to_last_check: nb.cells = nb.cells[:checks_at[-1] + 1]
+    names = nb.metadata["bts_course"]["exercises"]
+    at = {n: next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and f"{EXERCISE} {n}\n" in c.source)
+          for n in names}
     for c in nb.cells:
         if c.cell_type == "code" and _skipped(c.source): c.source = "pass  # a flagged cell, as nbdev_test skips it"
     client = NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
                             extra_arguments=["--IPKernelApp.capture_fd_output=False"],
                             resources={"metadata": {"path": str(path.parent)}})
-    client.execute()
-    return ["\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in nb.cells[i].outputs)
-            for i in checks_at]
+    client.reset_execution_trackers()
+    with client.setup_kernel():
+        for i, cell in enumerate(nb.cells): client.execute_cell(cell, i)
+        as_written = [_text(nb.cells[at[n] + 1]) for n in names]
+        for n in names:
+            nb.cells[at[n]].source = EXERCISES[n].cell("solution")
+            client.execute_cell(nb.cells[at[n]], at[n])
+            client.execute_cell(nb.cells[at[n] + 1], at[n] + 1)
+        solved = [_text(nb.cells[at[n] + 1]) for n in names]
+    return names, as_written, solved
 
 
 @pytest.fixture(scope="module")
 def copies(tmp_path_factory):
-    "The learner's copies as written, and with the solutions put back"
+    "The learner's copies, as `bts exercises` writes them"
     root = tmp_path_factory.mktemp("learner")
-    write_exercises(root / "as-written")
-    write_exercises(root / "solved", solutions=True)
+    write_exercises(root)
     return root
 
 
@@ -328,9 +341,8 @@ COPIES = sorted({ex.notebook for ex in EXERCISES.values()})
 
 @pytest.mark.parametrize("notebook", COPIES)
 def test_each_copy_runs_as_written_and_every_check_says_not_attempted(copies, notebook):
-    said = execute(copies / "as-written" / notebook)
-    names = [n for n, ex in EXERCISES.items() if ex.notebook == notebook]
-    assert len(said) == len(names)
+    names, said, _ = run_copy(copies / notebook)
+    assert names == [n for n, ex in EXERCISES.items() if ex.notebook == notebook]
     for name, text in zip(names, said, strict=True):
         assert text.startswith("Not attempted yet"), (name, text)
         assert f"The cells below use the package's `{name}`" in text
@@ -338,5 +350,5 @@ def test_each_copy_runs_as_written_and_every_check_says_not_attempted(copies, no
 
 @pytest.mark.parametrize("notebook", COPIES)
 def test_each_copy_with_the_solutions_put_back_passes_every_check(copies, notebook):
-    said = execute(copies / "solved" / notebook, up_to_last_check=True)
-    assert said and all(text.startswith("Correct") for text in said), said
+    names, _, said = run_copy(copies / notebook)
+    for name, text in zip(names, said, strict=True): assert text.startswith(f"Correct: `{name}` passes"), (name, text)
