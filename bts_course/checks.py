@@ -6,14 +6,14 @@
 from __future__ import annotations
 import sys
 import numpy as np
-from .exercises import FAILED, Case, Check, Mistake, like, register, spying
+from .exercises import FAILED, CheckCase, Check, Mistake, like, register, spying
 
 # %% auto #0
 __all__ = ['get_sub_volume', 'window_sums', 'standardize', 'brain_box', 'single_class_dice_coefficient', 'dice_coefficient',
            'soft_dice_loss', 'compute_class_sens_spec', 'model_divisor', 'gaussian_weights']
 
 # %% ../nbs/12a_checks.ipynb #237e53dc
-def _course_sub_volume_case() -> Case:
+def _course_sub_volume_case() -> CheckCase:
     "The course's test of get_sub_volume, with its expected patch"
     image, label = np.zeros((4, 4, 3, 1)), np.zeros((4, 4, 3))
     for i in range(4):
@@ -23,7 +23,7 @@ def _course_sub_volume_case() -> Case:
                 label[i, j, k] = k
     X = np.zeros((1, 2, 2, 2)); X[0, :, :, 0] = [[0, 2], [0, 3]]; X[0, :, :, 1] = [[0, 4], [0, 6]]
     y = np.zeros((2, 2, 2, 2)); y[0, :, :, 0] = 1; y[1, :, :, 1] = 1
-    return Case("the course's test", (image, label, 4, 4, 3, 2, 2, 2), {"num_classes": 3}, expected=(X, y), seed=3,
+    return CheckCase("the course's test", (image, label, 4, 4, 3, 2, 2, 2), {"num_classes": 3}, expected=(X, y), seed=3,
                 course=True)
 
 NON_CUBIC = "a non-cubic scan with two channels"
@@ -38,9 +38,9 @@ def _sub_volume_cases() -> list:
     rare_label = np.zeros((12, 10, 8), np.uint8)
     rare_label[7:10, 2:5, 4:7] = rng.integers(1, 4, (3, 3, 3))
     return [_course_sub_volume_case(),
-            Case(NON_CUBIC, (image, label, 9, 6, 4, 4, 3, 2), {"background_threshold": 0.7}, seed=11),
-            Case(RARE, (rare_image, rare_label, 12, 10, 8, 4, 4, 3), {"background_threshold": 0.6}, seed=5),
-            Case(NO_PATCH, (image[:6, :6, :4], np.zeros((6, 6, 4), np.uint8), 6, 6, 4, 2, 2, 2), {"max_tries": 20},
+            CheckCase(NON_CUBIC, (image, label, 9, 6, 4, 4, 3, 2), {"background_threshold": 0.7}, seed=11),
+            CheckCase(RARE, (rare_image, rare_label, 12, 10, 8, 4, 4, 3), {"background_threshold": 0.6}, seed=5),
+            CheckCase(NO_PATCH, (image[:6, :6, :4], np.zeros((6, 6, 4), np.uint8), 6, 6, 4, 2, 2, 2), {"max_tries": 20},
                  raises=Exception, seed=2)]
 
 # %% ../nbs/12a_checks.ipynb #98a3cfce
@@ -180,11 +180,11 @@ def _window_sums_cases() -> list:
     mask = rng.random((9, 7, 6)) < 0.3
     small = rng.random((5, 5, 5)) < 0.5
     whole = rng.random((6, 4, 3)) < 0.5
-    return [Case("a 9×7×6 mask, patches of 4×3×2", (summed_volume_table(mask), (4, 3, 2))),
-            Case("one int for all three sizes", (summed_volume_table(small), 2)),
-            Case("patches as large as the volume", (summed_volume_table(whole), (6, 4, 3))),
-            Case("patches of one voxel", (summed_volume_table(mask), (1, 1, 1))),
-            Case(RANDOM_TABLE, (rng.integers(-50, 50, (8, 7, 6)), (3, 2, 4)))]
+    return [CheckCase("a 9×7×6 mask, patches of 4×3×2", (summed_volume_table(mask), (4, 3, 2))),
+            CheckCase("one int for all three sizes", (summed_volume_table(small), 2)),
+            CheckCase("patches as large as the volume", (summed_volume_table(whole), (6, 4, 3))),
+            CheckCase("patches of one voxel", (summed_volume_table(mask), (1, 1, 1))),
+            CheckCase(RANDOM_TABLE, (rng.integers(-50, 50, (8, 7, 6)), (3, 2, 4)))]
 
 _CORNERS = [(a, b, c) for a in (1, 0) for b in (1, 0) for c in (1, 0)]  # 1: the far side T[p:], 0: the near side T[:-p]
 
@@ -237,13 +237,13 @@ def _standardize_cases() -> list:
     first = rng.normal(500, 100, (2, 4, 6, 3)).astype(np.float32)
     first[0, :, :, 0] = 7.0
     channels = rng.normal([[[[100.0]]], [[[900.0]]], [[[-40.0]]]], [[[[10.0]]], [[[300.0]]], [[[1.0]]]], (3, 7, 5, 4))
-    return [Case("the course's test", (real,), expected=1.00, measure=lambda r: round(float(np.std(r[0, :, :, 0])), 2),
+    return [CheckCase("the course's test", (real,), expected=1.00, measure=lambda r: round(float(np.std(r[0, :, :, 0])), 2),
                  measured="`X_norm[0, :, :, 0].std()` (2 decimals)", tolerance=1e-9, course=True),
-            Case("the same real patch, every value", (real,), tolerance=1e-3),
-            Case(CHANNELS, (channels,)),
-            Case(CONSTANT_AFTER, (after,)),
-            Case(CONSTANT_FIRST, (first,)),
-            Case(INTEGERS, (rng.integers(0, 1000, (2, 5, 3, 2)).astype(np.uint16),))]
+            CheckCase("the same real patch, every value", (real,), tolerance=1e-3),
+            CheckCase(CHANNELS, (channels,)),
+            CheckCase(CONSTANT_AFTER, (after,)),
+            CheckCase(CONSTANT_FIRST, (first,)),
+            CheckCase(INTEGERS, (rng.integers(0, 1000, (2, 5, 3, 2)).astype(np.uint16),))]
 
 def _constant_slice_mishandled(probe) -> bool:
     "The course's defect: a constant slice gets the previous slice's values, or a first constant slice an unassigned variable"
@@ -360,9 +360,9 @@ def _brain_box_cases() -> list:
     negative = np.zeros((9, 9, 9, 1), np.float32)
     negative[3:6, 3:6, 3:6, 0] = rng.uniform(0.1, 2, (3, 3, 3))
     negative[1, 4, 4, 0], negative[7, 4, 2, 0] = -1.5, -0.7  # the outermost brain voxels are below the mean
-    return [Case("a scan with four channels", (scan,)), Case("a 3D image", (flat,)),
-            Case("a margin of 2", (scan, 2)), Case(EDGES, (edges, 3)), Case(ONE_CHANNEL, (channel,)),
-            Case(NEGATIVE, (negative,)), Case("an image of zeros", (np.zeros((4, 4, 4, 2)),), raises=ValueError)]
+    return [CheckCase("a scan with four channels", (scan,)), CheckCase("a 3D image", (flat,)),
+            CheckCase("a margin of 2", (scan, 2)), CheckCase(EDGES, (edges, 3)), CheckCase(ONE_CHANNEL, (channel,)),
+            CheckCase(NEGATIVE, (negative,)), CheckCase("an image of zeros", (np.zeros((4, 4, 4, 2)),), raises=ValueError)]
 
 def _box_numbers(value, case):
     "A learner's box with `None` ends as numbers and numpy integers as ints; anything else unchanged"
@@ -468,11 +468,11 @@ def _single_dice_cases() -> list:
     rare_t, rare_p = np.zeros((8, 6, 5), np.float32), np.zeros((8, 6, 5), np.float32)
     rare_t[3, 2, 1] = 1
     rare_p[3, 2, 1] = rare_p[3, 2, 2] = rare_p[5, 5, 4] = 1
-    return [Case("the course's test 1", (top_row, eye), {"epsilon": 1}, expected=0.6000, course=True),
-            Case("the course's test 2", (top_row_and_corner, eye), {"epsilon": 1}, expected=0.8333, course=True),
-            Case(PROBABILITIES, (_masks(rng, (5, 4, 3)), rng.random((5, 4, 3)).astype(np.float32))),
-            Case(EMPTY, (np.zeros((3, 3, 2), np.float32), np.zeros((3, 3, 2), np.float32))),
-            Case("a rare tumour: one voxel", (rare_t, rare_p))]
+    return [CheckCase("the course's test 1", (top_row, eye), {"epsilon": 1}, expected=0.6000, course=True),
+            CheckCase("the course's test 2", (top_row_and_corner, eye), {"epsilon": 1}, expected=0.8333, course=True),
+            CheckCase(PROBABILITIES, (_masks(rng, (5, 4, 3)), rng.random((5, 4, 3)).astype(np.float32))),
+            CheckCase(EMPTY, (np.zeros((3, 3, 2), np.float32), np.zeros((3, 3, 2), np.float32))),
+            CheckCase("a rare tumour: one voxel", (rare_t, rare_p))]
 
 def _dice_variant(**switches):
     "A dice function with some of `_dice_formula`'s switches set"
@@ -533,13 +533,13 @@ def _class_dice_cases(values) -> list:
     batch_t[1, 2] = 0  # the second sample has no enhancing tumour
     batch_p = np.clip(batch_t + rng.normal(0, 0.3, batch_t.shape), 0, 1).astype(np.float32)
     batch_p[1, 2] = 0.02
-    return [Case("the course's test 1", (top_row[None], eye[None]), {"epsilon": 1}, expected=values[0], course=True),
-            Case("the course's test 2", (top_row_and_corner[None], eye[None]), {"epsilon": 1}, expected=values[1], course=True),
-            Case("the course's test 3: two classes", (np.stack([top_row, top_row_and_corner]), np.stack([eye, eye])),
+    return [CheckCase("the course's test 1", (top_row[None], eye[None]), {"epsilon": 1}, expected=values[0], course=True),
+            CheckCase("the course's test 2", (top_row_and_corner[None], eye[None]), {"epsilon": 1}, expected=values[1], course=True),
+            CheckCase("the course's test 3: two classes", (np.stack([top_row, top_row_and_corner]), np.stack([eye, eye])),
                  {"epsilon": 1}, expected=values[2], course=True),
-            Case(PROBABILITIES, (_masks(rng, (3, 5, 4, 3)), rng.random((3, 5, 4, 3)).astype(np.float32))),
-            Case(EMPTY, (empty_t, empty_p)),
-            Case(BATCH, (batch_t, batch_p))]
+            CheckCase(PROBABILITIES, (_masks(rng, (3, 5, 4, 3)), rng.random((3, 5, 4, 3)).astype(np.float32))),
+            CheckCase(EMPTY, (empty_t, empty_p)),
+            CheckCase(BATCH, (batch_t, batch_p))]
 
 def _returns_each_class(probe) -> bool:
     got = probe.value(probe.cases(["the course's test 3: two classes"])[0])
@@ -593,13 +593,13 @@ def _soft_dice_cases() -> list:
     cube_pred = np.array([[[1.0, 1], [0, 0]], [[1, 0], [0, 1]]])
     cube_labels = np.array([[[[1.0, 0], [1, 0]], [[1, 0], [0, 0]]], [[[0, 0], [0, 0]], [[1, 0], [0, 0]]]])
     one = {"epsilon": 1}
-    return [Case("the course's test 1", (top_row[None], eye[None]), one, expected=0.4000, course=True),
-            Case("the course's test 2", (top_row[None], 0.5 * eye[None]), one, expected=0.4286, course=True),
-            Case("the course's test 3", (top_row_and_corner[None], eye[None]), one, expected=0.1667, course=True),
-            Case("the course's test 4", (top_row_and_corner[None], soft[None]), one, expected=0.0060, course=True),
-            Case("the course's test 5: two classes", (np.stack([top_row, top_row_and_corner]), np.stack([0.5 * eye, soft])),
+    return [CheckCase("the course's test 1", (top_row[None], eye[None]), one, expected=0.4000, course=True),
+            CheckCase("the course's test 2", (top_row[None], 0.5 * eye[None]), one, expected=0.4286, course=True),
+            CheckCase("the course's test 3", (top_row_and_corner[None], eye[None]), one, expected=0.1667, course=True),
+            CheckCase("the course's test 4", (top_row_and_corner[None], soft[None]), one, expected=0.0060, course=True),
+            CheckCase("the course's test 5: two classes", (np.stack([top_row, top_row_and_corner]), np.stack([0.5 * eye, soft])),
                  one, expected=0.2173, course=True),
-            Case("the course's test 6: two 2×2×2 classes", (cube_labels, np.stack([cube_pred, cube_pred])), one,
+            CheckCase("the course's test 6: two 2×2×2 classes", (cube_labels, np.stack([cube_pred, cube_pred])), one,
                  expected=0.4375, course=True)] + _class_dice_cases([0.6, 0.8333, 0.7167])[3:]
 
 _LOSS_NUM = "dice_numerator = 2.0 * tf.reduce_sum(y_true * y_pred, axis=axis) + epsilon"
@@ -662,13 +662,13 @@ def _sens_spec_cases() -> list:
     rng = np.random.default_rng(19)
     absent_p, absent_t = _masks(rng, (2, 4, 4, 2)), _masks(rng, (2, 4, 4, 2))
     absent_t[1] = 0
-    return [Case("the course's test 1", (eye[None], top_row[None], 0), expected=(0.5, 0.5), course=True),
-            Case("the course's test 2", (eye[None], top_row_and_corner[None], 0), expected=(0.6667, 1.0), course=True),
-            Case("the course's test 3: a (1, 14) row", (np.array([preds]), np.array([truths]), 0), expected=(0.2857, 0.4286),
+    return [CheckCase("the course's test 1", (eye[None], top_row[None], 0), expected=(0.5, 0.5), course=True),
+            CheckCase("the course's test 2", (eye[None], top_row_and_corner[None], 0), expected=(0.6667, 1.0), course=True),
+            CheckCase("the course's test 3: a (1, 14) row", (np.array([preds]), np.array([truths]), 0), expected=(0.2857, 0.4286),
                  course=True),
-            Case("class 2 of three", (_masks(rng, (3, 6, 5, 4)), _masks(rng, (3, 6, 5, 4)), 2)),
-            Case("boolean masks", (_masks(rng, (2, 4, 4, 2)) > 0, _masks(rng, (2, 4, 4, 2)) > 0, 1)),
-            Case(ABSENT, (absent_p, absent_t, 1))]
+            CheckCase("class 2 of three", (_masks(rng, (3, 6, 5, 4)), _masks(rng, (3, 6, 5, 4)), 2)),
+            CheckCase("boolean masks", (_masks(rng, (2, 4, 4, 2)) > 0, _masks(rng, (2, 4, 4, 2)) > 0, 1)),
+            CheckCase(ABSENT, (absent_p, absent_t, 1))]
 
 def _undefined_as_zero(probe) -> bool:
     got = probe.value(probe.cases([ABSENT])[0])
@@ -740,9 +740,9 @@ def _divisor_cases() -> list:
     strided_pool = keras.Sequential([inp(), layers.MaxPooling3D(pool_size=3, strides=2, padding="same")])
     plain = keras.Sequential([inp(), layers.Conv3D(2, 3, padding="same")])
     unet = unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=3, n_base_filters=2)
-    return [Case("three 2×2×2 poolings", (course,)), Case(STRIDED_CONV, (mixed,)), Case(NESTED, (nested,)),
-            Case(POOL_STRIDES, (strided_pool,)), Case("no pooling at all", (plain,)),
-            Case("the package's U-Net of depth 3", (unet,))]
+    return [CheckCase("three 2×2×2 poolings", (course,)), CheckCase(STRIDED_CONV, (mixed,)), CheckCase(NESTED, (nested,)),
+            CheckCase(POOL_STRIDES, (strided_pool,)), CheckCase("no pooling at all", (plain,)),
+            CheckCase("the package's U-Net of depth 3", (unet,))]
 
 def _divisor(model, *, attribute="strides", convolutions=True, nested=True):
     "model_divisor with switches for its mistakes"
@@ -797,11 +797,11 @@ def _gaussian(window, sigma_scale=0.125, floor=1e-6, *, centre="right", scale_si
 FLOOR = "a floor that matters"
 
 def _gaussian_cases() -> list:
-    return [Case("the page's window 88×16×16", ((88, 16, 16),), tolerance=1e-5),
-            Case("an odd, non-cubic window", ((7, 10, 5),), tolerance=1e-5),
-            Case("a wider Gaussian", ((12, 6, 9),), {"sigma_scale": 0.25}, tolerance=1e-5),
-            Case(FLOOR, ((40, 4, 4),), {"sigma_scale": 0.05, "floor": 1e-3}, tolerance=1e-5),
-            Case("one int for all three sizes", (6,), tolerance=1e-5)]
+    return [CheckCase("the page's window 88×16×16", ((88, 16, 16),), tolerance=1e-5),
+            CheckCase("an odd, non-cubic window", ((7, 10, 5),), tolerance=1e-5),
+            CheckCase("a wider Gaussian", ((12, 6, 9),), {"sigma_scale": 0.25}, tolerance=1e-5),
+            CheckCase(FLOOR, ((40, 4, 4),), {"sigma_scale": 0.05, "floor": 1e-3}, tolerance=1e-5),
+            CheckCase("one int for all three sizes", (6,), tolerance=1e-5)]
 
 def _not_float32(probe):
     got = probe.value(probe.cases(["the page's window 88×16×16"])[0])

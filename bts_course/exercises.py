@@ -15,8 +15,8 @@ import numpy as np
 __all__ = ['EXERCISE', 'START', 'START_LINE', 'END', 'STUB', 'UNQ', 'HOLE', 'MANIFEST', 'FAILED', 'checks',
            'strip_export_directives', 'Exercise', 'parse_exercise', 'notebooks_dir', 'find_exercises',
            'course_exercises', 'learner_notebook', 'write_exercises', 'Outcome', 'call_safely', 'describe',
-           'describe_call', 'compare', 'Feedback', 'Message', 'Case', 'Mistake', 'Probe', 'spying', 'like', 'Check',
-           'register', 'Checks', 'audit', 'audit_failures']
+           'describe_call', 'compare', 'Feedback', 'Message', 'CheckCase', 'Mistake', 'Probe', 'spying', 'like',
+           'Check', 'register', 'Checks', 'audit', 'audit_failures']
 
 # %% ../nbs/12_exercises.ipynb #7d21a03e
 EXERCISE = "# EXERCISE:"  # `# EXERCISE: name` on a line of its own makes a cell an exercise: the learner writes `name`
@@ -606,7 +606,7 @@ def _show(obj) -> None:
 
 # %% ../nbs/12_exercises.ipynb #0fc1808b
 @dataclass
-class Case:
+class CheckCase:
     "One call of a learner's function, and what it must give"
     title: str  # what the case is, as the learner reads it: "the course's test", "a batch of two samples"
     args: tuple = ()  # positional arguments
@@ -780,7 +780,7 @@ class Check:
     def __init__(self,
                  name:str,  # the exercise: the function's name
                  module:str,  # the library module that holds the package's own version, e.g. 'bts_course.sampling'
-                 cases,  # a list of `Case`s, or a function that makes them (called at the first check, so imports stay lazy)
+                 cases,  # a list of `CheckCase`s, or a function that makes them (called at the first check, so imports stay lazy)
                  mistakes=(),  # the `Mistake`s it recognises, the most specific first
                  hints=(),  # short nudges, shown one by one by `hint()`
                  parts=None,  # names of the parts of a tuple result, e.g. ('X', 'y'), for messages

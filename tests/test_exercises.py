@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bts_course.exercises import (Case, Check, END, EXERCISE, MANIFEST, STUB, audit, checks, course_exercises,
+from bts_course.exercises import (CheckCase, Check, END, EXERCISE, MANIFEST, STUB, audit, checks, course_exercises,
                                   learner_notebook, notebooks_dir, parse_exercise, write_exercises)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def test_not_finished_names_the_placeholders_left():
 
 
 def test_a_bug_in_a_check_is_a_message_not_a_traceback():
-    broken = Check("standardize", "bts_course.preprocess", lambda: [Case("boom", (1 / 0,))])  # its cases cannot be made
+    broken = Check("standardize", "bts_course.preprocess", lambda: [CheckCase("boom", (1 / 0,))])  # its cases cannot be made
     fb = broken.run(lambda x: 1)
     assert fb.status == "error" and "bug in bts_course" in fb.message
 
