@@ -121,12 +121,13 @@ def quality(quick: bool = False) -> tuple:
     import keras
     from bts_course.phantom import make_phantom
     from bts_course.model import unet_model_3d
-    from bts_course.metrics import soft_dice_loss, brats_region_metrics
+    from bts_course.metrics import soft_dice_loss
+    from bts_course.scores import brats_region_metrics
     from bts_course.preprocess import brain_box, standardize
     from bts_course.sampling import sample_patches
     from bts_course.inference import plan_windows, predict_volume
     from bts_course.evaluation import predict_course_tiles
-    from bts_course.data import probabilities_to_labels
+    from bts_course.labels import probabilities_to_labels
     # patches about the size of the head's box (38x47 here), as the course's 160x160 patches are of a real brain's box
     shape, size = (64, 64, 48), (40, 48, 16)
     keras.utils.set_random_seed(0)
@@ -150,7 +151,7 @@ def quality(quick: bool = False) -> tuple:
         plans.append(plan_windows(model, box, max_memory_gb=tight).n_windows)
         for name, probs in (("predict_volume, one window", predict_volume(model, case.image, max_memory_gb=100, progress=False)),
                             ("predict_volume, windows", predict_volume(model, case.image, max_memory_gb=tight, progress=False)),
-                            ("course tiles", predict_course_tiles(model, case.image, tile=size, progress=False))):
+                            ("course tiles", predict_course_tiles(model, case.image, patch_size=size, progress=False))):
             scores[name].append(brats_region_metrics(probabilities_to_labels(probs), case.label)["Dice"])
     print(f"windows in the split runs: {plans}")
     return {name: np.mean(rows, axis=0) for name, rows in scores.items()}, list(scores["course tiles"][0].index)

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 from bts_course.phantom import make_phantom
-from bts_course.metrics import BRATS_REGIONS, brats_region_metrics, hd95, surface
+from bts_course.scores import BRATS_REGIONS, brats_region_metrics, hd95, surface
 
 def _timed(fn, *args, repeat=3):
     "Best wall time of `repeat` calls, and the last result"

@@ -682,7 +682,7 @@ def _rates_like(mode, **kw):
 
 # %% ../nbs/12a_checks.ipynb #d4b42587
 compute_class_sens_spec = register(Check(
-    "compute_class_sens_spec", "bts_course.metrics", _sens_spec_cases, parts=("sensitivity", "specificity"),
+    "compute_class_sens_spec", "bts_course.scores", _sens_spec_cases, parts=("sensitivity", "specificity"),
     mistakes=[
         Mistake("swapped",
                 "Your two numbers are the wrong way round: return `(sensitivity, specificity)`.", _rates_like("swapped"),

@@ -4,13 +4,14 @@
 
 # %% ../nbs/10_cli.ipynb #2eccf5e3
 from __future__ import annotations
-import argparse, contextlib, importlib, json, os, sys, time
+import argparse, contextlib, importlib, inspect, json, os, subprocess, sys
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'demo_parser', 'demo_command', 'download_parser', 'download_command',
            'preprocess_parser', 'preprocess_command', 'train_parser', 'train_command', 'predict_parser',
-           'predict_command', 'gif_parser', 'gif_command', 'exercises_parser', 'exercises_command', 'main']
+           'predict_command', 'export_parser', 'export_command', 'doctor_parser', 'doctor_command', 'gif_parser',
+           'gif_command', 'exercises_parser', 'exercises_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #a6291127
 class CommandError(Exception):
@@ -35,6 +36,22 @@ class CommandParser(argparse.ArgumentParser):
                         o.startswith(name) for o in self._option_string_actions if o.startswith("--")):
                     self.error(f"unrecognized option {name}")
         return super().parse_args(args, namespace)
+
+def _default(function, parameter: str):
+    "The default of `parameter` in the library's `function`: options read their defaults from the library, never copy them"
+    return inspect.signature(function).parameters[parameter].default
+
+def _version() -> str:
+    "The installed bts_course's version"
+    from bts_course import __version__
+    return __version__
+
+def _git_commit() -> str | None:
+    "The commit of the checkout the command runs in (with '+changes' if it has uncommitted changes), or None outside git"
+    try:
+        run = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        return run("rev-parse", "HEAD") + ("+changes" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError): return None
 
 def _positive_int(text: str) -> int:
     "An argparse type: an integer of at least 1"
@@ -89,20 +106,30 @@ def download_command(
 # %% ../nbs/10_cli.ipynb #d5c109f4
 def preprocess_parser() -> CommandParser:  # the parser of `bts preprocess`
     "The options of `bts preprocess`"
+    from bts_course.dataset import build_patch_dataset
+    default = lambda name: _default(build_patch_dataset, name)
     p = CommandParser(prog="bts preprocess", description=(
         "Cut a folder of labelled cases (MSD Task01 folder, BraTS case folders, or a folder of them) into HDF5 "
         "patches in the course's format, x (4, X, Y, Z) raw and y (X, Y, Z, 4) one-hot, with config.json "
         "(train/valid split by case) and manifest.json. Run again to resume an interrupted build."))
     p.add_argument("src", help="folder of cases")
     p.add_argument("dest", help="output folder (created)")
-    p.add_argument("--patches-per-case", type=int, default=4, help="patches cut from each case (default 4)")
-    p.add_argument("--valid-fraction", type=float, default=0.2, help="share of cases for validation (default 0.2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and the patch corners (default 0)")
-    p.add_argument("--workers", type=int, default=2, help="processes working on cases in parallel (default 2)")
-    p.add_argument("--patch-size", type=int, nargs=3, default=[160, 160, 16], metavar=("X", "Y", "Z"),
-                   help="patch size in voxels (default 160 160 16)")
-    p.add_argument("--background-threshold", type=float, default=0.95,
-                   help="largest share of background voxels in a patch (default 0.95)")
+    p.add_argument("--patches-per-case", type=_positive_int, default=default("patches_per_case"),
+                   help="patches cut from each case (default %(default)s)")
+    p.add_argument("--valid-fraction", type=float, default=default("valid_fraction"),
+                   help="share of cases for validation, drawn with --seed (default %(default)s)")
+    p.add_argument("--split", metavar="FILE.json", help='the split to use instead of drawing one: '
+                   '{"train": [case names], "valid": [case names]}, every case listed once')
+    p.add_argument("--seed", type=int, default=default("seed"), help="seed of the split and the patch corners (default %(default)s)")
+    p.add_argument("--workers", type=_positive_int, default=default("workers"),
+                   help="processes working on cases in parallel (default %(default)s)")
+    p.add_argument("--patch-size", type=_positive_int, nargs=3, default=list(default("patch_size")), metavar=("X", "Y", "Z"),
+                   help=f"patch size in voxels (default {' '.join(map(str, default('patch_size')))})")
+    p.add_argument("--background-threshold", type=float, default=default("background_threshold"),
+                   help="largest share of background voxels in a tumour patch (default %(default)s)")
+    p.add_argument("--tumour-patch-fraction", type=float, default=default("tumour_patch_fraction"),
+                   help="share of each case's patches held to --background-threshold; the rest are drawn from "
+                   "anywhere in the scan (default %(default)s: all)")
     p.add_argument("--pad", action="store_true", help="zero-pad cases smaller than the patch instead of failing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -115,8 +142,9 @@ def preprocess_command(
     args = preprocess_parser().parse_args(argv)
     dest = build_patch_dataset(args.src, args.dest, patches_per_case=args.patches_per_case,
                                valid_fraction=args.valid_fraction, seed=args.seed, workers=args.workers,
-                               size=tuple(args.patch_size), background_threshold=args.background_threshold,
-                               pad=args.pad, progress=not args.quiet)
+                               patch_size=tuple(args.patch_size), background_threshold=args.background_threshold,
+                               pad=args.pad, progress=not args.quiet, split=args.split,
+                               tumour_patch_fraction=args.tumour_patch_fraction)
     config = json.loads((dest / CONFIG).read_text())
     print(f"{len(config['train'])} training and {len(config['valid'])} validation patches in {dest}")
     return 0
@@ -124,30 +152,47 @@ def preprocess_command(
 # %% ../nbs/10_cli.ipynb #37b14a3a
 def train_parser() -> CommandParser:  # the parser of `bts train`
     "The options of `bts train`"
+    from bts_course.model import unet_model_3d
+    from bts_course.training import LEARNING_RATE_SCHEDULES, VolumeDataGenerator, learning_rate_schedule, train
+    model_default, train_default = (lambda name: _default(unet_model_3d, name)), (lambda name: _default(train, name))
     p = CommandParser(prog="bts train", usage="bts train DATASET --out DIR [options]",
                       description="Train a 3D U-Net on a folder of HDF5 patches made by 'bts preprocess' "
                       "(config.json + *.h5). Run again with the same --out to resume.")
     # DATASET and --out are checked after parsing, so that a mistyped option is what gets reported
     p.add_argument("dataset", nargs="?", metavar="DATASET", help="patch folder holding config.json and the HDF5 patches")
     p.add_argument("--out", metavar="DIR", help="run folder (required): best.keras, last.keras, log.csv, state.json")
-    p.add_argument("--depth", type=_positive_int, default=4, help="U-Net levels (default 4, the course's)")
-    p.add_argument("--base-filters", type=_positive_int, default=32, help="filters of the first level (default 32)")
+    p.add_argument("--depth", type=_positive_int, default=model_default("depth"), help="U-Net levels (default %(default)s, the course's)")
+    p.add_argument("--base-filters", type=_positive_int, default=model_default("n_base_filters"),
+                   help="filters of the first level (default %(default)s)")
     p.add_argument("--patch-size", type=_positive_int, nargs=3, metavar=("X", "Y", "Z"),
                    help="train on random windows of this size cut from the stored patches (default: the whole patch)")
-    p.add_argument("--epochs", type=_positive_int, default=10, help="total epochs, counting those of a resumed run (default 10)")
-    p.add_argument("--batch-size", type=_positive_int, default=3, help="patches per batch (default 3, the course's)")
-    p.add_argument("--learning-rate", type=float, default=1e-5, help="Adam learning rate (default 1e-5, the course's)")
-    p.add_argument("--patience", type=_positive_int, default=10, help="stop after this many epochs without a better validation dice")
-    p.add_argument("--normalization", choices=["none", "batch", "instance"], default="none",
+    p.add_argument("--epochs", type=_positive_int, default=train_default("epochs"),
+                   help="total epochs, counting those of a resumed run (default %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=_default(VolumeDataGenerator.__init__, "batch_size"),
+                   help="patches per batch (default %(default)s, the course's)")
+    p.add_argument("--learning-rate", type=float, default=model_default("initial_learning_rate"),
+                   help="Adam's (peak) learning rate (default %(default)s, the course's)")
+    p.add_argument("--schedule", choices=LEARNING_RATE_SCHEDULES, default=_default(learning_rate_schedule, "schedule"),
+                   help="learning rate over the run: constant, or a cosine decay to 1 %% over all epochs (default %(default)s)")
+    p.add_argument("--warmup-steps", type=int, default=_default(learning_rate_schedule, "warmup_steps"),
+                   help="with --schedule cosine: steps of linear warm-up from 0 (default %(default)s)")
+    p.add_argument("--patience", type=_positive_int, default=train_default("patience"),
+                   help="stop after this many epochs without a better validation dice (default %(default)s)")
+    p.add_argument("--layer-normalization", choices=["none", "batch", "instance"], default="none",
                    help="normalisation after each convolution (default none, the course's)")
     p.add_argument("--deconvolution", action="store_true", help="learnt transposed convolutions instead of upsampling")
     p.add_argument("--flip", action="store_true", help="augment with random flips along the three axes")
-    p.add_argument("--steps-per-epoch", type=_positive_int, help="batches per epoch (default: every training patch once)")
+    p.add_argument("--intensity-jitter", type=float, default=_default(VolumeDataGenerator.__init__, "intensity_jitter"),
+                   help="augment: scale each standardised channel by 1 ± J and shift it by ± J at random (default %(default)s: off)")
+    p.add_argument("--steps-per-epoch", type=_positive_int,
+                   help="batches per epoch, drawn from an endless stream of shuffled passes (default: every training patch once)")
+    p.add_argument("--valid-patches", type=_positive_int, help="score this many validation patches after each epoch, "
+                   "evenly spread over the list (default: all)")
     p.add_argument("--time-limit", type=float, help="stop after this many seconds")
-    p.add_argument("--mixed-precision", action="store_true", help="16-bit compute (float16 on GPUs)")
+    p.add_argument("--mixed-precision", action="store_true", help="16-bit compute: float16 on GPUs, bfloat16 on CPUs")
     p.add_argument("--multi-gpu", action="store_true", help="train on every visible GPU (tf.distribute.MirroredStrategy)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
-    p.add_argument("--workers", type=_positive_int, default=1, help="threads reading patches (default 1)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="threads reading patches ahead of the model (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffles and the flips (default 0)")
     return p
 
@@ -159,7 +204,9 @@ def train_command(
     from bts_course.data import MODALITIES, write_json
     from bts_course.metrics import soft_dice_loss
     from bts_course.model import unet_model_3d
-    from bts_course.training import VolumeDataGenerator, read_config, train
+    import numpy as np
+    from bts_course.training import (VolumeDataGenerator, learning_rate_schedule, machine_description, patch_files, read_config,
+                                     train)
     p = train_parser()
     a = p.parse_args(argv)
     missing = [name for name, value in (("DATASET", a.dataset), ("--out", a.out)) if value is None]
@@ -169,23 +216,30 @@ def train_command(
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise FileExistsError(f"{out}: exists and is not a folder")
     kw = dict(batch_size=a.batch_size, patch_size=a.patch_size, seed=a.seed, workers=a.workers)
-    train_gen = VolumeDataGenerator(a.dataset, "train", flip=a.flip, **kw)
-    valid_gen = VolumeDataGenerator(a.dataset, "valid", **kw) if config["valid"] else None
+    train_gen = VolumeDataGenerator(a.dataset, "train", flip=a.flip, intensity_jitter=a.intensity_jitter,
+                                    batches_per_epoch=a.steps_per_epoch, **kw)
+    valid_files = patch_files(a.dataset, "valid")
+    if a.valid_patches is not None and a.valid_patches < len(valid_files):
+        valid_files = [valid_files[int(i)] for i in np.linspace(0, len(valid_files) - 1, a.valid_patches).round()]
+    valid_gen = VolumeDataGenerator(a.dataset, "valid", files=valid_files, **kw) if valid_files else None
+    total_steps = a.epochs * len(train_gen)
+    learning_rate = learning_rate_schedule(a.learning_rate, a.schedule, total_steps, a.warmup_steps)
     strategy = None
     if a.multi_gpu:
         import tensorflow as tf
         strategy = tf.distribute.MirroredStrategy()
     keras.utils.set_random_seed(a.seed)
-    normalization = None if a.normalization == "none" else a.normalization
+    layer_normalization = None if a.layer_normalization == "none" else a.layer_normalization
     def build():
         return unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
-                             n_base_filters=a.base_filters, initial_learning_rate=a.learning_rate,
-                             deconvolution=a.deconvolution, normalization=normalization)
-    record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")}}
+                             n_base_filters=a.base_filters, initial_learning_rate=learning_rate,
+                             deconvolution=a.deconvolution, layer_normalization=layer_normalization)
+    record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")},
+              "bts_course": _version(), "commit": _git_commit(), "machine": machine_description()}
     record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
     result = train(build, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
                    strategy=strategy, mixed_precision=a.mixed_precision, resume=not a.no_resume,
-                   steps_per_epoch=a.steps_per_epoch, time_limit=a.time_limit,
+                   time_limit=a.time_limit,
                    verbose=1 if sys.stdout.isatty() else 2, callbacks=[record_args])
     print(f"best model: {result.best_path}" if result.best_path.is_file() else "no checkpoint written")
     return 0
@@ -194,21 +248,22 @@ def train_command(
 def predict_parser() -> CommandParser:  # the parser of `bts predict`
     "The options of `bts predict`"
     from bts_course.inference import INTENSITY_NORMALIZATIONS
-    from bts_course.metrics import REGION_CONVENTIONS
+    from bts_course.scores import REGION_CONVENTIONS
     p = CommandParser(prog="bts predict", description="Segment whole scans with a trained model and write NIfTI label maps "
                       "(uint8: 0 background, 1 edema, 2 non-enhancing tumour, 3 enhancing tumour) with the input's "
                       "affine and header.")
     p.add_argument("input", help="a case (MSD image file, BraTS case folder) or a folder of cases")
     p.add_argument("-o", "--output", required=True, help="output .nii.gz file for one case, or a folder")
-    p.add_argument("--model", required=True, help="trained model (.keras), e.g. best.keras from 'bts train'")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold (default 0.5)")
+    p.add_argument("--model", help="a model folder written by 'bts export' or a .keras file such as best.keras from 'bts train' "
+                   "(default: the model shipped with the package, trained on real BraTS 2018 patients)")
+    p.add_argument("--threshold", type=float, help="probability threshold (default: the model card's, else 0.5)")
     p.add_argument("--mode", choices=("threshold", "argmax"), default="threshold",
                    help="how probabilities become labels (default: threshold, enhancing > non-enhancing > edema)")
     p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: as large as memory allows)")
     p.add_argument("--overlap", type=float, default=0.25, help="least overlap of neighbouring windows, as a fraction of the network's halo (half its receptive field; default 0.25)")
     p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
     p.add_argument("--max-memory-gb", type=float, help="memory budget of the prediction (default: from the machine, 3/4 of the available memory, at most 16 GB)")
-    p.add_argument("--normalization", choices=INTENSITY_NORMALIZATIONS, default="slices",
+    p.add_argument("--intensity-normalization", choices=INTENSITY_NORMALIZATIONS, default="slices",
                    help="how the model's training data were normalised (default: slices, the course's standardize)")
     p.add_argument("--scores", metavar="FILE.csv", help="also score every case that has a label map: write one row per "
                    "case to FILE.csv and print the summary")
@@ -227,10 +282,9 @@ def predict_command(
     argv:list,  # the arguments after `bts predict`
 ) -> int:  # the exit code: 0 on success
     "`bts predict INPUT -o OUTPUT --model MODEL [--scores FILE.csv]`: segment one case or a folder of cases into NIfTI label maps, and score them"
-    from bts_course.data import (CLASS_NAMES, CaseError, atomic_write, case_file_name, detect_layout, find_cases,
-                                 probabilities_to_labels, read_case, save_nifti)
-    from bts_course.evaluation import score_prediction, summarize_scores
-    from bts_course.inference import label_header, load_model, predict_volume
+    from bts_course.data import CLASS_NAMES, CaseError, detect_layout, find_cases
+    from bts_course.evaluation import predict_folder, summarize_scores, write_scores
+    from bts_course.pretrained import load_for_prediction
     p = predict_parser()
     args = p.parse_args(argv)
     if args.scores is not None and not args.scores.lower().endswith(".csv"): p.error(f"--scores {args.scores} must end with .csv")
@@ -243,34 +297,75 @@ def predict_command(
         paths, single = [src], True
     except CaseError:
         paths, single = find_cases(src), False
-    model = load_model(args.model)
+    model, card = load_for_prediction(args.model)
+    threshold = args.threshold if args.threshold is not None else card.get("threshold", 0.5)
     if single and out.name.endswith((".nii", ".nii.gz")): targets = [out]
     else: targets = [out / _output_file(path) for path in paths]
-    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, normalization=args.normalization)
+    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, intensity_normalization=args.intensity_normalization)
     if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
-    rows = []
-    for path, target in zip(paths, targets, strict=True):
-        case = read_case(path)
-        start = time.perf_counter()
-        probs = predict_volume(model, case.image, progress=sys.stderr.isatty(), **kwargs)
-        labels = probabilities_to_labels(probs, args.threshold, args.mode)
-        seconds = time.perf_counter() - start  # the prediction's time, as evaluate_case records it
-        save_nifti(labels, target, case.affine, label_header(case.header))
+    def report(case, target, labels, seconds):
         counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))
-        print(f"{case.name}: {target} ({counts} voxels; {time.perf_counter() - start:.1f} s)")
-        if args.scores is not None and case.label is not None:
-            scored = score_prediction(case, labels, seconds=seconds, convention=convention)
-            rows.append({**scored.row(), "case": case_file_name(path)})
+        print(f"{case.name}: {target} ({counts} voxels; {seconds:.1f} s)", flush=True)
+    table = predict_folder(model, paths, targets, threshold, args.mode, score=args.scores is not None, convention=convention,
+                           progress=sys.stderr.isatty(), on_case=report, **kwargs)
     if args.scores is not None:
-        if not rows: raise CaseError(f"--scores: none of the {len(paths)} case(s) has a label map to score against")
-        import pandas as pd
-        table = pd.DataFrame(rows)
-        atomic_write(args.scores, lambda tmp: table.to_csv(tmp, index=False))
-        unscored = len(paths) - len(rows)
+        if table.empty: raise CaseError(f"--scores: none of the {len(paths)} case(s) has a label map to score against")
+        write_scores(table, args.scores)
+        rows, unscored = table, len(paths) - len(table)
         print(f"scores of {len(rows)} case(s) ({convention} convention) written to {args.scores}"
               + (f"; {unscored} case(s) without a label map not scored" if unscored else ""))
         print(summarize_scores(table).round(4).to_string())
     return 0
+
+# %% ../nbs/10_cli.ipynb #4acbb7d6
+def export_parser() -> CommandParser:  # the parser of `bts export`
+    "The options of `bts export`"
+    p = CommandParser(prog="bts export", description="Write a model folder (float32 weights, model.json, MODEL_CARD.md) from a "
+                      "'bts train' run, with its validation scores and where it came from.")
+    p.add_argument("run", help="the run folder of 'bts train' (best.keras, train_args.json, state.json, log.csv)")
+    p.add_argument("--out", required=True, help="the model folder to write")
+    p.add_argument("--scores", metavar="FILE.csv", help="whole-scan validation scores written by 'bts predict --scores'")
+    p.add_argument("--split", metavar="FILE.json", help="the split by case used to cut the patches")
+    p.add_argument("--recipe", help="the command that made the run, for the card")
+    p.add_argument("--course-patches", metavar="DIR", help="also score course-format patches of other patients (config.json + *.h5)")
+    p.add_argument("--describe", metavar="FILE.json", help="title, summary, data, citations and limitations for the card")
+    p.add_argument("--threshold", type=float, default=0.5, help="the probability threshold the card prescribes (default 0.5)")
+    p.add_argument("--if-better", action="store_true", help="keep a model already in --out unless this one validates better")
+    return p
+
+def export_command(
+    argv:list,  # the arguments after `bts export`
+) -> int:  # the exit code: 0 on success
+    "`bts export RUN --out DIR [--scores FILE.csv] [--split FILE.json] [--if-better]`: a model folder from a training run"
+    from bts_course.pretrained import export_model, read_card, validation_dice
+    args = export_parser().parse_args(argv)
+    description = json.loads(Path(args.describe).read_text()) if args.describe else None
+    out = export_model(args.run, args.out, scores=args.scores, split=args.split, recipe=args.recipe,
+                       course_patches=args.course_patches, threshold=args.threshold, description=description,
+                       if_better=args.if_better)
+    if out is not None:
+        card = read_card(out)
+        print(f"model written to {out}: {card['n_parameters']:,} parameters, {card['bytes'] / 1e6:.1f} MB, "
+              f"mean validation Dice {validation_dice(card):.4f}")
+    return 0
+
+# %% ../nbs/10_cli.ipynb #33d0c051
+def doctor_parser() -> CommandParser:  # the parser of `bts doctor`
+    "The options of `bts doctor`"
+    p = CommandParser(prog="bts doctor", description="Check what this machine can do for the course: TensorFlow and Keras, "
+                      "the channels-last convolution path, the optimiser, memory, the shipped model, Chromium, and a data folder.")
+    p.add_argument("--data", metavar="FOLDER", help="also look at a folder of cases")
+    return p
+
+def doctor_command(
+    argv:list,  # the arguments after `bts doctor`
+) -> int:  # 0 when everything needed works, 1 otherwise
+    "`bts doctor [--data FOLDER]`: print the checks' table; exit 1 when something needed is missing"
+    from bts_course.doctor import diagnose, findings_table, healthy
+    args = doctor_parser().parse_args(argv)
+    with _native_stderr_silenced(): findings = diagnose(args.data)  # TensorFlow's start-up lines are not findings
+    print(findings_table(findings))
+    return 0 if healthy(findings) else 1
 
 # %% ../nbs/10_cli.ipynb #afe042af
 def gif_parser() -> CommandParser:  # the parser of `bts gif`
@@ -340,6 +435,8 @@ COMMANDS = {  # name: (library module it needs, function, one-line help)
     "preprocess": ("bts_course.dataset", preprocess_command, "cut a folder of cases into HDF5 training patches"),
     "train": ("bts_course.training", train_command, "train a 3D U-Net on a patch data set"),
     "predict": ("bts_course.inference", predict_command, "segment whole scans and write NIfTI label maps"),
+    "export": ("bts_course.pretrained", export_command, "write a model folder with its model card from a training run"),
+    "doctor": ("bts_course.doctor", doctor_command, "check what this machine can do for the course"),
     "gif": ("bts_course.viz", gif_command, "write an animated GIF that scrolls through a case"),
     "exercises": ("bts_course.exercises", exercises_command, "write your own copies of the notebooks to do the assignment, with checks"),
 }
@@ -371,7 +468,7 @@ def _load(module: str):
     "Import a command's library module with native start-up noise silenced; TensorFlow's device probe runs here too"
     with _native_stderr_silenced():
         importlib.import_module(module)
-        if "tensorflow" in sys.modules: sys.modules["tensorflow"].config.list_physical_devices("GPU")
+        if sys.modules.get("tensorflow") is not None: sys.modules["tensorflow"].config.list_physical_devices("GPU")
 
 def main(
     argv:list|None=None,  # the arguments after `bts` (default: the command line's)

@@ -12,11 +12,10 @@ import numpy as np
 import nibabel as nib
 
 # %% auto #0
-__all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSES', 'LAYOUTS', 'MAX_VOXELS',
-           'probabilities_to_labels', 'count_nonfinite', 'check_size', 'check_image', 'check_codes', 'check_label',
-           'one_hot', 'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'load_case',
-           'Case', 'detect_layout', 'label_file_of', 'read_case', 'case_file_name', 'find_cases', 'Patch',
-           'example_patches']
+__all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSES', 'LAYOUTS', 'MAX_VOXELS', 'load_case',
+           'count_nonfinite', 'check_size', 'check_image', 'check_patch', 'check_codes', 'check_label', 'one_hot',
+           'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'Case', 'detect_layout',
+           'label_file_of', 'read_case', 'case_file_name', 'find_cases', 'Patch', 'example_patches']
 
 # %% ../nbs/00_data.ipynb #1220b336
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")  # channel order of every image in this package
@@ -27,34 +26,15 @@ CLASS_NAMES = ("Edema", "Non-Enhancing Tumor", "Enhancing Tumor")  # tumour clas
 CLASS_COLORS = {1: (1.0, 0.0, 0.0), 2: (0.0, 1.0, 0.0), 3: (0.0, 0.0, 1.0)}  # red, green, blue as RGB in [0, 1]
 N_CLASSES = len(LABEL_NAMES)  # 4, background included
 
-# %% ../nbs/00_data.ipynb #cbcd08af
-def probabilities_to_labels(
-    probs,  # class probabilities: 3 tumour classes, or 4 with background first, on `axis`
-    threshold:float=0.5,  # a class is present where its probability exceeds this
-    mode:str="threshold",  # "threshold": innermost passing class wins; "argmax": most probable class
-    axis:int=-1,  # the class axis of `probs`
-) -> np.ndarray:  # label map of codes 0-3, uint8, `probs`' shape without the class axis
-    """Label codes from class probabilities, by the package's one rule.
-
-    `mode="threshold"` (the course's rule): class k is predicted where its probability exceeds `threshold`; where
-    several classes pass, the innermost wins — enhancing (3) over non-enhancing (2) over edema (1).
-    `mode="argmax"`: the most probable tumour class, where its probability exceeds `threshold`; with 4 channels
-    (a softmax with background) the most probable of all four, and `threshold` is not used."""
-    probs = np.moveaxis(np.asarray(probs), axis, -1)
-    if probs.shape[-1] not in (3, 4):
-        raise ValueError(f"expected 3 tumour-class channels {CLASS_NAMES} (or 4 with background first) on axis {axis}; "
-                         f"found {probs.shape[-1]} in shape {probs.shape}")
-    if not (np.issubdtype(probs.dtype, np.number) or probs.dtype == bool) or np.iscomplexobj(probs):
-        raise ValueError(f"expected real probabilities, found dtype {probs.dtype}")
-    if mode not in ("threshold", "argmax"): raise ValueError(f"mode must be 'threshold' or 'argmax', got {mode!r}")
-    if mode == "argmax" and probs.shape[-1] == 4: return probs.argmax(-1).astype(np.uint8)
-    tumour = probs[..., -3:]
-    if mode == "argmax":
-        return np.where(tumour.max(-1) > threshold, tumour.argmax(-1) + 1, 0).astype(np.uint8)
-    labels = np.zeros(probs.shape[:-1], np.uint8)
-    for code in (1, 2, 3):  # later codes overwrite earlier ones: enhancing > non-enhancing > edema
-        labels[tumour[..., code - 1] > threshold] = code
-    return labels
+# %% ../nbs/00_data.ipynb #094fe1a1
+def load_case(
+    image_file,  # the MSD 4D image (`imagesTr/BRATS_001.nii.gz`)
+    label_file,  # its label map (`labelsTr/BRATS_001.nii.gz`)
+    nonfinite:str="error",  # "error" refuses NaN / Inf intensities, "zero" sets them to 0
+) -> tuple:  # `(image (X, Y, Z, 4) float32, label (X, Y, Z) uint8 codes 0-3)`
+    "The course's loader: an MSD case's image and label map as arrays"
+    image, label, _ = _read_msd_files(image_file, label_file, nonfinite)
+    return image, label
 
 # %% ../nbs/00_data.ipynb #7a42aa06
 def count_nonfinite(
@@ -104,6 +84,29 @@ def check_image(
     n_bad = count_nonfinite(image)
     if n_bad: raise ValueError(f"{name} holds {n_bad:,} non-finite values (NaN or Inf); fix or zero them first")
     return image
+
+# %% ../nbs/00_data.ipynb #2ce2c597
+def check_patch(
+    patch,  # intensities `(C, X, Y, Z)`, channels first
+    channels:int|None=None,  # the number of channels required (None: any)
+    name:str="patch",  # what to call it in an error
+    dtype=np.float32,  # the dtype to return (None: keep the patch's own)
+) -> np.ndarray:  # the patch `(C, X, Y, Z)`, finite, in `dtype`
+    "A channels-first patch `(C, X, Y, Z)` of finite real intensities, or an error saying what is wrong"
+    patch = np.asarray(patch)
+    expected = f"({channels if channels else 'C'}, X, Y, Z), channels first"
+    looks_channels_last = patch.ndim == 4 and patch.shape[-1] <= 8 and patch.shape[0] > 8
+    hint = (" — it looks channels-last (X, Y, Z, C), as whole scans are; np.moveaxis(patch, -1, 0) puts the channels first"
+            if looks_channels_last else "")
+    if patch.ndim != 4: raise ValueError(f"{name} must be 4D: expected a patch {expected}; found {patch.ndim}D shape {patch.shape}")
+    if patch.size == 0: raise ValueError(f"{name} is empty: shape {patch.shape}")
+    if (channels and patch.shape[0] != channels) or (not channels and looks_channels_last):
+        raise ValueError(f"{name} has {patch.shape[0]} channels first in shape {patch.shape}; expected a patch {expected}{hint}")
+    if not (np.issubdtype(patch.dtype, np.number) or patch.dtype == bool) or np.iscomplexobj(patch):
+        raise ValueError(f"{name} must hold real numbers, found dtype {patch.dtype}")
+    n_bad = count_nonfinite(patch)
+    if n_bad: raise ValueError(f"{name} holds {n_bad:,} non-finite values (NaN or Inf) in shape {patch.shape}")
+    return patch if dtype is None else patch.astype(dtype, copy=False)
 
 # %% ../nbs/00_data.ipynb #0d953bab
 def check_codes(
@@ -284,16 +287,6 @@ def write_json(
 ) -> Path:  # `path`
     "Write `obj` as indented JSON at `path`, atomically"
     return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
-
-# %% ../nbs/00_data.ipynb #094fe1a1
-def load_case(
-    image_file,  # the MSD 4D image (`imagesTr/BRATS_001.nii.gz`)
-    label_file,  # its label map (`labelsTr/BRATS_001.nii.gz`)
-    nonfinite:str="error",  # "error" refuses NaN / Inf intensities, "zero" sets them to 0
-) -> tuple:  # `(image (X, Y, Z, 4) float32, label (X, Y, Z) uint8 codes 0-3)`
-    "The course's loader: an MSD case's image and label map as arrays"
-    image, label, _ = _read_msd_files(image_file, label_file, nonfinite)
-    return image, label
 
 # %% ../nbs/00_data.ipynb #bfabcb23
 def _check_affines(a, b, file_a, file_b, atol: float = 1e-3):

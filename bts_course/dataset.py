@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 from .data import (CaseError, Patch, atomic_write, case_file_name, check_size, example_patches, find_cases,
                              label_file_of, read_case, write_json)
-from .phantom import make_phantom
-from .sampling import SamplingError, sample_patches, summed_volume_table, window_sums
+from .phantom import PHANTOM_BACKGROUND_THRESHOLD, make_phantom
+from .sampling import sample_patches
 
 # %% auto #0
-__all__ = ['MANIFEST', 'CONFIG', 'course_y', 'write_patch_file', 'write_course_dataset', 'build_patch_dataset',
-           'write_phantom_dataset']
+__all__ = ['MANIFEST', 'CONFIG', 'VALID_FRACTION', 'course_y', 'write_patch_file', 'write_course_dataset', 'build_patch_dataset',
+           'split_cases', 'read_split', 'write_phantom_dataset']
 
 # %% ../nbs/03a_dataset.ipynb #c46db4ff
 def course_y(
@@ -58,75 +58,63 @@ def write_course_dataset(
 
 # %% ../nbs/03a_dataset.ipynb #7b63bf84
 MANIFEST, CONFIG = "manifest.json", "config.json"
+VALID_FRACTION = 0.2  # the share of cases held out for validation, unless a split is given
 
 # %% ../nbs/03a_dataset.ipynb #d21ca82c
 def build_patch_dataset(
     src,  # a folder of cases in any layout `find_cases` understands (every case labelled)
     dest,  # the folder to write (created; an interrupted build there is resumed)
     patches_per_case:int=4,  # patches cut from each case
-    valid_fraction:float=0.2,  # share of the cases for validation (split by case, never by patch)
+    valid_fraction:float=VALID_FRACTION,  # share of the cases for validation (split by case, never by patch), unless `split` is given
     seed:int=0,  # seed of the split and of every case's patch corners
     workers:int=2,  # processes cutting cases in parallel
-    size=(160, 160, 16),  # voxels per patch (x, y, z), or one int for all three
-    background_threshold:float=0.95,  # largest share of background voxels in a patch
-    pad:bool=False,  # pad cases smaller than `size` with zeros instead of refusing them
+    patch_size=(160, 160, 16),  # voxels per patch (x, y, z), or one int for all three
+    background_threshold:float=0.95,  # largest share of background voxels in a tumour patch
+    pad:bool=False,  # pad cases smaller than `patch_size` with zeros instead of refusing them
     progress:bool=True,  # show a progress bar over the cases
+    split=None,  # the split to use instead of drawing one: a JSON file or dict `{"train": [case names], "valid": [...]}` (`read_split`)
+    tumour_patch_fraction:float=1.0,  # share of each case's patches that must meet `background_threshold`; the rest come from anywhere in the scan
 ) -> Path:  # `dest`, holding the `.h5` patches, `config.json` and `manifest.json`
     "Cut every case under `src` into HDF5 patches in `dest` in the course's format (`x (4, x, y, z)`, `y (x, y, z, 4)`), with `config.json` and `manifest.json`; resumable; returns `dest`"
     from tqdm.auto import tqdm
-    size = check_size(size)
-    if int(patches_per_case) < 1: raise ValueError(f"patches_per_case must be at least 1, got {patches_per_case}")
-    if not 0 <= valid_fraction <= 1: raise ValueError(f"valid_fraction must lie in [0, 1], got {valid_fraction}")
-    if not 0 <= background_threshold <= 1: raise ValueError(f"background_threshold must lie in [0, 1], got {background_threshold}")
-    if int(workers) < 1: raise ValueError(f"workers must be at least 1, got {workers}")
-    paths = find_cases(src)
-    names = [case_file_name(p) for p in paths]
-    unlabelled = [n for n, p in zip(names, paths, strict=True) if label_file_of(p) is None]
-    if unlabelled:
-        raise CaseError(f"{len(unlabelled)} case(s) without a label map, e.g. {', '.join(unlabelled[:3])}; "
-                        "training patches need labels (MSD: labelsTr/<same name>; BraTS: *_seg / *-seg file)")
+    patch_size = check_size(patch_size, "patch_size")
+    _check_build_settings(patches_per_case, valid_fraction, background_threshold, workers, tumour_patch_fraction)
+    names, paths = _labelled_cases(src)
+    splits = split_cases(names, valid_fraction, seed) if split is None else read_split(split, names)
     settings = {"patches_per_case": int(patches_per_case), "valid_fraction": float(valid_fraction), "seed": int(seed),
-                "size": list(size), "background_threshold": float(background_threshold), "pad": bool(pad)}
+                "patch_size": list(patch_size), "background_threshold": float(background_threshold), "pad": bool(pad),
+                "tumour_patch_fraction": float(tumour_patch_fraction),
+                "split": None if split is None else {s: sorted(n for n in names if splits[n] == s) for s in ("train", "valid")}}
     dest = Path(dest)
     if dest.exists() and not dest.is_dir(): raise NotADirectoryError(f"{dest}: exists and is not a folder")
     dest.mkdir(parents=True, exist_ok=True)
     with _locked(dest):
         for leftover in dest.glob(".*.partial*"): leftover.unlink()  # temporary files of a killed run
-        manifest = _start_manifest(dest, names, paths, settings)
+        manifest = _start_manifest(dest, names, paths, settings, splits)
         todo = [n for n in names if not _is_done(manifest["cases"][n], dest)]
         if todo:
             manifest["complete"] = False
             (dest / CONFIG).unlink(missing_ok=True)  # written again, last, when every case is done
         where = dict(zip(names, paths, strict=True))  # read from where the cases are now, even if SRC moved since the first run
-        jobs = [(str(where[n]), n, str(dest), manifest["cases"][n]["seed"], int(patches_per_case),
-                 size, float(background_threshold), bool(pad)) for n in todo]
+        jobs = [(str(where[n]), n, str(dest), manifest["cases"][n]["seed"], settings) for n in todo]
 
         def record(name, files, corners):
             manifest["cases"][name].update(status="done", files=files, corners=corners)
             write_json(manifest, dest / MANIFEST)
 
-        bar = tqdm(total=len(names), initial=len(names) - len(todo), desc="cases", unit="case", disable=not progress)
-        try:
-            if int(workers) == 1 or len(jobs) <= 1:
-                for job in jobs:
-                    record(*_cut_case(*job)); bar.update()
-            else:
-                with ProcessPoolExecutor(max_workers=min(int(workers), len(jobs))) as pool:
-                    futures = [pool.submit(_cut_case, *job) for job in jobs]
-                    try:
-                        for future in as_completed(futures):
-                            record(*future.result()); bar.update()
-                    except BaseException:
-                        for f in futures: f.cancel()
-                        raise
-        finally:
-            bar.close()
+        with tqdm(total=len(names), initial=len(names) - len(todo), desc="cases", unit="case", disable=not progress) as bar:
+            _run_jobs(jobs, int(workers), record, bar)
         _finish(dest, manifest)
     return dest
 
 # %% ../nbs/03a_dataset.ipynb #61e4541a
-def _split(names: list, valid_fraction: float, seed: int) -> dict:
+def split_cases(
+    names:list,  # case names (`case_file_name`)
+    valid_fraction:float=VALID_FRACTION,  # share of the cases for validation
+    seed:int=0,  # seed of the shuffle
+) -> dict:  # `{name: 'train' or 'valid'}`
     "Case name -> 'train' or 'valid': a seeded shuffle of the cases, `valid_fraction` of them (at least one of each when possible) to validation"
+    if not 0 <= valid_fraction <= 1: raise ValueError(f"valid_fraction must lie in [0, 1], got {valid_fraction}")
     n = len(names)
     n_valid = int(np.floor(valid_fraction * n + 0.5))
     if n >= 2 and valid_fraction > 0: n_valid = max(n_valid, 1)
@@ -139,6 +127,65 @@ def _case_seed(seed: int, name: str) -> list:
     "Entropy of one case's generator: the data set's seed and a stable hash of the case name"
     return [int(seed), zlib.crc32(name.encode())]
 
+# %% ../nbs/03a_dataset.ipynb #dc88e1f6
+def read_split(
+    split,  # a JSON file, or a dict, `{"train": [case names], "valid": [case names]}`
+    names=None,  # the cases found (`case_file_name`); if given, each must be listed exactly once
+) -> dict:  # `{name: 'train' or 'valid'}`
+    "A split of cases by name from a file or dict, checked against the cases found"
+    source = split if isinstance(split, dict) else Path(split)
+    if not isinstance(source, dict):
+        if not source.is_file(): raise FileNotFoundError(f"{source}: no such split file")
+        try: source = json.loads(source.read_text())
+        except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{split}: not valid JSON ({e})") from None
+    if not isinstance(source, dict) or set(source) - {"train", "valid"} or not all(
+            isinstance(source.get(s, []), list) and all(isinstance(n, str) for n in source.get(s, [])) for s in ("train", "valid")):
+        raise ValueError(f"{split}: expected {{\"train\": [case names], \"valid\": [case names]}}")
+    splits = {}
+    for s in ("train", "valid"):
+        for n in source.get(s, []):
+            if n in splits: raise ValueError(f"{split}: case {n} is listed twice ({splits[n]} and {s})")
+            splits[n] = s
+    if names is not None:
+        missing, unknown = sorted(set(names) - set(splits)), sorted(set(splits) - set(names))
+        if missing: raise ValueError(f"{split}: {len(missing)} case(s) found but not in the split, e.g. {', '.join(missing[:3])}")
+        if unknown: raise ValueError(f"{split}: {len(unknown)} case(s) in the split but not found, e.g. {', '.join(unknown[:3])}")
+    return splits
+
+# %% ../nbs/03a_dataset.ipynb #e40b71e4
+def _check_build_settings(patches_per_case, valid_fraction, background_threshold, workers, tumour_patch_fraction):
+    "Raise a `ValueError` naming the first setting of `build_patch_dataset` out of range"
+    if int(patches_per_case) < 1: raise ValueError(f"patches_per_case must be at least 1, got {patches_per_case}")
+    if not 0 <= valid_fraction <= 1: raise ValueError(f"valid_fraction must lie in [0, 1], got {valid_fraction}")
+    if not 0 <= background_threshold <= 1: raise ValueError(f"background_threshold must lie in [0, 1], got {background_threshold}")
+    if int(workers) < 1: raise ValueError(f"workers must be at least 1, got {workers}")
+    if not 0 <= tumour_patch_fraction <= 1: raise ValueError(f"tumour_patch_fraction must lie in [0, 1], got {tumour_patch_fraction}")
+
+def _labelled_cases(src) -> tuple:
+    "`(names, paths)` of the cases under `src`, every one with a label map (else a `CaseError` naming those without)"
+    paths = find_cases(src)
+    names = [case_file_name(p) for p in paths]
+    unlabelled = [n for n, p in zip(names, paths, strict=True) if label_file_of(p) is None]
+    if unlabelled:
+        raise CaseError(f"{len(unlabelled)} case(s) without a label map, e.g. {', '.join(unlabelled[:3])}; "
+                        "training patches need labels (MSD: labelsTr/<same name>; BraTS: *_seg / *-seg file)")
+    return names, paths
+
+def _run_jobs(jobs: list, workers: int, record, bar):
+    "Cut every case of `jobs` (`_cut_case` arguments), here or in `workers` processes, calling `record(...)` as each finishes"
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            record(*_cut_case(*job)); bar.update()
+        return
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        futures = [pool.submit(_cut_case, *job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                record(*future.result()); bar.update()
+        except BaseException:
+            for f in futures: f.cancel()
+            raise
+
 # %% ../nbs/03a_dataset.ipynb #52f22002
 def _patch_file_name(name: str, i: int, corner) -> str:
     "The course's file name of patch `i` (from 1) of case `name`: `<name>_<i>_x<cx>_y<cy>_z<cz>.h5`"
@@ -148,12 +195,17 @@ def _patch_file_name(name: str, i: int, corner) -> str:
 def _is_patch_of(file_name: str, name: str) -> bool:
     return re.fullmatch(re.escape(name) + r"_\d+_x-?\d+_y-?\d+_z-?\d+\.h5", file_name) is not None
 
-def _cut_case(path, name, dest, case_seed, patches_per_case, size, background_threshold, pad):
+def _cut_case(path, name, dest, case_seed, settings: dict):
     "Worker: read one case, sample its patches and write them in the course's format; returns `(name, files, corners)`"
     case = read_case(path)
     if case.label is None: raise CaseError(f"case {name} ({path}): no label map found; every case needs one to cut training patches")
     rng = np.random.default_rng(np.random.SeedSequence(case_seed))
-    try: patches = sample_patches(case.image, case.label, patches_per_case, size, background_threshold, rng=rng, pad=pad)
+    n = int(settings["patches_per_case"])
+    n_tumour = int(round(n * settings["tumour_patch_fraction"]))
+    kw = dict(patch_size=tuple(settings["patch_size"]), rng=rng, pad=settings["pad"])
+    try:  # tumour patches first, then the ones from anywhere (no background limit), from one generator
+        patches = (sample_patches(case.image, case.label, n_tumour, background_threshold=settings["background_threshold"], **kw)
+                   + sample_patches(case.image, case.label, n - n_tumour, background_threshold=1.0, **kw))
     except ValueError as e: raise CaseError(f"case {name} ({path}): {e}") from None
     files, corners = [], []
     for i, (X, y, corner) in enumerate(patches, 1):
@@ -178,7 +230,7 @@ def _locked(dest: Path):
         finally: fcntl.lockf(f, fcntl.LOCK_UN)
 
 # %% ../nbs/03a_dataset.ipynb #9e5bcbb6
-def _start_manifest(dest: Path, names: list, paths: list, settings: dict) -> dict:
+def _start_manifest(dest: Path, names: list, paths: list, settings: dict, splits: dict) -> dict:
     "Load the manifest of an interrupted build with the same settings and cases, or start a new one"
     path = dest / MANIFEST
     if path.exists():
@@ -194,8 +246,7 @@ def _start_manifest(dest: Path, names: list, paths: list, settings: dict) -> dic
             raise ValueError(f"{dest} was started on other cases ({len(new)} new, {len(gone)} missing now); "
                              "the train/valid split would change: use a new folder")
         return manifest
-    split = _split(names, settings["valid_fraction"], settings["seed"])
-    cases = {n: {"path": str(Path(p).resolve()), "split": split[n], "seed": _case_seed(settings["seed"], n), "status": "pending",
+    cases = {n: {"path": str(Path(p).resolve()), "split": splits[n], "seed": _case_seed(settings["seed"], n), "status": "pending",
                  "files": [], "corners": []} for n, p in zip(names, paths, strict=True)}
     manifest = {"format": "bts_course patch data set 1", "settings": settings, "complete": False, "cases": cases}
     write_json(manifest, path)
@@ -225,25 +276,21 @@ def write_phantom_dataset(
     patches_per_case:int=4,  # patches cut from each case
     shape:tuple=(128, 128, 64),  # voxels per case
     patch_size:tuple=(64, 64, 16),  # voxels per patch
-    valid_fraction:float=0.25,  # share of cases for validation (at least one case stays for training)
-    seed:int=0,  # seed of the cases and of the patch corners
-    background_threshold:float=0.95,  # largest share of background voxels in a patch
+    valid_fraction:float=VALID_FRACTION,  # share of cases for validation (`split_cases`)
+    seed:int=0,  # seed of the cases, the split and the patch corners
+    background_threshold:float=PHANTOM_BACKGROUND_THRESHOLD,  # largest share of background voxels in a patch
     progress:bool=False,  # show a progress bar over the cases
 ) -> Path:  # `dest`, holding the `.h5` patches and `config.json`
-    "Cut `n_cases` phantom cases into course-format patches in `dest`"
+    "Cut `n_cases` phantom cases into course-format patches in `dest`, split by case as `build_patch_dataset` splits"
     from tqdm.auto import tqdm
     if int(n_cases) < 1 or int(patches_per_case) < 1: raise ValueError("n_cases and patches_per_case must be at least 1")
     patch_size = check_size(patch_size, "patch_size")
-    n_valid = min(int(round(n_cases * valid_fraction)), int(n_cases) - 1)
+    cases = [make_phantom(seed + i, shape) for i in tqdm(range(int(n_cases)), desc="phantoms", disable=not progress)]
+    splits = split_cases([c.name for c in cases], valid_fraction, seed)
     patches = []
-    for i in tqdm(range(int(n_cases)), desc="phantoms", disable=not progress):
-        case = make_phantom(seed + i, shape)
+    for i, case in enumerate(cases):
         rng = np.random.default_rng([seed, i])
-        try: picks = sample_patches(case.image, case.label, patches_per_case, patch_size, background_threshold, rng=rng)
-        except SamplingError:  # a small tumour: take the patches that hold as much of it as any patch can
-            best = window_sums(summed_volume_table(case.label > 0), patch_size).max() / np.prod(patch_size)
-            picks = sample_patches(case.image, case.label, patches_per_case, patch_size, 1 - best + 1e-6, rng=rng)
+        picks = sample_patches(case.image, case.label, patches_per_case, patch_size, background_threshold, rng=rng)
         for k, (X, y, corner) in enumerate(picks, 1):
-            name = _patch_file_name(case.name, k, corner)
-            patches.append(Patch(X, course_y(y), name, "valid" if i >= n_cases - n_valid else "train"))
+            patches.append(Patch(X, course_y(y), _patch_file_name(case.name, k, corner), splits[case.name]))
     return write_course_dataset(dest, patches)

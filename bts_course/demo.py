@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from .data import save_nifti, write_json
 from .evaluation import evaluate_case, plot_prediction
-from .inference import load_model
+from .inference import load_segmentation_model
 from .phantom import make_phantom
 from .viz import get_labeled_image, save_gif
 
@@ -100,40 +100,25 @@ def side_by_side(
     left, right = get_labeled_image(image, truth), get_labeled_image(image, pred)
     return np.concatenate([left, np.ones((gap,) + left.shape[1:], np.float32), right], axis=0)
 
-# %% ../nbs/09_demo.ipynb #743cc3ee
-def run_demo(
-    out_dir="bts_demo",  # the folder to write into: new, empty, or a previous demo's
-    quick:bool=False,  # run `QUICK` (toy sizes, for tests) instead of `FULL`
-    seed:int=0,  # seed of the cases, the patches, the split and the training
-    progress:bool=True,  # progress bars, training lines per epoch and timings (False: only what the run computes)
-    settings:DemoSettings|None=None,  # sizes of the run (default: `QUICK` or `FULL`)
-) -> dict:  # `{what: path}` of everything written
-    "Run the course end to end on phantoms, writing everything into `out_dir`; returns `{what: path}` of the outputs"
+# %% ../nbs/09_demo.ipynb #0f1d98af
+def _cut_patches(out: Path, s: DemoSettings, seed: int, progress: bool) -> tuple:
+    "Step 2: the cases cut into course patches in `out/patches`; `(training, validation)` generators over them"
     from bts_course.dataset import build_patch_dataset
-    from bts_course.model import unet_model_3d
-    from bts_course.metrics import soft_dice_loss
-    from bts_course.training import VolumeDataGenerator, train
-    import keras
-    s = settings or (QUICK if quick else FULL)
-    out = Path(out_dir)
-    _claim_folder(out)
-    write_json({"settings": asdict(s), "seed": int(seed), "complete": False}, out / MARKER)
-    start = time.monotonic()
-    print(f"bts demo: the course end to end on synthetic phantoms{' (quick: toy sizes)' if quick else ''}, into {out}/")
-
-    _step(1, f"{s.n_cases} phantom cases of {'x'.join(map(str, s.shape))} voxels -> {out / 'cases'} (MSD layout)")
-    _write_cases(out / "cases", range(seed, seed + s.n_cases), s.shape, progress)
-
-    _step(2, f"cutting {'x'.join(map(str, s.patch_size))} training patches -> {out / 'patches'}")
+    from bts_course.training import VolumeDataGenerator
     build_patch_dataset(out / "cases", out / "patches", patches_per_case=s.patches_per_case,
-                        valid_fraction=s.valid_fraction, seed=seed, workers=1, size=s.patch_size,
+                        valid_fraction=s.valid_fraction, seed=seed, workers=1, patch_size=s.patch_size,
                         background_threshold=s.background_threshold, progress=progress)
     train_data = VolumeDataGenerator(out / "patches", "train", batch_size=s.batch_size, flip=True, seed=seed)
     valid_data = VolumeDataGenerator(out / "patches", "valid", batch_size=2 * s.batch_size)
     print(f"{len(train_data.files)} training and {len(valid_data.files)} validation patches")
+    return train_data, valid_data
 
-    _step(3, f"training a 3D U-Net (depth {s.depth}, {s.n_base_filters} base filters) for up to {s.epochs} "
-             f"epoch{'s' * (s.epochs != 1)} or {s.time_limit:.0f} s -> {out / 'run'}")
+def _train_model(out: Path, s: DemoSettings, seed: int, train_data, valid_data, progress: bool) -> tuple:
+    "Step 3: a small U-Net trained in `out/run`; `(TrainResult, the best model)`"
+    import keras
+    from bts_course.metrics import soft_dice_loss
+    from bts_course.model import unet_model_3d
+    from bts_course.training import train
     keras.utils.set_random_seed(seed)
     build = lambda: unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=s.depth,
                                   n_base_filters=s.n_base_filters, initial_learning_rate=s.learning_rate)
@@ -143,37 +128,65 @@ def run_demo(
         best = "none" if result.best is None else f"{result.best:.4f} at epoch {result.best_epoch + 1}"
         n = len(result.history)
         print(f"{n} epoch{'s' * (n != 1)}; best {result.monitor} {best}")
-    model = load_model(result.best_path) if result.best_path.is_file() else result.model
+    return result, load_segmentation_model(result.best_path) if result.best_path.is_file() else result.model
 
-    _step(4, f"whole-scan prediction of an unseen phantom (seed {s.test_seed}) with predict_volume")
+def _predict_unseen(out: Path, s: DemoSettings, model, progress: bool) -> tuple:
+    "Step 4: the unseen phantom written to `out/test`, predicted whole and scored; `(Case, CaseEvaluation)`"
     case = make_phantom(s.test_seed, s.shape)
     name = f"phantom_{s.test_seed:04d}.nii.gz"
     save_nifti(case.image, out / "test" / "imagesTr" / name, case.affine)
     save_nifti(case.label, out / "test" / "labelsTr" / name, case.affine)
     evaluation = evaluate_case(model, case, progress=progress)
     save_nifti(evaluation.labels, out / "prediction.nii.gz", case.affine)
+    return case, evaluation
 
-    _step(5, "scores and pictures")
-    per_class = evaluation.sens_spec.rename_axis("metric").reset_index()
-    regions = evaluation.regions.rename_axis("region").reset_index()
-    per_class.to_csv(out / "metrics_per_class.csv", index=False)
-    regions.to_csv(out / "metrics_regions.csv", index=False)
+def _write_results(out: Path, case, evaluation, result):
+    "Step 5: the score tables (CSV and printed), the truth-vs-prediction figure and GIF, the training curves"
+    evaluation.sens_spec.rename_axis("metric").reset_index().to_csv(out / "metrics_per_class.csv", index=False)
+    evaluation.regions.rename_axis("region").reset_index().to_csv(out / "metrics_regions.csv", index=False)
     with pd.option_context("display.precision", 4, "display.width", 120):
         print(f"sensitivity and specificity per class (whole scan):\n{evaluation.sens_spec}\n")
         print(f"BraTS regions (HD95 in mm):\n{evaluation.regions}")
-    tumour = np.argwhere(case.label > 0)
-    loc = tuple(tumour.mean(0).round().astype(int)) if len(tumour) else tuple(n // 2 for n in s.shape)
-    plot_prediction(case.image, case.label, evaluation.labels, loc,
+    plot_prediction(case.image, case.label, evaluation.labels,
                     title="unseen phantom: truth (top) and prediction (bottom)").savefig(out / "prediction.png")
     training_figure(result.history).savefig(out / "training.png")
     save_gif(side_by_side(case.image, case.label, evaluation.labels), out / "truth_vs_prediction.gif", axis=2)
 
-    outputs = {
-        "cases": out / "cases", "unseen case": out / "test", "patches": out / "patches",
-        "model": result.best_path if result.best_path.is_file() else result.last_path, "training log": out / "run" / "log.csv",
-        "prediction": out / "prediction.nii.gz", "per-class table": out / "metrics_per_class.csv",
-        "region table": out / "metrics_regions.csv", "GIF": out / "truth_vs_prediction.gif",
-        "figure": out / "prediction.png", "training curves": out / "training.png"}
+def _outputs(out: Path, result) -> dict:
+    "`{what: path}` of everything a demo run writes"
+    return {"cases": out / "cases", "unseen case": out / "test", "patches": out / "patches",
+            "model": result.best_path if result.best_path.is_file() else result.last_path, "training log": out / "run" / "log.csv",
+            "prediction": out / "prediction.nii.gz", "per-class table": out / "metrics_per_class.csv",
+            "region table": out / "metrics_regions.csv", "GIF": out / "truth_vs_prediction.gif",
+            "figure": out / "prediction.png", "training curves": out / "training.png"}
+
+# %% ../nbs/09_demo.ipynb #743cc3ee
+def run_demo(
+    out_dir="bts_demo",  # the folder to write into: new, empty, or a previous demo's
+    quick:bool=False,  # run `QUICK` (toy sizes, for tests) instead of `FULL`
+    seed:int=0,  # seed of the cases, the patches, the split and the training
+    progress:bool=True,  # progress bars, training lines per epoch and timings (False: only what the run computes)
+    settings:DemoSettings|None=None,  # sizes of the run (default: `QUICK` or `FULL`)
+) -> dict:  # `{what: path}` of everything written
+    "Run the course end to end on phantoms, writing everything into `out_dir`; returns `{what: path}` of the outputs"
+    s = settings or (QUICK if quick else FULL)
+    out = Path(out_dir)
+    _claim_folder(out)
+    write_json({"settings": asdict(s), "seed": int(seed), "complete": False}, out / MARKER)
+    start = time.monotonic()
+    print(f"bts demo: the course end to end on synthetic phantoms{' (quick: toy sizes)' if quick else ''}, into {out}/")
+    _step(1, f"{s.n_cases} phantom cases of {'x'.join(map(str, s.shape))} voxels -> {out / 'cases'} (MSD layout)")
+    _write_cases(out / "cases", range(seed, seed + s.n_cases), s.shape, progress)
+    _step(2, f"cutting {'x'.join(map(str, s.patch_size))} training patches -> {out / 'patches'}")
+    train_data, valid_data = _cut_patches(out, s, seed, progress)
+    _step(3, f"training a 3D U-Net (depth {s.depth}, {s.n_base_filters} base filters) for up to {s.epochs} "
+             f"epoch{'s' * (s.epochs != 1)} or {s.time_limit:.0f} s -> {out / 'run'}")
+    result, model = _train_model(out, s, seed, train_data, valid_data, progress)
+    _step(4, f"whole-scan prediction of an unseen phantom (seed {s.test_seed}) with predict_volume")
+    case, evaluation = _predict_unseen(out, s, model, progress)
+    _step(5, "scores and pictures")
+    _write_results(out, case, evaluation, result)
+    outputs = _outputs(out, result)
     seconds = time.monotonic() - start
     write_json({"settings": asdict(s), "seed": int(seed), "complete": True, "seconds": round(seconds, 1),
                 "whole tumor dice": float(evaluation.regions.loc["Whole tumor", "Dice"]),

@@ -6,22 +6,25 @@
 from __future__ import annotations
 import math, time, warnings
 from dataclasses import dataclass
+from pathlib import Path
 from itertools import product
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
-from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image,
-                             check_label, check_size, find_cases, one_hot, probabilities_to_labels, read_case)
-from .inference import predict_volume
-from .metrics import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
-from .model import check_divisible, model_divisor, model_io, with_input_shape
+from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image, check_patch,
+                             check_label, check_size, find_cases, label_file_of, one_hot, read_case, save_nifti)
+from .labels import probabilities_to_labels
+from .inference import label_header, predict_volume
+from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
+from .model import check_divisible, model_divisor, model_io, round_to_divisor, with_input_shape
 from .preprocess import standardize
 from .viz import AXIS_NAMES, get_labeled_image, plane_slice
 
 # %% auto #0
 __all__ = ['predict_patch', 'plot_prediction', 'predict_course_tiles', 'predict_and_viz', 'CaseEvaluation', 'voxel_spacing',
-           'score_prediction', 'evaluate_case', 'evaluate_folder', 'summarize_scores']
+           'score_prediction', 'predict_case', 'evaluate_case', 'predict_folder', 'write_scores', 'evaluate_folder',
+           'summarize_scores']
 
 # %% ../nbs/07_evaluation.ipynb #f1868743
 def predict_patch(
@@ -30,10 +33,7 @@ def predict_patch(
     threshold:float|None=None,  # if given, 0/1 where the probability exceeds it
 ) -> np.ndarray:  # probabilities `(n_labels, x, y, z)` float32, or 0/1 float32 with a threshold
     "Predict one standardised patch, as the course's `model.predict(np.expand_dims(X_norm, 0))[0]`"
-    channels, _ = model_io(model)
-    X = np.asarray(X, dtype=np.float32)
-    if X.ndim != 4 or X.shape[0] != channels:
-        raise ValueError(f"expected a patch ({channels}, x, y, z) as the model takes {channels} channels; found shape {X.shape}")
+    X = check_patch(X, model_io(model)[0])
     check_divisible(X.shape[1:], model_divisor(model), "patch")
     probs = np.asarray(with_input_shape(model).predict_on_batch(X[None]), dtype=np.float32)[0]
     return probs if threshold is None else (probs > threshold).astype(np.float32)
@@ -73,22 +73,22 @@ def plot_prediction(
 def predict_course_tiles(
     model,  # a channels-first 3D model
     image,  # the scan `(X, Y, Z, C)`, raw intensities
-    tile=(160, 160, 16),  # the tile size: the course's training patch
+    patch_size=(160, 160, 16),  # the tile size: the course's training patch
     progress:bool=True,  # show a progress bar over the tiles
 ) -> np.ndarray:  # probabilities `(X, Y, Z, n_labels)` float32
     "The course's whole-scan method, without its defects: non-overlapping tiles, each standardised and predicted alone, stitched"
     channels, n_labels = model_io(model)
     image = check_image(image, channels)
-    tile = check_size(tile, "tile")
-    check_divisible(tile, model_divisor(model), "tile")
+    patch_size = check_size(patch_size, "patch_size")
+    check_divisible(patch_size, model_divisor(model), "patch_size")
     net = with_input_shape(model)
     shape = image.shape[:3]
     out = np.zeros(shape + (n_labels,), np.float32)
-    corners = list(product(*(range(0, s, t) for s, t in zip(shape, tile, strict=True))))
+    corners = list(product(*(range(0, s, t) for s, t in zip(shape, patch_size, strict=True))))
     for corner in tqdm(corners, desc="course tiles", unit="tile", disable=not progress):
-        box = tuple(slice(c, c + t) for c, t in zip(corner, tile, strict=True))
+        box = tuple(slice(c, c + t) for c, t in zip(corner, patch_size, strict=True))
         part = image[box]
-        patch = np.zeros((channels,) + tile, np.float32)  # zero padding past the edge, as the course does
+        patch = np.zeros((channels,) + patch_size, np.float32)  # zero padding past the edge, as the course does
         patch[(slice(None),) + tuple(slice(0, s) for s in part.shape[:3])] = np.moveaxis(part, -1, 0)
         probs = np.asarray(net.predict_on_batch(standardize(patch)[None]), np.float32)[0]
         out[box] = np.moveaxis(probs, 0, -1)[tuple(slice(0, s) for s in part.shape[:3])]
@@ -101,10 +101,10 @@ def predict_and_viz(
     model,  # a channels-first 3D model
     threshold:float=0.5,  # probability above which a class is predicted
     loc=(100, 100, 50),  # the voxel `(x, y, z)` the three slices pass through
-    size=None,  # None: the whole scan; `(x, y, z)`: only the box of that size centred on `loc` (clipped to the scan)
+    patch_size=None,  # None: the whole scan; `(x, y, z)`: only the box of that size centred on `loc` (clipped to the scan)
     mode:str="threshold",  # how probabilities become codes: "threshold" (innermost class wins) or "argmax"
     **predict_kwargs,  # passed on to `predict_volume` (whole scan only)
-) -> tuple:  # (labels `(X, Y, Z)` uint8, 0 outside the box with `size`; the Figure)
+) -> tuple:  # (labels `(X, Y, Z)` uint8, 0 outside the box with `patch_size`; the Figure)
     "Predict `image` and draw truth vs prediction through `loc`, as the course's `predict_and_viz` does"
     channels, _ = model_io(model)
     image = check_image(image, channels)
@@ -112,16 +112,16 @@ def predict_and_viz(
     loc = tuple(int(v) for v in loc)
     if len(loc) != 3 or any(not 0 <= v < s for v, s in zip(loc, image.shape[:3], strict=True)):
         raise ValueError(f"loc {loc} must be a voxel (x, y, z) inside the scan {image.shape[:3]}")
-    if size is None:
+    if patch_size is None:
         labels = probabilities_to_labels(predict_volume(model, image, **predict_kwargs), threshold, mode)
     else:
-        size = tuple(min(s, n) for s, n in zip(check_size(size, "size"), image.shape[:3], strict=True))
+        patch_size = tuple(min(s, n) for s, n in zip(check_size(patch_size, "patch_size"), image.shape[:3], strict=True))
         divisor = model_divisor(model)
-        size = tuple(max(d, s - s % d) for s, d in zip(size, divisor, strict=True))
-        start = [min(max(v - s // 2, 0), max(n - s, 0)) for v, s, n in zip(loc, size, image.shape[:3], strict=True)]
-        box = tuple(slice(a, a + s) for a, s in zip(start, size, strict=True))
+        patch_size = round_to_divisor(patch_size, divisor, up=False)
+        start = [min(max(v - s // 2, 0), max(n - s, 0)) for v, s, n in zip(loc, patch_size, image.shape[:3], strict=True)]
+        box = tuple(slice(a, a + s) for a, s in zip(start, patch_size, strict=True))
         part = np.moveaxis(image[box], -1, 0)
-        patch = np.zeros((channels,) + size, np.float32)
+        patch = np.zeros((channels,) + patch_size, np.float32)
         patch[(slice(None),) + tuple(slice(0, s) for s in part.shape[1:])] = part
         probs = predict_patch(model, standardize(patch))[(slice(None),) + tuple(slice(0, s) for s in part.shape[1:])]
         labels = np.zeros(image.shape[:3], np.uint8)
@@ -182,6 +182,19 @@ def score_prediction(
     return CaseEvaluation(case.name, labels, probabilities, sens_spec, regions, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #c8119178
+def predict_case(
+    model,  # a channels-first 3D model
+    case:Case,  # the case to predict, e.g. from `read_case`
+    threshold:float=0.5,  # probability above which a class is predicted
+    mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
+    **predict_kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
+) -> tuple:  # `(labels (X, Y, Z) uint8, probabilities (X, Y, Z, n) float32, seconds)`
+    "Predict a whole case with `predict_volume` and make its label map: the one prediction step of every evaluation"
+    start = time.perf_counter()
+    probs = predict_volume(model, case.image, **predict_kwargs)
+    seconds = time.perf_counter() - start
+    return probabilities_to_labels(probs, threshold, mode), probs, seconds
+
 def evaluate_case(
     model,  # a channels-first 3D model
     case:Case,  # a case with its label map, e.g. from `read_case`
@@ -192,13 +205,43 @@ def evaluate_case(
 ) -> CaseEvaluation:  # labels, probabilities, both score tables and the prediction time
     "Predict `case` with `predict_volume` and score the label map"
     if case.label is None: raise ValueError(f"{case.name}: the case has no label map to evaluate against")
-    start = time.perf_counter()
-    probs = predict_volume(model, case.image, **predict_kwargs)
-    seconds = time.perf_counter() - start
-    labels = probabilities_to_labels(probs, threshold, mode)
+    labels, probs, seconds = predict_case(model, case, threshold, mode, **predict_kwargs)
     return score_prediction(case, labels, probs, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #d3c685fc
+def predict_folder(
+    model,  # a channels-first 3D model
+    paths:list,  # the cases: MSD image files or BraTS case folders, e.g. from `find_cases`
+    targets:list|None=None,  # a NIfTI file per case to write its label map to (None: write nothing)
+    threshold:float=0.5,  # probability above which a class is predicted
+    mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
+    score:bool=True,  # score every case that has a label map
+    convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
+    progress:bool=True,  # a progress bar over the cases
+    on_case=None,  # called as `on_case(case, target, labels, seconds)` after each case (e.g. to print a line)
+    **predict_kwargs,  # passed on to `predict_volume`
+) -> pd.DataFrame:  # one row per scored case (`CaseEvaluation.row`, `case` its `case_file_name`); empty when none was
+    "Predict every case of `paths`, write its label map (with the scan's affine and header) and score it: the loop under `evaluate_folder` and `bts predict`"
+    check_convention(convention)
+    if targets is not None and len(targets) != len(paths): raise ValueError(f"{len(paths)} cases but {len(targets)} targets")
+    rows = []
+    for i, path in enumerate(tqdm(paths, desc="predict", unit="case", disable=not progress)):
+        case = read_case(path)
+        labels, probs, seconds = predict_case(model, case, threshold, mode, progress=False, **predict_kwargs)
+        target = None if targets is None else save_nifti(labels, targets[i], case.affine, label_header(case.header))
+        if score and case.label is not None:
+            rows.append({**score_prediction(case, labels, None, seconds, convention).row(), "case": case_file_name(path)})
+        if on_case is not None: on_case(case, target, labels, seconds)
+        del probs
+    return pd.DataFrame(rows)
+
+def write_scores(
+    table:pd.DataFrame,  # one row per case, as `predict_folder` gives it
+    csv_path,  # the CSV file to write
+) -> Path:  # `csv_path`
+    "Write a score table as CSV, atomically (no half-written table after a crash)"
+    return atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
+
 def evaluate_folder(
     model,  # a channels-first 3D model
     folder,  # an MSD folder, BraTS case folders, or a folder of them
@@ -210,19 +253,13 @@ def evaluate_folder(
     **predict_kwargs,  # passed on to `predict_volume`
 ) -> pd.DataFrame:  # one row per labelled case (`CaseEvaluation.row`, `case` its `case_file_name`); `summarize_scores` condenses it
     "Evaluate every labelled case under `folder`: one row per case, also written to `csv_path`"
-    check_convention(convention)
-    paths = find_cases(folder)
-    rows, skipped = [], []
-    for path in tqdm(paths, desc="evaluate", unit="case", disable=not progress):
-        case = read_case(path)
-        if case.label is None:
-            skipped.append(case_file_name(path)); continue
-        result = evaluate_case(model, case, threshold, mode, convention, progress=False, **predict_kwargs)
-        rows.append({**result.row(), "case": case_file_name(path)})
+    found = find_cases(folder)
+    paths = [p for p in found if label_file_of(p) is not None]
+    skipped = [case_file_name(p) for p in found if label_file_of(p) is None]
     if skipped: warnings.warn(f"{len(skipped)} case(s) without a label map were skipped: {', '.join(skipped[:5])}", stacklevel=2)
-    if not rows: raise CaseError(f"{folder}: none of the {len(paths)} case(s) has a label map to evaluate against")
-    table = pd.DataFrame(rows)
-    if csv_path is not None: atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
+    if not paths: raise CaseError(f"{folder}: none of the {len(found)} case(s) has a label map to evaluate against")
+    table = predict_folder(model, paths, None, threshold, mode, True, convention, progress, **predict_kwargs)
+    if csv_path is not None: write_scores(table, csv_path)
     return table
 
 # %% ../nbs/07_evaluation.ipynb #10d44697

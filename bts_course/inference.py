@@ -13,20 +13,21 @@ import nibabel as nib
 import keras
 from tqdm.auto import tqdm
 from .data import CLASS_NAMES, MODALITIES, check_image, check_size
-from .model import check_divisible, model_divisor, model_io, receptive_field, with_input_shape
+from .model import check_divisible, float32_model, model_divisor, model_io, receptive_field, with_input_shape
 from .preprocess import brain_box, normalize_nonzero, standardize, uncrop_from_brain
 
 # %% auto #0
 __all__ = ['INTENSITY_NORMALIZATIONS', 'normalize_crop', 'axis_starts', 'activation_bytes', 'default_memory_gb', 'choose_window',
-           'WindowPlan', 'plan_windows', 'gaussian_weights', 'predict_volume', 'load_model', 'label_header']
+           'WindowPlan', 'plan_windows', 'gaussian_weights', 'predict_volume', 'load_segmentation_model',
+           'label_header']
 
 # %% ../nbs/07a_inference.ipynb #bad54d14
-INTENSITY_NORMALIZATIONS = ("slices", "nonzero", "none")  # the choices of `predict_volume(normalization=...)`
+INTENSITY_NORMALIZATIONS = ("slices", "nonzero", "none")  # the choices of `predict_volume(intensity_normalization=...)`
 
 # %% ../nbs/07a_inference.ipynb #b1cf0b79
 def normalize_crop(
     crop,  # a brain crop `(x, y, z, C)`, raw intensities, background exactly 0
-    normalization: str = "slices",  # one of `INTENSITY_NORMALIZATIONS`
+    intensity_normalization: str = "slices",  # one of `INTENSITY_NORMALIZATIONS`
 ) -> tuple:  # `(normalised (C, x, y, z) float32, background value (C, 1, 1, z) float32)`
     """Normalise a brain crop for the model, channels first, and give the value background takes after it.
 
@@ -36,15 +37,15 @@ def normalize_crop(
     if crop.ndim != 4: raise ValueError(f"expected a crop (x, y, z, C), found shape {crop.shape}")
     x = np.ascontiguousarray(np.moveaxis(crop, -1, 0), dtype=np.float32)
     zeros = np.zeros(x.shape[:1] + (1, 1) + x.shape[3:], np.float32)
-    if normalization == "slices":
+    if intensity_normalization == "slices":
         mean = x.mean(axis=(1, 2), keepdims=True, dtype=np.float64)
         std = x.std(axis=(1, 2), keepdims=True, dtype=np.float64)
         constant = x.max(axis=(1, 2), keepdims=True) == x.min(axis=(1, 2), keepdims=True)
         background = np.divide(-mean, std, out=np.zeros_like(mean), where=~constant).astype(np.float32)
         return standardize(x), background
-    if normalization == "nonzero": return np.ascontiguousarray(np.moveaxis(normalize_nonzero(crop), -1, 0)), zeros
-    if normalization == "none": return x, zeros
-    raise ValueError(f"normalization must be one of {INTENSITY_NORMALIZATIONS}, got {normalization!r}")
+    if intensity_normalization == "nonzero": return np.ascontiguousarray(np.moveaxis(normalize_nonzero(crop), -1, 0)), zeros
+    if intensity_normalization == "none": return x, zeros
+    raise ValueError(f"intensity_normalization must be one of {INTENSITY_NORMALIZATIONS}, got {intensity_normalization!r}")
 
 # %% ../nbs/07a_inference.ipynb #59ec5cd8
 def axis_starts(
@@ -279,7 +280,7 @@ def predict_volume(
     overlap: float = 0.25,  # least overlap of neighbouring windows, as a fraction of the network's halo
     batch_size: int = 1,  # windows per forward pass
     max_memory_gb: float | None = None,  # memory budget, GB; None: `default_memory_gb()`, from the machine
-    normalization: str = "slices",  # how the model's training data were normalised: one of `INTENSITY_NORMALIZATIONS`
+    intensity_normalization: str = "slices",  # how the model's training data were normalised: one of `INTENSITY_NORMALIZATIONS`
     sigma_scale: float | None = 0.125,  # blending: Gaussian σ as a fraction of the window; None: flat weights
     divisor=None,  # window sides are multiples of this (default: from the model's pooling layers)
     progress: bool = True,  # show a progress bar that states the plan and its budget
@@ -294,7 +295,7 @@ def predict_volume(
     box = brain_box(image)
     box_shape = tuple(s.stop - s.start for s in box)
     plan = plan_windows(model, box_shape, window, overlap, batch_size, max_memory_gb, divisor, shape)
-    vol, background = normalize_crop(image[box], normalization)
+    vol, background = normalize_crop(image[box], intensity_normalization)
     # the padded grid: background values around the box, the box in the middle
     offset = tuple((p - s) // 2 for p, s in zip(plan.padded, box_shape, strict=True))
     inner = tuple(slice(o, o + s) for o, s in zip(offset, box_shape, strict=True))
@@ -335,9 +336,9 @@ def predict_volume(
     return uncrop_from_brain(np.moveaxis(probs, 0, -1), box, shape)
 
 # %% ../nbs/07a_inference.ipynb #8dfb9f88
-def load_model(
+def load_segmentation_model(
     path,  # a `.keras` file saved by `bts train` or `model.save()`
-) -> keras.Model:  # the model, uncompiled
+) -> keras.Model:  # the model, uncompiled, computing in float32
     "Load a saved segmentation model for inference, checking that it takes the 4 MRI sequences channels first"
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such model file")
@@ -353,7 +354,7 @@ def load_model(
     if n_labels not in (3, 4):
         raise ValueError(f"{path}: the model gives {n_labels} outputs per voxel; expected 3 tumour classes "
                          f"{CLASS_NAMES} (or 4 with background first)")
-    return model
+    return float32_model(model)  # a model trained with mixed precision predicts in float32
 
 # %% ../nbs/07a_inference.ipynb #04c90576
 def label_header(

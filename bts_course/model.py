@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_unet.ipynb #cabeb02d
 from __future__ import annotations
-import weakref
+import math, weakref
 import numpy as np
 import keras
 from keras import layers
@@ -12,24 +12,24 @@ from .data import check_size
 from .metrics import soft_dice_loss, dice_coefficient, dice_edema, dice_non_enhancing, dice_enhancing
 
 # %% auto #0
-__all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'default_metrics',
-           'unet_model_3d', 'with_input_shape', 'receptive_field']
+__all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'round_to_divisor',
+           'default_metrics', 'unet_model_3d', 'with_input_shape', 'float32_model', 'forward_macs', 'receptive_field']
 
 # %% ../nbs/05_unet.ipynb #c8355ea2
-LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `normalization`
+LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `layer_normalization`
 
 def convolution_block(
     x,  # a channels-last Keras tensor `(B, X, Y, Z, C)`
     n_filters:int,  # output channels of the convolution
-    normalization:str|None=None,  # one of `LAYER_NORMALIZATIONS`: None, 'batch' or 'instance'
+    layer_normalization:str|None=None,  # one of `LAYER_NORMALIZATIONS`: None, 'batch' or 'instance'
     name:str="conv",  # prefix of the layers' names
 ) -> keras.KerasTensor:  # the block's output, `(B, X, Y, Z, n_filters)`
     "3×3×3 convolution, optional batch or instance normalisation, ReLU, on a channels-last tensor `(B, X, Y, Z, C)`"
     x = layers.Conv3D(n_filters, 3, padding="same", name=name)(x)
-    if normalization == "batch": x = layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
-    elif normalization == "instance": x = layers.GroupNormalization(groups=-1, axis=-1, name=f"{name}_in")(x)
-    elif normalization is not None:
-        raise ValueError(f"normalization must be one of {LAYER_NORMALIZATIONS}, got {normalization!r}")
+    if layer_normalization == "batch": x = layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
+    elif layer_normalization == "instance": x = layers.GroupNormalization(groups=-1, axis=-1, name=f"{name}_in")(x)
+    elif layer_normalization is not None:
+        raise ValueError(f"layer_normalization must be one of {LAYER_NORMALIZATIONS}, got {layer_normalization!r}")
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 # %% ../nbs/05_unet.ipynb #8ec24725
@@ -84,6 +84,17 @@ def check_divisible(
                              f"be a multiple of the model's divisor, here a multiple of {tuple(divisor)} (the product of its "
                              "pooling factors: 2**(depth-1) for the course's U-Net)")
 
+# %% ../nbs/05_unet.ipynb #69b0390e
+def round_to_divisor(
+    size,  # spatial sizes `(x, y, z)`: positive ints
+    divisor,  # what each must become a multiple of, from `model_divisor`
+    up:bool=True,  # round up (cover `size`) or down (fit inside `size`, but at least one divisor)
+) -> tuple:  # 3 ints, each a positive multiple of its divisor
+    "Each size rounded up (or down) to a multiple of the divisor along its axis; never below the divisor itself"
+    size, divisor = check_size(size, "size"), check_size(divisor, "divisor")
+    if up: return tuple(-(-s // d) * d for s, d in zip(size, divisor, strict=True))
+    return tuple(max(d, s - s % d) for s, d in zip(size, divisor, strict=True))
+
 # %% ../nbs/05_unet.ipynb #82e9c99a
 def default_metrics() -> list:  # metric functions, each `(y_true, y_pred) -> scalar`
     "The metrics the course logs while training: mean dice and the dice of each tumour class"
@@ -99,21 +110,21 @@ def unet_model_3d(
     deconvolution:bool=False,  # upsample with learnt transposed convolutions instead of repeating voxels
     depth:int=4,  # levels of the U: the input is pooled `depth - 1` times
     n_base_filters:int=32,  # filters of the first convolution; they double with every level
-    batch_normalization:bool=False,  # the course's switch, the same as `normalization="batch"`
+    batch_normalization:bool=False,  # the course's switch, the same as `layer_normalization="batch"`
     activation_name:str="sigmoid",  # activation of the output layer
     metrics=None,  # a metric or a list of them (default: `default_metrics()`)
-    normalization:str|None=None,  # None, 'batch' or 'instance' after every convolution
+    layer_normalization:str|None=None,  # None, 'batch' or 'instance' after every convolution
 ) -> keras.Model:  # compiled; input `(B, C, X, Y, Z)` float32, output `(B, n_labels, X, Y, Z)` float32 probabilities
     "Compiled 3D U-Net: input `(B, C, X, Y, Z)` float32 -> output `(B, n_labels, X, Y, Z)` float32 probabilities"
     input_shape, pool_size = _check_config(input_shape, pool_size, depth, n_base_filters, n_labels)
     if batch_normalization:
-        if normalization not in (None, "batch"):
-            raise ValueError(f"batch_normalization=True and normalization={normalization!r} contradict each other; pick one")
-        normalization = "batch"
-    if normalization not in LAYER_NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {LAYER_NORMALIZATIONS}, got {normalization!r}")
+        if layer_normalization not in (None, "batch"):
+            raise ValueError(f"batch_normalization=True and layer_normalization={layer_normalization!r} contradict each other; pick one")
+        layer_normalization = "batch"
+    if layer_normalization not in LAYER_NORMALIZATIONS:
+        raise ValueError(f"layer_normalization must be one of {LAYER_NORMALIZATIONS}, got {layer_normalization!r}")
     graph = dict(pool_size=pool_size, n_labels=n_labels, deconvolution=deconvolution, depth=depth,
-                 n_base_filters=n_base_filters, activation_name=activation_name, normalization=normalization)
+                 n_base_filters=n_base_filters, activation_name=activation_name, layer_normalization=layer_normalization)
     try: model = _unet_graph(input_shape, **graph)
     except ValueError:  # sizes the pooling cannot halve evenly break the skips: say which, from the free-size network
         check_divisible(input_shape[1:], model_divisor(_unet_graph((input_shape[0], None, None, None), **graph)),
@@ -125,15 +136,15 @@ def unet_model_3d(
 
 # %% ../nbs/05_unet.ipynb #9adaad5b
 def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_filters, activation_name,
-                normalization) -> keras.Model:
+                layer_normalization) -> keras.Model:
     "The U-Net's layers on an input of `input_shape` (C, X, Y, Z), uncompiled"
     inputs = keras.Input(input_shape, name="image")
     x = layers.Permute((2, 3, 4, 1), name="to_channels_last")(inputs)
     skips = []
     for level in range(depth):
         n = n_base_filters * 2 ** level
-        x = convolution_block(x, n, normalization, name=f"down{level}_conv1")
-        x = convolution_block(x, 2 * n, normalization, name=f"down{level}_conv2")
+        x = convolution_block(x, n, layer_normalization, name=f"down{level}_conv1")
+        x = convolution_block(x, 2 * n, layer_normalization, name=f"down{level}_conv2")
         if level < depth - 1:
             skips.append(x)
             x = layers.MaxPooling3D(pool_size, name=f"down{level}_pool")(x)
@@ -144,8 +155,8 @@ def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_f
             x = layers.UpSampling3D(pool_size, name=f"up{level}_upsample")(x)
         x = layers.Concatenate(axis=-1, name=f"up{level}_skip")([x, skips[level]])
         n = skips[level].shape[-1]
-        x = convolution_block(x, n, normalization, name=f"up{level}_conv1")
-        x = convolution_block(x, n, normalization, name=f"up{level}_conv2")
+        x = convolution_block(x, n, layer_normalization, name=f"up{level}_conv1")
+        x = convolution_block(x, n, layer_normalization, name=f"up{level}_conv2")
     x = layers.Conv3D(n_labels, 1, name="logits")(x)
     x = layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
     outputs = layers.Activation(activation_name, dtype="float32", name="probabilities")(x)
@@ -192,6 +203,45 @@ def with_input_shape(
             raise ValueError(f"cannot run this {type(model).__name__} on inputs {input_shape} ({type(e).__name__}: {e}); "
                              f"build it with input_shape=({channels}, None, None, None)") from e
     return shapes[input_shape]
+
+# %% ../nbs/05_unet.ipynb #1831235f
+def _float32_config(config):
+    "A model config with every layer's dtype policy replaced by float32"
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy": return "float32"
+        return {k: _float32_config(v) for k, v in config.items()}
+    if isinstance(config, list): return [_float32_config(v) for v in config]
+    return config
+
+def float32_model(
+    model:keras.Model,  # a functional model, possibly built under a mixed-precision policy
+) -> keras.Model:  # the same architecture and weights, every layer computing in float32 (uncompiled); `model` if it already does
+    "The same network computing in float32: a model trained with mixed precision, for inference"
+    if all(layer.dtype_policy.name == "float32" for layer in model.layers): return model
+    copy = keras.Model.from_config(_float32_config(model.get_config()))
+    copy.set_weights([np.asarray(w, np.float32) for w in model.get_weights()])
+    return copy
+
+# %% ../nbs/05_unet.ipynb #1acbe6b6
+def forward_macs(
+    model:keras.Model,  # a channels-first 3D model
+    spatial_shape,  # the input's spatial size `(x, y, z)` (multiples of `model_divisor(model)`)
+) -> int:  # multiply-accumulates of the convolutions in one forward pass of one input (a FLOP is half a MAC)
+    "Multiply-accumulates of one forward pass over an input of `spatial_shape`, counted over the convolutions"
+    channels, _ = model_io(model)
+    spatial_shape = check_size(spatial_shape, "spatial_shape")
+    total = 0
+    def count(layer, *args, **kwargs):
+        nonlocal total
+        out = layer(*args, **kwargs)
+        if isinstance(layer, (layers.Conv3D, layers.Conv3DTranspose)):
+            per_voxel = math.prod(layer.kernel_size) * args[0].shape[-1] * out.shape[-1]   # channels last inside
+            grid = args[0] if isinstance(layer, layers.Conv3DTranspose) else out            # each input voxel spreads / each output voxel gathers
+            total += math.prod(grid.shape[1:4]) * per_voxel
+        return out
+    keras.models.clone_model(model, input_tensors=keras.Input((channels,) + spatial_shape), clone_function=lambda layer: layer,
+                             call_function=count)
+    return int(total)
 
 # %% ../nbs/05_unet.ipynb #381a2151
 _POINTWISE = (layers.InputLayer, layers.Activation, layers.BatchNormalization, layers.GroupNormalization,

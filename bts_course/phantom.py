@@ -8,7 +8,7 @@ import numpy as np
 from .data import MODALITIES, Case, check_size
 
 # %% auto #0
-__all__ = ['TISSUE_INTENSITY', 'make_phantom', 'region_medians']
+__all__ = ['TISSUE_INTENSITY', 'PHANTOM_BACKGROUND_THRESHOLD', 'make_phantom', 'region_medians']
 
 # %% ../nbs/00b_phantom.ipynb #8b344d57
 TISSUE_INTENSITY = {  # typical raw intensities (FLAIR, T1w, T1gd, T2w) of each tissue, on the scale of the MSD patches
@@ -68,19 +68,11 @@ def _tumour_fractions(axes, rng, edge):
     return box, region(r_edema, 0.18, 4 * edge), region(r_core, 0.12, 2 * edge), region(r_core * necrosis_ratio, 0.12, 2 * edge)
 
 # %% ../nbs/00b_phantom.ipynb #c7c3c81a
-def make_phantom(
-    seed:int=0,  # the same seed gives the same case
-    shape:tuple=(240, 240, 155),  # voxels along x, y, z (at least 16 each)
-) -> Case:  # image `(X, Y, Z, 4)` float32, label `(X, Y, Z)` uint8 codes 0-3, 1 mm voxels
-    "A deterministic synthetic BraTS-like case"
-    rng = np.random.default_rng(seed)
-    shape = check_size(shape, "shape")
-    if min(shape) < 16: raise ValueError(f"shape must be 3 sizes of at least 16 voxels, got {shape}")
-    axes = [np.linspace(-1, 1, n, dtype=np.float32) for n in shape]
-    edge = 2.0 / min(shape)  # about one voxel in normalised units
+def _healthy_brain(axes, rng, edge) -> tuple:
+    "Fractions of each healthy tissue per voxel, and of the head and the brain: `({tissue: (X, Y, Z)}, f_head, f_brain)` float32"
     # head: an ellipsoid with a gently irregular outline, as large in the grid as a real skull-stripped
-    # brain in a BraTS scan (a bounding box of about 145x178x130 voxels in 240x240x155); the brain
-    # sits inside a layer of CSF; white matter is an irregular core; two ventricles near the middle
+    # brain in a 240x240x155 BraTS scan (its box is measured below); the brain sits inside a layer of
+    # CSF; white matter is an irregular core; two ventricles near the middle
     head = _ellipsoid(axes, (0, 0, -0.05), (0.60, 0.74, 0.84))
     head += np.float32(0.03) * _smooth_field(axes, rng, max_freq=3.0)
     white = head + np.float32(0.45)
@@ -92,15 +84,23 @@ def make_phantom(
     f_vent *= f_brain
     healthy = f_brain - f_vent
     f_white *= healthy
-    tissues = {"csf": f_head - f_brain + f_vent, "white": f_white, "grey": healthy - f_white}
-    # tumour: nested regions inside a box around it, replacing the healthy tissue they cover
+    return {"csf": f_head - f_brain + f_vent, "white": f_white, "grey": healthy - f_white}, f_head, f_brain
+
+def _tumour(axes, rng, edge, f_brain) -> tuple:
+    "The tumour's box and, inside it, the fraction of each lesion tissue and the lesion's label codes: `(box, lesion, {tissue: fraction}, codes uint8)`"
     box, f_edema, f_core, f_necrosis = _tumour_fractions(axes, rng, edge)
     in_brain = f_brain[box]
     lesion = np.maximum(f_edema, f_core) * in_brain
-    lesion_tissues = {"edema": lesion - f_core * in_brain, "enhancing": (f_core - f_necrosis) * in_brain,
-                      "necrosis": f_necrosis * in_brain}
-    bias = np.exp(np.float32(0.12) * _smooth_field(axes, rng, n_waves=3, max_freq=1.5))
-    inside = f_head > 0.5
+    tissues = {"edema": lesion - f_core * in_brain, "enhancing": (f_core - f_necrosis) * in_brain,
+               "necrosis": f_necrosis * in_brain}
+    codes = np.zeros(lesion.shape, np.uint8)
+    codes[lesion > 0.5] = 1
+    codes[f_core * in_brain > 0.5] = 3
+    codes[f_necrosis * in_brain > 0.5] = 2
+    return box, lesion, tissues, codes
+
+def _render(shape, tissues, box, lesion, lesion_tissues, bias, inside, rng) -> np.ndarray:
+    "The four sequences from the tissue fractions: tissue intensities, lesion, bias field, noise: `(X, Y, Z, 4)` float32"
     # channels first while we build (each channel contiguous), channels last at the end
     image = np.zeros((len(MODALITIES),) + shape, np.float32)
     for c, channel in enumerate(image):
@@ -114,13 +114,25 @@ def make_phantom(
         channel += np.float32(20.0) * rng.standard_normal(shape, dtype=np.float32)
         channel *= inside
         np.maximum(channel, 0, out=channel)
-    image = np.ascontiguousarray(np.moveaxis(image, 0, -1))
+    return np.ascontiguousarray(np.moveaxis(image, 0, -1))
+
+def make_phantom(
+    seed:int=0,  # the same seed gives the same case
+    shape:tuple=(240, 240, 155),  # voxels along x, y, z (at least 16 each)
+) -> Case:  # image `(X, Y, Z, 4)` float32, label `(X, Y, Z)` uint8 codes 0-3, 1 mm voxels
+    "A deterministic synthetic BraTS-like case"
+    rng = np.random.default_rng(seed)
+    shape = check_size(shape, "shape")
+    if min(shape) < 16: raise ValueError(f"shape must be 3 sizes of at least 16 voxels, got {shape}")
+    axes = [np.linspace(-1, 1, n, dtype=np.float32) for n in shape]
+    edge = 2.0 / min(shape)  # about one voxel in normalised units
+    tissues, f_head, f_brain = _healthy_brain(axes, rng, edge)
+    box, lesion, lesion_tissues, codes = _tumour(axes, rng, edge, f_brain)
+    bias = np.exp(np.float32(0.12) * _smooth_field(axes, rng, n_waves=3, max_freq=1.5))
+    inside = f_head > 0.5
+    image = _render(shape, tissues, box, lesion, lesion_tissues, bias, inside, rng)
     label = np.zeros(shape, np.uint8)
-    sub_label = np.zeros(lesion.shape, np.uint8)
-    sub_label[lesion > 0.5] = 1
-    sub_label[f_core * in_brain > 0.5] = 3
-    sub_label[f_necrosis * in_brain > 0.5] = 2
-    label[box] = sub_label * inside[box]
+    label[box] = codes * inside[box]
     ras_1mm = np.diag([-1.0, -1.0, 1.0, 1.0])  # 1 mm isotropic, oriented like the MSD files
     return Case(image, label, ras_1mm, f"phantom_{seed:03d}", "phantom")
 
@@ -131,3 +143,6 @@ def region_medians(
     "Median intensity per sequence of each label code present in `case`"
     if case.label is None: raise ValueError(f"{case.name}: the case has no label map")
     return {int(c): np.median(case.image[case.label == c], axis=0) for c in np.unique(case.label)}
+
+# %% ../nbs/00b_phantom.ipynb #c2997732
+PHANTOM_BACKGROUND_THRESHOLD = 0.99  # largest share of background in a patch cut from a phantom: at least 1 % tumour

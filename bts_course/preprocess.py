@@ -5,7 +5,7 @@
 # %% ../nbs/03_standardize.ipynb #af205695
 from __future__ import annotations
 import numpy as np
-from .data import bounding_box, check_image, count_nonfinite
+from .data import bounding_box, check_image, check_patch
 
 # %% auto #0
 __all__ = ['standardize', 'normalize_nonzero', 'brain_box', 'crop_to_brain', 'uncrop_from_brain']
@@ -27,13 +27,7 @@ def standardize(
     # STUB:         # a constant slice (std 0) becomes zeros: never divide by 0, never keep the previous slice's values
     # STUB:         standardized_image[c, :, :, z] = {{centered / std if std > 0 else 0}}
     # STUB: return standardized_image
-    image = np.asarray(image)
-    if image.ndim != 4: raise ValueError(f"standardize expects a patch (C, X, Y, Z), found {image.ndim}D with shape {image.shape}")
-    if image.size == 0: raise ValueError(f"standardize got an empty patch of shape {image.shape}")
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
-        raise ValueError(f"standardize expects real numbers, found dtype {image.dtype}")
-    n_bad = count_nonfinite(image)
-    if n_bad: raise ValueError(f"standardize got {n_bad:,} non-finite values (NaN or Inf) in a patch of shape {image.shape}")
+    image = check_patch(image, name="standardize's patch", dtype=None)
     C, X, Y, Z = image.shape
     # one copy with each (channel, slice) contiguous: (C, Z, X*Y), in float32 (float64 for float64 input)
     work = np.ascontiguousarray(np.moveaxis(image, 3, 1), dtype=np.result_type(image.dtype, np.float32))

@@ -111,14 +111,14 @@ def _max_background(n_voxels: int, background_threshold: float) -> int:
 def rejection_sample(
     image,  # the scan `(X, Y, Z, C)`, channels last
     label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
-    size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
+    patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
     background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
     max_tries:int=1000,  # random corners to try before giving up with a `SamplingError`
     num_classes:int=N_CLASSES,  # label codes, background included
 ) -> tuple:  # `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z), tries)`
     "`get_sub_volume`'s loop, saying where the patch starts and how many random corners it tried"
     image, label = _check_image_label(image, label, num_classes)
-    return _draw_until_accepted(image, label, size, background_threshold, max_tries, num_classes)
+    return _draw_until_accepted(image, label, patch_size, background_threshold, max_tries, num_classes)
 
 # %% ../nbs/02_sampling.ipynb #952c9188
 def summed_volume_table(
@@ -182,17 +182,17 @@ def _valid_corners(label, size, background_threshold, min_class_fraction, num_cl
 # %% ../nbs/02_sampling.ipynb #d175353f
 def valid_corners(
     label,  # label codes `(X, Y, Z)`, 0..num_classes-1
-    size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
+    patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
     background_threshold=0.95,  # the largest share of background voxels a patch may hold
     min_class_fraction=None,  # optional `{code: share}`: each patch must hold at least this share of class `code`
     num_classes=N_CLASSES,  # label codes, background included
 ) -> np.ndarray:  # boolean `(X-x+1, Y-y+1, Z-z+1)`: True where the patch starting there is acceptable
     "Which corners give an acceptable patch; raises `SamplingError` if none does"
     label = check_label(label, "label", num_classes=num_classes)
-    size = check_size(size)
-    if any(s > d for s, d in zip(size, label.shape, strict=True)):
-        raise ValueError(f"patch {size} does not fit in the volume {label.shape}")
-    return _valid_corners(label, size, background_threshold, min_class_fraction, num_classes)
+    patch_size = check_size(patch_size)
+    if any(s > d for s, d in zip(patch_size, label.shape, strict=True)):
+        raise ValueError(f"patch {patch_size} does not fit in the volume {label.shape}")
+    return _valid_corners(label, patch_size, background_threshold, min_class_fraction, num_classes)
 
 # %% ../nbs/02_sampling.ipynb #843de43a
 def _pad_to(image, label, size):
@@ -208,30 +208,30 @@ def sample_patches(
     image,  # the scan `(X, Y, Z, C)`, channels last
     label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
     n:int,  # how many patches (drawn independently: a corner can repeat)
-    size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
+    patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
     background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
     rng:np.random.Generator|int|None=None,  # a generator, a seed, or None for fresh entropy
     *,
     min_class_fraction:dict|None=None,  # optional `{code: share}`: each patch must hold at least this share of class `code`
-    pad:bool=False,  # zero-pad a scan smaller than `size` along some axis (else an error)
+    pad:bool=False,  # zero-pad a scan smaller than `patch_size` along some axis (else an error)
     num_classes:int=N_CLASSES,  # label codes, background included
 ) -> list:  # `n` tuples `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z))`, float32; corners in the scan's coordinates
     "`n` patches drawn uniformly among those with at most `background_threshold` background"
     rng = np.random.default_rng(rng)
     image, label = _check_image_label(image, label, num_classes)
-    size = check_size(size)
+    patch_size = check_size(patch_size)
     if int(n) < 0: raise ValueError(f"n must be at least 0, got {n}")
-    too_small = [f"{a} ({d} < {s})" for a, d, s in zip("xyz", label.shape, size, strict=True) if d < s]
+    too_small = [f"{a} ({d} < {s})" for a, d, s in zip("xyz", label.shape, patch_size, strict=True) if d < s]
     if too_small and not pad:
-        raise ValueError(f"volume {label.shape} is smaller than the patch {size} along {', '.join(too_small)}; "
+        raise ValueError(f"volume {label.shape} is smaller than the patch {patch_size} along {', '.join(too_small)}; "
                          "pass pad=True to zero-pad it")
-    image, label, offset = _pad_to(image, label, size)
-    valid = _valid_corners(label, size, background_threshold, min_class_fraction, num_classes)
+    image, label, offset = _pad_to(image, label, patch_size)
+    valid = _valid_corners(label, patch_size, background_threshold, min_class_fraction, num_classes)
     choices = np.flatnonzero(valid)
     picks = choices[rng.integers(0, choices.size, size=int(n))]
     patches = []
     for corner in zip(*np.unravel_index(picks, valid.shape), strict=True):
-        X, y = _extract(image, label, corner, size, num_classes)
+        X, y = _extract(image, label, corner, patch_size, num_classes)
         patches.append((X, y, tuple(int(c) - o for c, o in zip(corner, offset, strict=True))))
     return patches
 
@@ -239,10 +239,10 @@ def sample_patches(
 def sample_patch(
     image,  # the scan `(X, Y, Z, C)`, channels last
     label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
-    size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
+    patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
     background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
     rng:np.random.Generator|int|None=None,  # a generator, a seed, or None for fresh entropy
     **kwargs,  # `min_class_fraction`, `pad`, `num_classes`, as `sample_patches` takes them
 ) -> tuple:  # `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z))`, float32
     "One patch drawn uniformly among those with at most `background_threshold` background"
-    return sample_patches(image, label, 1, size, background_threshold, rng, **kwargs)[0]
+    return sample_patches(image, label, 1, patch_size, background_threshold, rng, **kwargs)[0]

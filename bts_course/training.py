@@ -16,8 +16,9 @@ from .model import check_divisible, model_divisor  # importing the model registe
 from .preprocess import standardize
 
 # %% auto #0
-__all__ = ['SPLITS', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip', 'VolumeDataGenerator',
-           'TrainingState', 'TimeLimit', 'TrainResult', 'train', 'train_small_unet']
+__all__ = ['SPLITS', 'LEARNING_RATE_SCHEDULES', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip',
+           'VolumeDataGenerator', 'TrainingState', 'machine_description', 'TimeLimit', 'TrainResult', 'train',
+           'learning_rate_schedule', 'train_small_unet']
 
 # %% ../nbs/06_training.ipynb #dad6cabf
 SPLITS = ("train", "valid")  # the splits a `config.json` lists
@@ -117,6 +118,8 @@ class VolumeDataGenerator(keras.utils.PyDataset):
                  num_channels:int=len(MODALITIES),  # input channels each patch must have
                  num_classes:int=len(CLASS_NAMES),  # tumour classes (the files hold one more: background)
                  cache:bool=False,  # keep the patches in memory after the first read
+                 batches_per_epoch:int|None=None,  # full batches per epoch, drawn from an endless stream of shuffled passes (default: one pass)
+                 intensity_jitter:float=0.0,  # scale each standardised channel by 1 ± this and shift it by ± this, at random
                  **kwargs):  # `workers`, `use_multiprocessing`, `max_queue_size` of `keras.utils.PyDataset`
         super().__init__(**kwargs)
         if int(batch_size) < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -128,6 +131,11 @@ class VolumeDataGenerator(keras.utils.PyDataset):
         self.random_crop = (split == "train") if random_crop is None else bool(random_crop)
         self.flip, self.num_channels, self.num_classes = bool(flip), int(num_channels), int(num_classes)
         self._cache = {} if cache else None
+        if batches_per_epoch is not None and int(batches_per_epoch) < 1:
+            raise ValueError(f"batches_per_epoch must be at least 1 (or None: one pass over the patches), got {batches_per_epoch}")
+        self.batches_per_epoch = None if batches_per_epoch is None else int(batches_per_epoch)
+        if not 0 <= float(intensity_jitter) < 1: raise ValueError(f"intensity_jitter must lie in [0, 1), got {intensity_jitter}")
+        self.intensity_jitter = float(intensity_jitter)
         stored = self._shape_of(self.files[0])
         self.stored_size = stored
         self.patch_size = stored if patch_size is None else check_size(patch_size, "patch_size")
@@ -193,13 +201,17 @@ def sample(self:VolumeDataGenerator,
         x, y = x[box], y[box]
     X = standardize(x)
     if self.flip: X, y, _ = random_flip(X, y, rng)
+    if self.intensity_jitter:
+        j, C = self.intensity_jitter, X.shape[0]
+        scale, shift = rng.uniform(1 - j, 1 + j, (C, 1, 1, 1)), rng.uniform(-j, j, (C, 1, 1, 1))
+        X = (X * scale.astype(np.float32) + shift.astype(np.float32)).astype(np.float32)
     return X, np.ascontiguousarray(y, dtype=np.float32)
 
 # %% ../nbs/06_training.ipynb #a82e03f8
 @patch
 def __len__(self:VolumeDataGenerator) -> int:  # batches per epoch, the last one possibly partial
-    "Batches per epoch: the number of patches divided by the batch size, rounded up"
-    return math.ceil(len(self.files) / self.batch_size)
+    "Batches per epoch: `batches_per_epoch`, or the number of patches divided by the batch size, rounded up"
+    return self.batches_per_epoch or math.ceil(len(self.files) / self.batch_size)
 
 # %% ../nbs/06_training.ipynb #a9b4e3ed
 @patch
@@ -208,9 +220,18 @@ def __getitem__(self:VolumeDataGenerator,
                ) -> tuple:  # `(X (B, C, x, y, z), y (B, K, x, y, z))`, float32
     "Batch `index` of the current epoch"
     if not 0 <= index < len(self): raise IndexError(f"batch {index} out of range for {len(self)} batches")
-    picks = self._order[index * self.batch_size:(index + 1) * self.batch_size]
-    pairs = [self.sample(int(i)) for i in picks]
+    pairs = [self.sample(i, sweep) for i, sweep in self.picks(index)]
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+@patch
+def picks(self:VolumeDataGenerator,
+          index:int,  # batch number in the current epoch
+         ) -> list:  # `[(file index, pass), ...]`, one per patch of the batch
+    "Which patches make batch `index` of the current epoch, and in which pass over the patches each is drawn"
+    if self.batches_per_epoch is None:
+        return [(int(i), self.epoch) for i in self._order[index * self.batch_size:(index + 1) * self.batch_size]]
+    n, start = len(self.files), (self.epoch * self.batches_per_epoch + index) * self.batch_size
+    return [(int(self._order_for(g // n)[g % n]), g // n) for g in range(start, start + self.batch_size)]
 
 # %% ../nbs/06_training.ipynb #ae6cb675
 @patch
@@ -241,11 +262,15 @@ class TrainingState(keras.callbacks.Callback):
                  patience:int|None=None,  # epochs without improvement before stopping (None: never stop early)
                  best:float|None=None,  # best `monitor` so far (from `state.json` when resuming)
                  best_epoch:int|None=None,  # its epoch, 0-based
+                 seconds:float=0.0,  # training time of the earlier runs in this folder (from `state.json` when resuming)
                 ):
         super().__init__()
         if mode not in ("max", "min"): raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
         self.out_dir, self.monitor, self.mode, self.patience = Path(out_dir), monitor, mode, patience
-        self.best, self.best_epoch = best, best_epoch
+        self.best, self.best_epoch, self.seconds = best, best_epoch, float(seconds)
+        self._since = time.monotonic()
+
+    def on_train_begin(self, logs=None): self._since = time.monotonic()  # time spent between runs is not training
 
     def _improved(self, value: float) -> bool:
         "Whether `value` beats the best so far (a NaN never does)"
@@ -266,13 +291,27 @@ class TrainingState(keras.callbacks.Callback):
             self.best, self.best_epoch = value, int(epoch)
             _save_atomic(self.model, self.out_dir / "best.keras")
         _save_atomic(self.model, self.out_dir / "last.keras")
+        now = time.monotonic()
+        self.seconds, self._since = self.seconds + now - self._since, now
         write_json({"epoch": int(epoch) + 1, "monitor": self.monitor, "mode": self.mode, "best": self.best,
-                    "best_epoch": self.best_epoch}, self.out_dir / "state.json")
+                    "best_epoch": self.best_epoch, "seconds": round(self.seconds, 1)}, self.out_dir / "state.json")
         since = epoch - (-1 if self.best_epoch is None else self.best_epoch)
         if self.patience is not None and since >= self.patience:
             print(f"early stop: no improvement of {self.monitor} for {since} epochs "
                   f"(best {self.best} at epoch {None if self.best_epoch is None else self.best_epoch + 1})")
             self.model.stop_training = True
+
+# %% ../nbs/06_training.ipynb #b285dc42
+def machine_description() -> str:  # e.g. "AMD EPYC, 2 CPU cores, TensorFlow 2.21.0, no GPU"
+    "The processor, its cores, TensorFlow's version and the GPUs TensorFlow sees, in one line"
+    import os, platform
+    import tensorflow as tf
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f: cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration): pass
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return f"{cpu}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, " + (f"{len(gpus)} GPU(s)" if gpus else "no GPU")
 
 # %% ../nbs/06_training.ipynb #054a76c6
 class TimeLimit(keras.callbacks.Callback):
@@ -314,48 +353,30 @@ def train(
     strategy=None,  # a `tf.distribute` strategy (needs a model function)
     mixed_precision=False,  # True, 'mixed_float16' or 'mixed_bfloat16' (needs a model function)
     resume:bool=True,  # continue a run found in `out_dir`; False starts over
-    steps_per_epoch:int|None=None,  # batches per epoch (default: all of `train_data`)
+    steps_per_epoch:int|None=None,  # batches per epoch (default: all of `train_data`); a `VolumeDataGenerator` draws them from its stream (`batches_per_epoch`)
     time_limit:float|None=None,  # stop after this many seconds of training (`TimeLimit`)
     verbose="auto",  # Keras' verbosity: 'auto', 1 a progress bar, 2 a line per epoch, 0 silent (train's own lines too)
     callbacks=(),  # more Keras callbacks
 ) -> TrainResult:  # the model, the log and the run folder
     "Train `model` (compiled, or a function building one) on `train_data` for up to `epochs` epochs, checkpointing to `out_dir`"
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
-    if int(epochs) < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
+    out_dir = _check_run(out_dir, epochs, steps_per_epoch)
     say = print if verbose != 0 else (lambda *args, **kwargs: None)
     monitor = monitor or ("val_dice_coefficient" if valid_data is not None else "dice_coefficient")
     mode = "max" if "dice" in monitor and "loss" not in monitor else "min"
     policy = _mixed_policy(mixed_precision)
-    state_path, last, log = out_dir / "state.json", out_dir / "last.keras", out_dir / "log.csv"
-    state = json.loads(state_path.read_text()) if resume and state_path.is_file() and last.is_file() else None
-    if state is not None and state.get("monitor", monitor) != monitor:
-        raise ValueError(f"{out_dir} holds a run that monitored {state['monitor']!r}, not {monitor!r}; "
-                         "use another folder or resume=False")
+    state = _resumable_state(out_dir, monitor) if resume else None
     initial_epoch = int(state["epoch"]) if state else 0
-    model = _build(model, strategy, policy, last if state else None)
-    if hasattr(train_data, "patch_size"): check_divisible(train_data.patch_size, model_divisor(model), "patch size")
-    # nothing is written before the model and the data are known to fit together
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
-    if state: _truncate_log(log, initial_epoch)
-    checkpoints = TrainingState(out_dir, monitor, mode, patience, state and state.get("best"), state and state.get("best_epoch"))
+    model = _build(model, strategy, policy, out_dir / "last.keras" if state else None)
+    steps_per_epoch = _fit_data_to(model, train_data, steps_per_epoch)
+    checkpoints = _prepare_folder(out_dir, state, monitor, mode, patience)  # only now: the model and the data fit together
+    log = out_dir / "log.csv"
     result = lambda: TrainResult(model, _read_log(log), out_dir, initial_epoch, checkpoints.best, checkpoints.best_epoch, monitor)
     if initial_epoch >= epochs:
         say(f"{out_dir}: already trained for {initial_epoch} epochs (asked for {epochs}); nothing to do")
         return result()
-    for data in (train_data, valid_data):
+    for data in (train_data, valid_data):  # the shuffles and augmentations continue where they would have been
         if hasattr(data, "set_epoch"): data.set_epoch(initial_epoch if data is train_data else 0)
-    import tensorflow as tf
-    devices = ", ".join(d.name.split("physical_device:")[-1] for d in tf.config.list_logical_devices()
-                        if d.device_type != "CPU") or "CPU"
-    start = f"resuming at epoch {initial_epoch + 1} from {last}" if state else "starting"
-    say(f"{model.name}: {model.count_params():,} parameters on {devices}"
-        f"{f' ({strategy.num_replicas_in_sync} replicas)' if strategy is not None else ''}"
-        f"{f', {policy}' if policy else ''}; {_size(train_data)} for training"
-        f"{f', {_size(valid_data)} for validation' if valid_data is not None else ''}; "
-        f"{start}, up to epoch {epochs}, run folder {out_dir}")
+    say(_summary(model, strategy, policy, train_data, valid_data, state, initial_epoch, epochs, out_dir))
     cbs = [keras.callbacks.TerminateOnNaN(), keras.callbacks.CSVLogger(str(log), append=True), checkpoints]
     if time_limit is not None: cbs.append(TimeLimit(time_limit))
     t0 = time.monotonic()
@@ -380,6 +401,52 @@ def _truncate_log(path: Path, epochs_done: int):
     def write(tmp):
         with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
     atomic_write(path, write)
+
+def _check_run(out_dir, epochs, steps_per_epoch) -> Path:
+    "The run folder as a `Path`, after checking it and the run's length"
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir(): raise FileExistsError(f"{out_dir}: exists and is not a folder")
+    if int(epochs) < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if steps_per_epoch is not None and int(steps_per_epoch) < 1: raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+    return out_dir
+
+def _resumable_state(out_dir: Path, monitor: str) -> dict | None:
+    "`state.json` of a run in `out_dir` to resume (None when there is none), checked to monitor the same value"
+    state_path = out_dir / "state.json"
+    if not (state_path.is_file() and (out_dir / "last.keras").is_file()): return None
+    state = json.loads(state_path.read_text())
+    if state.get("monitor", monitor) != monitor:
+        raise ValueError(f"{out_dir} holds a run that monitored {state['monitor']!r}, not {monitor!r}; "
+                         "use another folder or resume=False")
+    return state
+
+def _fit_data_to(model, train_data, steps_per_epoch):
+    "Check the patches fit the model's pooling; give a `VolumeDataGenerator` the epoch length itself. Returns the `steps_per_epoch` for `fit`"
+    if hasattr(train_data, "patch_size"): check_divisible(train_data.patch_size, model_divisor(model), "patch size")
+    if steps_per_epoch is not None and hasattr(train_data, "batches_per_epoch"):  # Keras's own would run the epoch dry
+        train_data.batches_per_epoch, steps_per_epoch = int(steps_per_epoch), None
+    return steps_per_epoch
+
+def _prepare_folder(out_dir: Path, state, monitor, mode, patience) -> "TrainingState":
+    "Create the run folder, clear a previous run's files (starting over) or the log's unsaved rows (resuming); the checkpoint callback"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        for f in ("state.json", "last.keras", "best.keras", "log.csv"): (out_dir / f).unlink(missing_ok=True)
+    else: _truncate_log(out_dir / "log.csv", int(state["epoch"]))
+    state = state or {}
+    return TrainingState(out_dir, monitor, mode, patience, state.get("best"), state.get("best_epoch"), state.get("seconds", 0.0))
+
+def _summary(model, strategy, policy, train_data, valid_data, state, initial_epoch, epochs, out_dir) -> str:
+    "The line `train` prints before it starts: the model, the devices, the data, where it starts and stops"
+    import tensorflow as tf
+    devices = ", ".join(d.name.split("physical_device:")[-1] for d in tf.config.list_logical_devices()
+                        if d.device_type != "CPU") or "CPU"
+    start = f"resuming at epoch {initial_epoch + 1} from {out_dir / 'last.keras'}" if state else "starting"
+    return (f"{model.name}: {model.count_params():,} parameters on {devices}"
+            f"{f' ({strategy.num_replicas_in_sync} replicas)' if strategy is not None else ''}"
+            f"{f', {policy}' if policy else ''}; {_size(train_data)} for training"
+            f"{f', {_size(valid_data)} for validation' if valid_data is not None else ''}; "
+            f"{start}, up to epoch {epochs}, run folder {out_dir}")
 
 # %% ../nbs/06_training.ipynb #6ab7605f
 def _mixed_policy(mixed_precision) -> str | None:
@@ -420,6 +487,27 @@ def _size(data) -> str:
     "How many patches `data` holds, for the summary line"
     n = len(data.files) if hasattr(data, "files") else len(data[0]) if isinstance(data, (tuple, list)) else "?"
     return f"{n} patches"
+
+# %% ../nbs/06_training.ipynb #8f215ea2
+LEARNING_RATE_SCHEDULES = ("constant", "cosine")  # the choices of `learning_rate_schedule(schedule=...)`
+
+def learning_rate_schedule(
+    learning_rate:float,  # the peak (or constant) learning rate
+    schedule:str="constant",  # one of `LEARNING_RATE_SCHEDULES`
+    total_steps:int|None=None,  # optimiser steps of the whole run (needed by "cosine")
+    warmup_steps:int=0,  # steps of linear warm-up from 0 ("cosine" only)
+    final_fraction:float=0.01,  # the cosine ends at this fraction of `learning_rate`
+) -> float | keras.optimizers.schedules.LearningRateSchedule:  # the constant rate, or the schedule Adam follows
+    "The learning rate Adam gets: `learning_rate` itself, or a cosine decay over `total_steps` after `warmup_steps` of warm-up"
+    if not learning_rate > 0: raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+    if schedule not in LEARNING_RATE_SCHEDULES: raise ValueError(f"schedule must be one of {LEARNING_RATE_SCHEDULES}, got {schedule!r}")
+    if schedule == "constant": return float(learning_rate)
+    if total_steps is None or int(total_steps) <= int(warmup_steps) or int(warmup_steps) < 0:
+        raise ValueError(f"a cosine schedule needs total_steps > warmup_steps >= 0, got total_steps={total_steps}, warmup_steps={warmup_steps}")
+    if int(warmup_steps) == 0:
+        return keras.optimizers.schedules.CosineDecay(float(learning_rate), int(total_steps), alpha=final_fraction)
+    return keras.optimizers.schedules.CosineDecay(0.0, int(total_steps) - int(warmup_steps), alpha=final_fraction,
+                                                  warmup_target=float(learning_rate), warmup_steps=int(warmup_steps))
 
 # %% ../nbs/06_training.ipynb #c63b18e4
 def train_small_unet(

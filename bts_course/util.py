@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 # %% auto #0
 __all__ = ['get_labeled_image', 'plot_image_grid', 'visualize_data_gif', 'visualize_patch', 'unet_model_3d',
-           'VolumeDataGenerator', 'predict_and_viz']
+           'load_course_weights', 'VolumeDataGenerator', 'predict_and_viz']
 
 # %% ../nbs/11_util.ipynb #a668bd7c
 def _draw(fig: Figure) -> None:
@@ -88,10 +88,60 @@ def unet_model_3d(
             raise ValueError(f"include_label_wise_dice_coefficients logs the dice of the {len(CLASS_NAMES)} tumour classes "
                              f"{CLASS_NAMES}; the model has n_labels={n_labels}")
         metrics += [m for m in CLASS_DICE_METRICS if m not in metrics]
-    return unet.unet_model_3d(loss_function, input_shape=input_shape, pool_size=pool_size, n_labels=n_labels,
-                              initial_learning_rate=initial_learning_rate, deconvolution=deconvolution, depth=depth,
-                              n_base_filters=n_base_filters, batch_normalization=batch_normalization,
-                              activation_name=activation_name, metrics=metrics)
+    model = unet.unet_model_3d(loss_function, input_shape=input_shape, pool_size=pool_size, n_labels=n_labels,
+                               initial_learning_rate=initial_learning_rate, deconvolution=deconvolution, depth=depth,
+                               n_base_filters=n_base_filters, batch_normalization=batch_normalization,
+                               activation_name=activation_name, metrics=metrics)
+    keras_load_weights = model.load_weights
+    def load_weights(filepath, *args, **kwargs):  # the course's Keras 2 HDF5 files, and Keras 3's own
+        "Load weights from `filepath`: a Keras 2 HDF5 file (the course's `model_pretrained.hdf5`) or a Keras 3 `.weights.h5`"
+        if str(filepath).endswith((".weights.h5", ".keras")): return keras_load_weights(filepath, *args, **kwargs)
+        return load_course_weights(model, filepath)
+    model.load_weights = load_weights
+    return model
+
+# %% ../nbs/11_util.ipynb #73bb45d1
+def _course_weights(path: Path) -> list:
+    "`[(layer name, [arrays])]` of the layers with weights in a Keras 2 HDF5 file, in the file's order"
+    import h5py
+    try: f = h5py.File(path, "r")
+    except OSError as e: raise ValueError(f"{path}: not a readable HDF5 file ({e}); a download cut short, or not a weights file") from None
+    with f:
+        group = f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+        if "layer_names" not in group.attrs:
+            raise ValueError(f"{path}: not a Keras 2 weights file (no 'layer_names' attribute; found {sorted(group)[:5]}); "
+                             "a Keras 3 file must be named *.weights.h5")
+        layers = []
+        for raw in group.attrs["layer_names"]:
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in group[name].attrs.get("weight_names", [])]
+            try:
+                if names: layers.append((name, [np.asarray(group[name][n]) for n in names]))
+            except (KeyError, OSError) as e:
+                raise ValueError(f"{path}: the weights of layer {name} cannot be read ({type(e).__name__}: {e}); "
+                                 "the file is truncated or damaged") from None
+    return layers
+
+def load_course_weights(
+    model:keras.Model,  # a model from `unet_model_3d` (or any model whose layers with weights come in the file's order)
+    path,  # a Keras 2 HDF5 weights file (`model.save_weights` or `model.save`), e.g. the course's `model_pretrained.hdf5`
+) -> keras.Model:  # `model`, its weights replaced
+    "Load a Keras 2 HDF5 weights file into `model`, layer by layer in build order, with errors that say what differs"
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path}: no such weights file")
+    saved = _course_weights(path)
+    targets = [layer for layer in model.layers if layer.weights]
+    if len(saved) != len(targets):
+        raise ValueError(f"{path} holds weights for {len(saved)} layers ({', '.join(n for n, _ in saved[:3])}, ...) but this "
+                         f"model has {len(targets)} layers with weights: the file is for another architecture (the course's "
+                         "U-Net, depth 4 with 32 base filters and no batch normalisation, has 15)")
+    for k, ((name, arrays), layer) in enumerate(zip(saved, targets, strict=True), 1):
+        want, found = [tuple(w.shape) for w in layer.weights], [a.shape for a in arrays]
+        if want != found:
+            raise ValueError(f"{path}: layer {k} of {len(saved)} ({name}) holds shapes {found} but the model's {layer.name} "
+                             f"takes {want}: the file is for another architecture (other filters or depth)")
+    for (_, arrays), layer in zip(saved, targets, strict=True): layer.set_weights(arrays)
+    return model
 
 # %% ../nbs/11_util.ipynb #0c677663
 class VolumeDataGenerator(training.VolumeDataGenerator):

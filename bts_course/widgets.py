@@ -12,7 +12,9 @@ import ipywidgets as W
 from fastcore.basics import patch
 from PIL import Image as PILImage
 from .data import (Case, MODALITIES, CLASS_NAMES, CLASS_COLORS, LABEL_NAMES, atomic_write, check_image,
-                             check_label, probabilities_to_labels)
+                             check_label)
+from .labels import probabilities_to_labels
+from .scores import binary_dice
 from .viz import AXIS_NAMES, PLANES, plane_name, plane_slice, voxel_to_pixel
 
 # %% auto #0
@@ -316,7 +318,6 @@ def _legend(self:SliceExplorer) -> str:
 @patch
 def _dice_per_class(self:SliceExplorer) -> dict:
     "Dice of prediction against truth for each class 1-3 over the whole volume (1.0 where both are empty)"
-    from bts_course.metrics import binary_dice  # imported when first needed: metrics loads TensorFlow
     return {code: binary_dice(self.prediction == code, self.label == code) for code in CLASS_COLORS}
 
 # %% ../nbs/08_explorer.ipynb #496707cc

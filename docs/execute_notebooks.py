@@ -44,6 +44,8 @@ NOISE = {
         r"^(?:WARNING|INFO|ERROR):(?:absl|tensorflow|keras)\b|^[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\]", re.M),
     "a temporary path": re.compile(r"/tmp/(?:tmp|pytest)|/var/folders/|\\AppData\\Local\\Temp\\"),
     "an HTTP server log timestamp": re.compile(r"\[\d{1,2}/[A-Z][a-z]{2}/\d{4}[ :]\d\d:\d\d:\d\d"),
+    "a terminal colour code": re.compile(r"\x1b\["),
+    "the memory available now": re.compile(r"GB available|available now", re.I),
 }
 
 

@@ -60,7 +60,7 @@ def check_dataset(dest, n_patches):
 
 def test_build_format_split_and_content(msd, tmp_path):
     dest = build_patch_dataset(msd, tmp_path / "out", patches_per_case=3, valid_fraction=0.4, seed=1, workers=1,
-                               size=SIZE, progress=False)
+                               patch_size=SIZE, progress=False)
     config = check_dataset(dest, 15)
     case_of = lambda f: f.split(".nii.gz_")[0]
     train, valid = {case_of(f) for f in config["train"]}, {case_of(f) for f in config["valid"]}
@@ -80,11 +80,11 @@ def test_build_format_split_and_content(msd, tmp_path):
 
 
 def test_build_is_deterministic_whatever_the_workers(msd, tmp_path):
-    a = build_patch_dataset(msd, tmp_path / "a", patches_per_case=2, seed=3, workers=1, size=SIZE, progress=False)
-    b = build_patch_dataset(msd, tmp_path / "b", patches_per_case=2, seed=3, workers=2, size=SIZE, progress=False)
+    a = build_patch_dataset(msd, tmp_path / "a", patches_per_case=2, seed=3, workers=1, patch_size=SIZE, progress=False)
+    b = build_patch_dataset(msd, tmp_path / "b", patches_per_case=2, seed=3, workers=2, patch_size=SIZE, progress=False)
     assert patch_files(a) == patch_files(b)
     assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
-    c = build_patch_dataset(msd, tmp_path / "c", patches_per_case=2, seed=4, workers=1, size=SIZE, progress=False)
+    c = build_patch_dataset(msd, tmp_path / "c", patches_per_case=2, seed=4, workers=1, patch_size=SIZE, progress=False)
     assert patch_files(a) != patch_files(c)
 
 
@@ -99,7 +99,7 @@ def test_split_edges():
 
 
 def test_resume_skips_done_cases_and_cleans_up(msd, tmp_path):
-    dest = build_patch_dataset(msd, tmp_path / "out", patches_per_case=2, workers=1, size=SIZE, progress=False)
+    dest = build_patch_dataset(msd, tmp_path / "out", patches_per_case=2, workers=1, patch_size=SIZE, progress=False)
     files = patch_files(dest)
     # simulate an interrupted rerun: one case unfinished, its files half there, a temporary file, an orphan
     manifest = json.loads((dest / "manifest.json").read_text())
@@ -109,33 +109,33 @@ def test_resume_skips_done_cases_and_cleans_up(msd, tmp_path):
     (dest / "BRATS_002.nii.gz_9_x0_y0_z0.h5").write_bytes(b"orphan of an interrupted attempt")
     (dest / ".BRATS_002.nii.gz_1_x3_y3_z3.h5.partial999").write_bytes(b"half-written")
     untouched = {f: (dest / f).stat().st_mtime_ns for f in files if not f.startswith("BRATS_002")}
-    build_patch_dataset(msd, dest, patches_per_case=2, workers=1, size=SIZE, progress=False)
+    build_patch_dataset(msd, dest, patches_per_case=2, workers=1, patch_size=SIZE, progress=False)
     assert patch_files(dest) == files
     assert {f: (dest / f).stat().st_mtime_ns for f in untouched} == untouched  # finished cases were skipped
     check_dataset(dest, 10)
     (dest / files[0]).unlink()  # a missing file makes its case redo
-    build_patch_dataset(msd, dest, patches_per_case=2, workers=1, size=SIZE, progress=False)
+    build_patch_dataset(msd, dest, patches_per_case=2, workers=1, patch_size=SIZE, progress=False)
     assert patch_files(dest) == files
 
 
 def test_resume_refuses_other_settings_or_cases(msd, tmp_path):
-    dest = build_patch_dataset(msd, tmp_path / "out", patches_per_case=1, workers=1, size=SIZE, progress=False)
+    dest = build_patch_dataset(msd, tmp_path / "out", patches_per_case=1, workers=1, patch_size=SIZE, progress=False)
     with pytest.raises(ValueError, match=r"seed=0 \(now 9\)"):
-        build_patch_dataset(msd, dest, patches_per_case=1, seed=9, size=SIZE, progress=False)
+        build_patch_dataset(msd, dest, patches_per_case=1, seed=9, patch_size=SIZE, progress=False)
     more = write_msd(tmp_path / "more", {f"BRATS_{i:03d}": 0 for i in range(6)}, shape=(64, 64, 48))
     with pytest.raises(ValueError, match="1 new"):
-        build_patch_dataset(more, dest, patches_per_case=1, size=SIZE, progress=False)
+        build_patch_dataset(more, dest, patches_per_case=1, patch_size=SIZE, progress=False)
 
 
 def test_unlabelled_and_hopeless_cases_name_the_case(tmp_path):
     src = write_msd(tmp_path / "msd", {"BRATS_000": 0, "BRATS_001": 1})
     (src / "labelsTr" / "BRATS_001.nii.gz").unlink()
     with pytest.raises(CaseError, match="BRATS_001.nii.gz"):
-        build_patch_dataset(src, tmp_path / "out", size=SIZE, progress=False)
+        build_patch_dataset(src, tmp_path / "out", patch_size=SIZE, progress=False)
     c = make_phantom(0, shape=(96, 96, 64))
     save_nifti(np.zeros_like(c.label), src / "labelsTr" / "BRATS_001.nii.gz", c.affine)  # no tumour at all
     with pytest.raises(CaseError, match="case BRATS_001.nii.gz .*best achievable is 100.00%"):
-        build_patch_dataset(src, tmp_path / "out2", workers=2, size=SIZE, progress=False)
+        build_patch_dataset(src, tmp_path / "out2", workers=2, patch_size=SIZE, progress=False)
 
 
 def test_brats_folders(tmp_path):
@@ -148,7 +148,7 @@ def test_brats_folders(tmp_path):
             save_nifti(c.image[..., channel], folder / f"{name}{suffix}.nii.gz", c.affine)
         save_nifti(to_brats[c.label], folder / f"{name}_seg.nii.gz", c.affine)
     assert [p.name for p in find_cases(tmp_path / "brats")] == ["BraTS2021_00000", "BraTS2021_00001"]
-    dest = build_patch_dataset(tmp_path / "brats", tmp_path / "out", patches_per_case=2, size=SIZE, progress=False)
+    dest = build_patch_dataset(tmp_path / "brats", tmp_path / "out", patches_per_case=2, patch_size=SIZE, progress=False)
     config = check_dataset(dest, 4)
     assert all(f.startswith("BraTS2021_0000") for f in config["train"] + config["valid"])
     assert len(config["valid"]) == 2 and len(config["train"]) == 2
@@ -164,7 +164,7 @@ def test_a_second_build_on_the_same_folder_is_refused(msd, tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(RuntimeError, match="another build is writing"):
-            build_patch_dataset(msd, dest, size=SIZE, progress=False)
+            build_patch_dataset(msd, dest, patch_size=SIZE, progress=False)
     finally:
         holder.kill()
         holder.wait()
@@ -184,7 +184,7 @@ def test_find_cases_layouts(msd, tmp_path):
 
 def test_build_validates_arguments(msd, tmp_path):
     for kwargs, message in [(dict(patches_per_case=0), "patches_per_case"), (dict(valid_fraction=1.5), "valid_fraction"),
-                            (dict(workers=0), "workers"), (dict(size=(64, 64)), "size"),
+                            (dict(workers=0), "workers"), (dict(patch_size=(64, 64)), "patch_size"),
                             (dict(background_threshold=2), "background_threshold")]:
         with pytest.raises(ValueError, match=message):
             build_patch_dataset(msd, tmp_path / "out", progress=False, **kwargs)

@@ -183,8 +183,7 @@ def test_docments_give_a_parameter_table(site):
     assert rows[2] == ["label", "np.ndarray | None", "", docments(Case)["label"].replace("`", "")]  # a `|` in a type stays in its cell
 
 
-MODULES_WITH_DOCMENTS = ["data", "download", "phantom", "viz", "sampling", "preprocess", "dataset", "metrics", "model",
-                         "training", "inference", "evaluation", "widgets", "demo", "util", "cli"]  # every module
+MODULES_WITH_DOCMENTS = sorted(p.stem for p in (REPO / "bts_course").glob("*.py") if not p.stem.startswith("_"))  # every module
 
 
 @pytest.mark.parametrize("module", MODULES_WITH_DOCMENTS)
@@ -517,3 +516,15 @@ def test_every_page_in_chromium(which, site, demo, shots, chromium):
     assert seen["pages"] == len(list(folder.rglob("*.html")))
     assert len(list(d.glob("*.png"))) == seen["pages"]
     if which == "demo": assert seen["images"] >= 4
+
+
+def test_landing_page_says_where_to_start(site):
+    "The front page starts a learner from the course: the replay of the assignment first, then the sections in order"
+    html = (site / "index.html").read_text(encoding="utf-8")
+    text = page_text(html)
+    assert text.index("Where to start") < text.index("Learn 3D brain-tumour segmentation")   # before the README
+    links = re.findall(r'href="([a-z0-9_]+\.html)', html[: html.index("Here for the tools")])
+    assert links[0] == "util.html"
+    sections = [l for l in links if l not in ("util.html", "exercises.html")]
+    order = [page_name(nb) for nb in notebooks()]
+    assert [order.index(l) for l in sections] == sorted(order.index(l) for l in sections), sections   # in reading order

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from bts_course.phantom import make_phantom
-from bts_course.data import probabilities_to_labels, save_nifti
+from bts_course.data import save_nifti
+from bts_course.labels import probabilities_to_labels
 from bts_course.preprocess import standardize
 from bts_course import evaluation as ev
 from bts_course import inference as inf
@@ -23,7 +24,7 @@ def case():
 
 def test_course_tiles(case):
     m = tiny_unet()
-    probs = ev.predict_course_tiles(m, case.image, tile=(16, 16, 8), progress=False)
+    probs = ev.predict_course_tiles(m, case.image, patch_size=(16, 16, 8), progress=False)
     assert probs.shape == case.image.shape[:3] + (3,) and probs.dtype == np.float32
     first = ev.predict_patch(m, standardize(np.moveaxis(case.image[:16, :16, :8], -1, 0)))
     np.testing.assert_allclose(probs[:16, :16, :8], np.moveaxis(first, 0, -1), atol=1e-5)

@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 
 from bts_course.model import model_divisor, model_io, unet_model_3d, with_input_shape  # imports TensorFlow quietly
 from bts_course.phantom import make_phantom
-from bts_course.data import probabilities_to_labels, save_nifti
+from bts_course.data import save_nifti
+from bts_course.labels import probabilities_to_labels
 from bts_course.metrics import soft_dice_loss
 from bts_course.preprocess import brain_box, standardize
 from bts_course.cli import main as bts
@@ -337,7 +338,7 @@ def test_bts_predict_one_msd_case_keeps_affine_and_header(tmp_path, saved_models
     np.testing.assert_allclose(out.header.get_zooms(), src.header.get_zooms()[:3])
     labels = np.asarray(out.dataobj)
     assert set(np.unique(labels)) <= {0, 1, 2, 3}
-    model = inf.load_model(saved_models / "unet.keras")
+    model = inf.load_segmentation_model(saved_models / "unet.keras")
     np.testing.assert_array_equal(labels, probabilities_to_labels(inf.predict_volume(model, c.image, progress=False)))
 
 

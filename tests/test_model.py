@@ -67,7 +67,7 @@ def test_model_divisor_is_the_product_of_the_pooling_factors():
 def test_batch_and_instance_normalisation_take_effect():
     keras.utils.set_random_seed(0); plain = small()
     keras.utils.set_random_seed(0); bn = small(batch_normalization=True)
-    keras.utils.set_random_seed(0); inorm = small(normalization="instance")
+    keras.utils.set_random_seed(0); inorm = small(layer_normalization="instance")
     channels = sum(l.filters for l in plain.layers if isinstance(l, keras.layers.Conv3D) and l.name != "logits")
     assert bn.count_params() - plain.count_params() == 4 * channels
     assert inorm.count_params() - plain.count_params() == 2 * channels
@@ -84,7 +84,7 @@ def test_batch_and_instance_normalisation_take_effect():
     with pytest.raises(ValueError, match="contradict"):
         small(batch_normalization=True, normalization="instance")
     with pytest.raises(ValueError, match="normalization"):
-        small(normalization="layer")
+        small(layer_normalization="layer")
 
 
 def test_deconvolution_adds_learnt_upsampling():

@@ -70,6 +70,8 @@ BANNER = (
     ("a temporary path", "model written to /tmp/tmpxeexixzz/run/best.keras\n"),
     ("a temporary path", "/tmp/pytest-of-me/pytest-3/test_x0/case.gif\n"),
     ("an HTTP server log timestamp", '127.0.0.1 - - [27/Nov/2026 05:22:18] "GET /Task01_BrainTumour.tar HTTP/1.1" 200 -\n'),
+    ("a terminal colour code", '\x1b[1mModel: "unet3d_d3_f8"\x1b[0m\n'),
+    ("the memory available now", "budget 11.3 GB (3/4 of the 15.1 GB available now)\n"),
 ])
 def test_the_scan_finds_each_kind_of_noise(what, text):
     nb = notebook(("x = 1", []), ("#| hide\nrun_it()", [stream(text)]))

@@ -88,7 +88,7 @@ def test_get_sub_volume_one_hots_only_the_accepted_patch(monkeypatch):
     original = sampling._extract
     monkeypatch.setattr(sampling, "_extract", lambda *a: calls.append(1) or original(*a))
     np.random.seed(0)
-    *_, tries = sampling.rejection_sample(np.zeros((30, 30, 30, 1)), label, size=(6, 6, 6), background_threshold=0.9,
+    *_, tries = sampling.rejection_sample(np.zeros((30, 30, 30, 1)), label, patch_size=(6, 6, 6), background_threshold=0.9,
                                           max_tries=10_000, num_classes=2)
     assert tries > 1 and len(calls) == 1
 
@@ -99,7 +99,7 @@ def test_rejection_sample_says_where_and_after_how_many_tries():
     label[:, :, 30:] = 1
     image = coordinate_image(label.shape)
     np.random.seed(7)
-    X, y, corner, tries = sampling.rejection_sample(image, label, size=(4, 5, 6), background_threshold=0.5, num_classes=2)
+    X, y, corner, tries = sampling.rejection_sample(image, label, patch_size=(4, 5, 6), background_threshold=0.5, num_classes=2)
     np.testing.assert_array_equal(X[:, 0, 0, 0], corner)
     np.random.seed(7)
     draws = [(np.random.randint(0, 17), np.random.randint(0, 26), np.random.randint(0, 35)) for _ in range(tries)]
@@ -109,8 +109,8 @@ def test_rejection_sample_says_where_and_after_how_many_tries():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(size=(5, 2, 2)), "does not fit"),
-    (dict(size=(2, 2)), "output_x, output_y, output_z"),
+    (dict(patch_size=(5, 2, 2)), "does not fit"),
+    (dict(patch_size=(2, 2)), "output_x, output_y, output_z"),
     (dict(max_tries=0), "max_tries"),
     (dict(background_threshold=-0.1), r"\[0, 1\]"),
     (dict(num_classes=2), "0..1"),
@@ -118,7 +118,7 @@ def test_rejection_sample_says_where_and_after_how_many_tries():
 def test_rejection_sample_validates(kwargs, message):
     image, label = course_reference_inputs()
     with pytest.raises(ValueError, match=message):
-        sampling.rejection_sample(image, label, **(dict(size=(2, 2, 2), num_classes=3) | kwargs))
+        sampling.rejection_sample(image, label, **(dict(patch_size=(2, 2, 2), num_classes=3) | kwargs))
 
 
 def test_get_sub_volume_raises_after_max_tries():

@@ -13,10 +13,12 @@ from matplotlib.figure import Figure
 
 import bts_course.util as util
 from bts_course import evaluation, viz
-from bts_course.data import example_patches, one_hot, probabilities_to_labels, write_json
+from bts_course.data import example_patches, one_hot, write_json
+from bts_course.labels import probabilities_to_labels
 from bts_course.dataset import write_course_dataset
 from bts_course.inference import predict_volume
-from bts_course.metrics import dice_coefficient, get_sens_spec_df, soft_dice_loss
+from bts_course.metrics import dice_coefficient, soft_dice_loss
+from bts_course.scores import get_sens_spec_df
 from bts_course.phantom import make_phantom
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "course_patches"  # shared/ sits beside the checkout
@@ -347,3 +349,82 @@ def test_predict_and_viz_honours_the_threshold_and_ignores_the_truth(case, model
 def test_predict_and_viz_errors(case, model, call, error, message):
     with pytest.raises(error, match=message):
         call(case, model)
+
+
+# ---------------------------------------------------------------- the course's own weights (Keras 2 HDF5)
+
+def keras2_file(model, path, layout="weights"):
+    """The weights of `model` written as Keras 2 wrote them, with h5py: `save_weights` puts the layers at the root,
+    `model.save` under `model_weights/` beside `optimizer_weights/` and a `model_config` attribute"""
+    weighted = [layer for layer in model.layers if layer.weights]
+    names = ["input_1", "permute_1"] + [f"conv3d_{i}" for i in range(1, len(weighted) + 1)]
+    with h5py.File(path, "w") as f:
+        if layout == "save":
+            f.attrs["model_config"] = json.dumps({"class_name": "Model", "config": {}}).encode()
+            f.attrs["keras_version"] = b"2.2.4"
+            f.create_group("optimizer_weights").create_dataset("Adam/iterations:0", data=np.int64(7))
+        group = f.create_group("model_weights") if layout == "save" else f
+        group.attrs["layer_names"] = np.array([n.encode() for n in names])
+        group.attrs["backend"], group.attrs["keras_version"] = b"tensorflow", b"2.2.4"
+        for name in names[:2]: group.create_group(name).attrs["weight_names"] = np.array([], dtype="S1")
+        for name, layer in zip(names[2:], weighted, strict=True):
+            g = group.create_group(name)
+            g.attrs["weight_names"] = np.array([f"{name}/{w.name}:0".encode() for w in layer.weights])
+            for w in layer.weights: g[f"{name}/{w.name}:0"] = np.asarray(w)
+    return path
+
+
+@pytest.mark.parametrize("layout", ["weights", "save"])
+def test_course_weights_load_with_load_weights_and_predict_the_same(tmp_path, layout):
+    keras.utils.set_random_seed(11)
+    original = util.unet_model_3d(soft_dice_loss, input_shape=(4, 32, 32, 16), depth=3, n_base_filters=4)
+    path = keras2_file(original, tmp_path / "model_pretrained.hdf5", layout)
+    fresh = util.unet_model_3d(soft_dice_loss, input_shape=(4, 32, 32, 16), depth=3, n_base_filters=4)
+    x = np.random.default_rng(1).normal(size=(2, 4, 32, 32, 16)).astype(np.float32)
+    assert not np.allclose(fresh.predict_on_batch(x), original.predict_on_batch(x))
+    fresh.load_weights(path)
+    np.testing.assert_array_equal(fresh.predict_on_batch(x), original.predict_on_batch(x))
+
+
+def test_course_size_weights_are_fifteen_convolutions(tmp_path):
+    model = util.unet_model_3d(soft_dice_loss)
+    weighted = [layer for layer in model.layers if layer.weights]
+    assert len(weighted) == 15 and tuple(weighted[-1].weights[0].shape) == (1, 1, 1, 64, 3)
+    path = keras2_file(model, tmp_path / "model_pretrained.hdf5")
+    kernels = [np.asarray(layer.weights[0]) for layer in weighted]
+    for layer in weighted: layer.set_weights([np.zeros(w.shape, np.float32) for w in layer.weights])
+    model.load_weights(str(path))   # the course passes a string: HOME_DIR + "model_pretrained.hdf5"
+    assert all(np.array_equal(np.asarray(layer.weights[0]), k) for layer, k in zip(weighted, kernels, strict=True))
+
+
+def test_course_weights_that_do_not_fit_say_what_differs(tmp_path):
+    keras.utils.set_random_seed(0)
+    small = util.unet_model_3d(soft_dice_loss, input_shape=(4, 32, 32, 16), depth=2, n_base_filters=4)
+    path = keras2_file(small, tmp_path / "small.hdf5")
+    course = util.unet_model_3d(soft_dice_loss)
+    with pytest.raises(ValueError, match=r"small.hdf5 holds weights for 7 layers .* this model has 15 layers with weights"):
+        course.load_weights(path)
+    wide = util.unet_model_3d(soft_dice_loss, input_shape=(4, 32, 32, 16), depth=2, n_base_filters=8)
+    with pytest.raises(ValueError, match=r"layer 1 of 7 \(conv3d_1\) holds shapes \[\(3, 3, 3, 4, 4\), \(4,\)\] but the model's "
+                                         r"down0_conv1 takes \[\(3, 3, 3, 4, 8\), \(8,\)\]"):
+        wide.load_weights(path)
+    truncated = tmp_path / "truncated.hdf5"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated.hdf5: (not a readable HDF5 file|the weights of layer)"):
+        small.load_weights(truncated)
+    with pytest.raises(FileNotFoundError, match="no such weights file"):
+        small.load_weights(tmp_path / "missing.hdf5")
+    other = tmp_path / "other.hdf5"
+    with h5py.File(other, "w") as f: f["x"] = np.zeros(3)
+    with pytest.raises(ValueError, match="not a Keras 2 weights file"):
+        small.load_weights(other)
+
+
+def test_keras3_weight_files_still_load_through_keras(tmp_path):
+    keras.utils.set_random_seed(3)
+    a = util.unet_model_3d(soft_dice_loss, input_shape=(4, 32, 32, 16), depth=2, n_base_filters=4)
+    a.save_weights(tmp_path / "w.weights.h5")
+    b = util.unet_model_3d(soft_dice_loss, input_shape=(4, 32, 32, 16), depth=2, n_base_filters=4)
+    b.load_weights(tmp_path / "w.weights.h5")
+    x = np.ones((1, 4, 32, 32, 16), np.float32)
+    np.testing.assert_array_equal(a.predict_on_batch(x), b.predict_on_batch(x))

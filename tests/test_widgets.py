@@ -5,7 +5,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from bts_course.data import MODALITIES, Case, example_patches, probabilities_to_labels
+from bts_course.data import MODALITIES, Case, example_patches
+from bts_course.labels import probabilities_to_labels
 from bts_course.phantom import make_phantom
 from bts_course.widgets import PatchExplorer, SliceExplorer, compare_codes
 from bts_course.viz import plane_slice, voxel_to_pixel

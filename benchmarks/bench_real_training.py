@@ -1,0 +1,157 @@
+"""Training on real patients: the measurements behind the shipped model's recipe (needs ../shared/data/brats2018).
+
+1. Learning rate. The recipe's network (depth 4, 8 base filters, instance normalisation, bfloat16) trained for the
+   same number of steps on the same real patches from the same seed at the course's 1e-5 and at 1e-3: training
+   loss at the end, and validation soft dice loss and dice on patches of the validation patients.
+2. Model size for the budget. Time of one training step at 8, 12 and 16 base filters on the recipe's patch, and
+   what each would ship: parameters and float32 weights in MB, against the 10 MB the package allows.
+3. Where a step's time goes. The data pipeline (reading an HDF5 patch, cropping, standardising, flipping,
+   jittering: the generator alone) beside the computation (`train_on_batch` on a ready batch); then `model.fit`
+   through the generator with reading threads, against the same steps on ready arrays: the share of step time
+   the pipeline still costs when it runs beside the computation. The computation's arithmetic rate
+   (GFLOP/s, from `forward_macs`: a training step is about three forward passes) beside this machine's peak,
+   a large matrix product in float32 and in bfloat16 measured in the same run.
+
+Uses the recipe's patches if `recipes/brats2018/train.sh` has cut them (`$BTS_WORK/patches`), else cuts a few
+cases of `../shared/data/brats2018` into a temporary folder.
+"""
+import json, os, tempfile, time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "brats2018"
+WORK = Path(os.environ.get("BTS_WORK", Path.home() / ".cache" / "bts_course" / "brats2018"))
+PATCH, BATCH, STEPS = (128, 128, 64), 2, 120
+
+
+def patches(tmp: Path) -> Path:
+    "The recipe's patch folder, or a small one cut here from four of the real cases"
+    if (WORK / "patches" / "config.json").is_file(): return WORK / "patches"
+    from bts_course.dataset import build_patch_dataset
+    split = json.loads((REPO / "recipes" / "brats2018" / "split.json").read_text())
+    src = tmp / "cases"; src.mkdir()
+    chosen = {"train": split["train"][:3], "valid": split["valid"][:1]}
+    for name in chosen["train"] + chosen["valid"]: (src / name).symlink_to(SHARED / name)
+    return build_patch_dataset(src, tmp / "patches", patches_per_case=8, patch_size=(144, 144, 80), background_threshold=0.995,
+                               tumour_patch_fraction=0.67, split=chosen, progress=False)
+
+
+def recipe_model(lr: float, filters: int = 8):
+    import keras
+    from bts_course.metrics import soft_dice_loss
+    from bts_course.model import unet_model_3d
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try: return unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=4, n_base_filters=filters,
+                              layer_normalization="instance", initial_learning_rate=lr)
+    finally: keras.mixed_precision.set_global_policy("float32")
+
+
+def generators(data: Path):
+    from bts_course.training import VolumeDataGenerator, patch_files
+    train = VolumeDataGenerator(data, "train", batch_size=BATCH, patch_size=PATCH, flip=True, intensity_jitter=0.1,
+                                batches_per_epoch=STEPS, seed=0)
+    valid_files = patch_files(data, "valid")
+    valid_files = [valid_files[int(i)] for i in np.linspace(0, len(valid_files) - 1, min(12, len(valid_files))).round()]
+    return train, VolumeDataGenerator(data, "valid", files=valid_files, batch_size=BATCH, patch_size=PATCH)
+
+
+def learning_rate(data: Path):
+    import keras
+    train, valid = generators(data)
+    print(f"{STEPS} steps of {BATCH} patches of {'x'.join(map(str, PATCH))} from {len(train.files)} training patches; "
+          f"validation on {len(valid.files)} patches of other patients")
+    results = {}
+    for lr in (1e-5, 1e-3):
+        keras.utils.set_random_seed(0)
+        train.set_epoch(0)
+        model = recipe_model(lr)
+        start = time.perf_counter()
+        history = model.fit(train, epochs=1, verbose=0)
+        seconds = time.perf_counter() - start
+        loss, dice = model.evaluate(valid, verbose=0)[:2]
+        results[lr] = (history.history["loss"][-1], loss, dice)
+        print(f"learning rate {lr:g}: training loss {history.history['loss'][-1]:.4f}, validation loss {loss:.4f}, "
+              f"validation dice {dice:.4f} ({seconds / STEPS:.2f} s per step)")
+    (_, v5, d5), (_, v3, d3) = results[1e-5], results[1e-3]
+    print(f"after {STEPS} steps: the course's 1e-5 lowered the validation loss to {v5:.4f}, 1e-3 to {v3:.4f}; "
+          f"validation dice {d5:.4f} against {d3:.4f} ({d3 / max(d5, 1e-9):.1f}x)")
+
+
+def median_time(run, repeats: int = 3) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter(); run(); times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def model_size():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(BATCH, 4) + PATCH).astype(np.float32)
+    y = (rng.random((BATCH, 3) + PATCH) > 0.9).astype(np.float32)
+    base = None
+    for filters in (8, 12, 16):
+        model = recipe_model(1e-3, filters)
+        step = median_time(lambda m=model: m.train_on_batch(X, y), repeats=2)
+        base = base or step
+        mb = 4 * model.count_params() / 1e6
+        print(f"{filters:>2} base filters: {model.count_params():>9,} parameters, {mb:4.1f} MB of float32 weights "
+              f"({'fits' if mb <= 10 else 'over'} 10 MB); {step:.2f} s per step, {step / base:.1f}x the 8-filter step")
+
+
+def peak_gflops(dtype: str, n: int = 4096) -> float:
+    "GFLOP/s of an n x n matrix product in TensorFlow on this machine, in `dtype`"
+    import tensorflow as tf
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    matmul = tf.function(lambda x: tf.linalg.matmul(x, x))
+    seconds = median_time(lambda: matmul(a).numpy(), repeats=3)
+    return 2 * n ** 3 / seconds / 1e9
+
+
+def where_time_goes(data: Path):
+    import keras
+    from bts_course.model import forward_macs
+    train, _ = generators(data)
+    n = 12
+    start = time.perf_counter()
+    batches = [train[i] for i in range(n)]
+    pipeline = (time.perf_counter() - start) / n
+    model = recipe_model(1e-3)
+    X, y = batches[0]
+    compute = median_time(lambda: model.train_on_batch(X, y), repeats=4)
+    print(f"one step of {BATCH} patches: data pipeline alone {pipeline:.2f} s, computation alone {compute:.2f} s "
+          f"({100 * pipeline / compute:.0f} % of it, if they ran one after the other)")
+    ready = (np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]))
+    keras.utils.set_random_seed(0)
+    model.fit(*ready, batch_size=BATCH, epochs=1, verbose=0)  # warm: traced and compiled
+    start = time.perf_counter(); model.fit(*ready, batch_size=BATCH, epochs=1, verbose=0); on_arrays = time.perf_counter() - start
+    from bts_course.training import VolumeDataGenerator
+    threaded = VolumeDataGenerator(data, "train", batch_size=BATCH, patch_size=PATCH, flip=True, intensity_jitter=0.1,
+                                   batches_per_epoch=n, seed=0, workers=2, use_multiprocessing=False, max_queue_size=4)
+    start = time.perf_counter(); model.fit(threaded, epochs=1, verbose=0); on_generator = time.perf_counter() - start
+    print(f"{n} steps through model.fit: ready arrays {on_arrays:.1f} s, the generator with two reading threads "
+          f"{on_generator:.1f} s: the pipeline costs {100 * (on_generator - on_arrays) / on_generator:+.1f} % of step time")
+    flops = 3 * 2 * forward_macs(model, PATCH) * BATCH / compute
+    f32, bf16 = peak_gflops("float32"), peak_gflops("bfloat16")
+    print(f"computation: {flops / 1e9:.0f} GFLOP/s (bfloat16 convolutions); this machine's matrix product: float32 "
+          f"{f32:.0f} GFLOP/s, bfloat16 {bf16:.0f} GFLOP/s: the training step runs at {100 * flops / 1e9 / bf16:.0f} % "
+          f"of the bfloat16 peak ({100 * flops / 1e9 / f32:.0f} % of float32's)")
+
+
+def main():
+    if not SHARED.is_dir() and not (WORK / "patches" / "config.json").is_file():
+        print(f"skipped: no real cases at {SHARED} and no recipe patches at {WORK / 'patches'}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data = patches(Path(tmp))
+        print(f"patches: {data}")
+        print("\n--- learning rate"); learning_rate(data)
+        print("\n--- model size"); model_size()
+        print("\n--- where a training step's time goes"); where_time_goes(data)
+
+
+if __name__ == "__main__":
+    main()
