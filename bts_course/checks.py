@@ -10,7 +10,7 @@ from .exercises import FAILED, CheckCase, Check, Mistake, like, register, spying
 
 # %% auto #0
 __all__ = ['get_sub_volume', 'window_sums', 'standardize', 'brain_box', 'single_class_dice_coefficient', 'dice_coefficient',
-           'soft_dice_loss', 'compute_class_sens_spec', 'model_divisor', 'gaussian_weights']
+           'soft_dice_loss', 'compute_class_sens_spec', 'model_divisor', 'gaussian_weights', 'check_all']
 
 # %% ../nbs/12a_checks.ipynb #237e53dc
 def _course_sub_volume_case() -> CheckCase:
@@ -842,3 +842,11 @@ gaussian_weights = register(Check(
     ],
     hints=["`np.arange(w) - (w - 1) / 2` is each voxel's distance from the window's middle along one axis.",
            "Build one Gaussian per axis, then their outer product with `[:, None, None]`, `[None, :, None]`, `[None, None, :]`."]))
+
+# %% ../nbs/12a_checks.ipynb #44f8c181
+def check_all(
+    namespace:dict,  # where the learner's functions are, by name: a notebook's `globals()`
+) -> dict:  # exercise name -> `Feedback`, for every exercise whose function `namespace` holds
+    "Check every exercise whose function `namespace` defines, e.g. `check_all(globals())`"
+    from bts_course.exercises import checks
+    return {c.name: c.run(namespace[c.name]) for c in checks if callable(namespace.get(c.name))}
