@@ -1,7 +1,9 @@
 # All settings live in settings.ini (nbdev 2); edit them there, not here.
 from configparser import ConfigParser
-import shlex
+from pathlib import Path
+import shlex, shutil
 import setuptools
+from setuptools.command.build_py import build_py
 
 config = ConfigParser(delimiters=['='])
 config.read('settings.ini', encoding='utf-8')
@@ -25,6 +27,19 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 package_data = {cfg['lib_name']: cfg.get('package_data', '').split()}
 
+
+class build_py_with_notebooks(build_py):
+    """Ship the solved notebooks that hold exercises as `bts_course/notebooks/`, so that `bts exercises` works from a
+    wheel with no checkout around. An editable install reads `nbs/` of the checkout instead."""
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False): return
+        dest = Path(self.build_lib) / cfg['lib_name'] / 'notebooks'
+        dest.mkdir(parents=True, exist_ok=True)
+        for nb in sorted(Path(cfg.get('nbs_path', 'nbs')).glob('*.ipynb')):
+            if '# EXERCISE:' in nb.read_text(encoding='utf-8'): shutil.copy2(nb, dest / nb.name)
+
+
 setuptools.setup(
     name=cfg['lib_name'],
     license=lic[0],
@@ -43,6 +58,7 @@ setuptools.setup(
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     zip_safe=False,
+    cmdclass={'build_py': build_py_with_notebooks},
     entry_points={
         'console_scripts': cfg.get('console_scripts', '').split(),
         'nbdev': [f'{cfg.get("lib_path")}={cfg.get("lib_path")}._modidx:d'],

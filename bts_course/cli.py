@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'demo_parser', 'demo_command', 'download_parser', 'download_command',
            'preprocess_parser', 'preprocess_command', 'train_parser', 'train_command', 'predict_parser',
            'predict_command', 'export_parser', 'export_command', 'doctor_parser', 'doctor_command', 'gif_parser',
-           'gif_command', 'main']
+           'gif_command', 'exercises_parser', 'exercises_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #a6291127
 class CommandError(Exception):
@@ -405,6 +405,29 @@ def gif_command(
     print(out)
     return 0
 
+# %% ../nbs/10_cli.ipynb #9e0eb687
+def exercises_parser() -> CommandParser:  # the parser of `bts exercises`
+    "The options of `bts exercises`"
+    p = CommandParser(prog="bts exercises", description="Write your own copies of the course's notebooks to do the "
+                      "assignment: the graded functions (and more) as stubs to fill in, a check under each exercise, "
+                      "the prose, figures and expected outputs kept. Then: jupyter lab DIR")
+    p.add_argument("dir", metavar="DIR", help="folder for your copies (created), e.g. ~/bts-exercises")
+    p.add_argument("--force", action="store_true", help="also overwrite copies you have edited")
+    p.add_argument("--only", nargs="+", metavar="NAMES", help="only these exercises or notebooks, e.g. get_sub_volume "
+                   "or metrics (names may also be separated by commas)")
+    return p
+
+def exercises_command(
+    argv:list,  # the arguments after `bts exercises`
+) -> int:  # the exit code: 0 on success
+    "`bts exercises DIR [--force] [--only NAMES]`: write the learner's copies of the notebooks, with checks"
+    from bts_course.exercises import write_exercises
+    args = exercises_parser().parse_args(argv)
+    only = [n for item in args.only for n in item.split(",") if n.strip()] if args.only else None
+    for path, what in write_exercises(args.dir, force=args.force, only=only): print(f"{path}: {what}")
+    print(f"open them with: jupyter lab {args.dir}")
+    return 0
+
 # %% ../nbs/10_cli.ipynb #2b258365
 COMMANDS = {  # name: (library module it needs, function, one-line help)
     "demo": ("bts_course.demo", demo_command, "run the whole course on embedded phantom data (no download)"),
@@ -415,6 +438,7 @@ COMMANDS = {  # name: (library module it needs, function, one-line help)
     "export": ("bts_course.pretrained", export_command, "write a model folder with its model card from a training run"),
     "doctor": ("bts_course.doctor", doctor_command, "check what this machine can do for the course"),
     "gif": ("bts_course.viz", gif_command, "write an animated GIF that scrolls through a case"),
+    "exercises": ("bts_course.exercises", exercises_command, "write your own copies of the notebooks to do the assignment, with checks"),
 }
 
 def _usage() -> str:

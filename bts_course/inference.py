@@ -250,6 +250,7 @@ def plan_windows(
     return WindowPlan(box_shape, divisor, padded, window, starts, shared, batch_size, budget, source, needed(window) / 1e9)
 
 # %% ../nbs/07a_inference.ipynb #387cd953
+# EXERCISE: gaussian_weights
 def gaussian_weights(
     window,  # the window `(x, y, z)`
     sigma_scale: float | None = 0.125,  # σ as a fraction of the window's size along each axis; None: flat weights
@@ -259,9 +260,17 @@ def gaussian_weights(
     window = check_size(window, "window")
     if sigma_scale is None: return np.ones(window, np.float32)
     if sigma_scale <= 0: raise ValueError(f"sigma_scale must be positive (or None for flat weights), got {sigma_scale}")
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: # one Gaussian per axis, centred on the middle of the window, (w - 1) / 2, with sigma = sigma_scale * w
+    # STUB: g = [{{np.exp(-0.5 * ((np.arange(w) - (w - 1) / 2) / (sigma_scale * w)) ** 2)}} for w in window]
+    # STUB: # the 3D weights: the outer product of the three
+    # STUB: weights = {{g[0][:, None, None] * g[1][None, :, None] * g[2][None, None, :]}}
+    # STUB: # 1 at the centre, never below floor, float32
+    # STUB: return {{np.maximum(weights / weights.max(), floor).astype(np.float32)}}
     g = [np.exp(-0.5 * ((np.arange(w) - (w - 1) / 2) / (sigma_scale * w)) ** 2) for w in window]
     weights = g[0][:, None, None] * g[1][None, :, None] * g[2][None, None, :]
     return np.maximum(weights / weights.max(), floor).astype(np.float32)
+    ### END CODE HERE ###
 
 # %% ../nbs/07a_inference.ipynb #42f83ea3
 def predict_volume(

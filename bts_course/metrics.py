@@ -58,6 +58,8 @@ def _dice_table(y_true, y_pred, axis, epsilon: float, sample_rank_extra: int, sq
     return (2.0 * overlap + epsilon) / (size + epsilon)
 
 # %% ../nbs/04_metrics.ipynb #5e20ec5a
+# UNQ_C3 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
+# EXERCISE: single_class_dice_coefficient
 @keras.saving.register_keras_serializable(package="bts_course")
 def single_class_dice_coefficient(
     y_true,  # truth of one class: `(X, Y, Z)` or a `(B, X, Y, Z)` batch, 0/1 (any numeric dtype)
@@ -66,9 +68,18 @@ def single_class_dice_coefficient(
     epsilon:float=1e-5,  # added to numerator and denominator (1 when both masks are empty)
 ) -> tf.Tensor:  # scalar float32
     "Dice of one class: `(X, Y, Z)` masks or a `(B, X, Y, Z)` batch (mean of per-sample dice) -> scalar float32 tensor"
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: # twice the overlap, and the two sizes, summed over the spatial axes
+    # STUB: dice_numerator = {{2.0 * tf.reduce_sum(y_true * y_pred, axis=axis) + epsilon}}
+    # STUB: dice_denominator = {{tf.reduce_sum(y_true, axis=axis) + tf.reduce_sum(y_pred, axis=axis) + epsilon}}
+    # STUB: dice_coefficient = {{dice_numerator / dice_denominator}}
+    # STUB: return dice_coefficient
     return tf.reduce_mean(_dice_table(y_true, y_pred, axis, epsilon, sample_rank_extra=0))
+    ### END CODE HERE ###
 
 # %% ../nbs/04_metrics.ipynb #7a081ee1
+# UNQ_C4 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
+# EXERCISE: dice_coefficient
 @keras.saving.register_keras_serializable(package="bts_course")
 def dice_coefficient(
     y_true,  # truth `(C, X, Y, Z)` or a `(B, C, X, Y, Z)` batch, 0/1
@@ -77,9 +88,22 @@ def dice_coefficient(
     epsilon:float=1e-5,  # added to numerator and denominator of each class's dice
 ) -> tf.Tensor:  # scalar float32: the mean over samples and classes
     "Mean over classes of the dice of each class: `(C, X, Y, Z)` or a `(B, C, X, Y, Z)` batch -> scalar float32 tensor"
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: # a batch (B, C, X, Y, Z), as Keras passes one in training, has one axis more than a sample: shift the axes by one
+    # STUB: if {{len(y_pred.shape) == len(axis) + 2}}:
+    # STUB:     axis = {{tuple(a + 1 for a in axis)}}
+    # STUB: # the dice of each class (of each sample): sums over the spatial axes only
+    # STUB: dice_numerator = {{2.0 * tf.reduce_sum(y_true * y_pred, axis=axis) + epsilon}}
+    # STUB: dice_denominator = {{tf.reduce_sum(y_true, axis=axis) + tf.reduce_sum(y_pred, axis=axis) + epsilon}}
+    # STUB: # then their mean
+    # STUB: dice_coefficient = {{tf.reduce_mean(dice_numerator / dice_denominator)}}
+    # STUB: return dice_coefficient
     return tf.reduce_mean(_dice_table(y_true, y_pred, axis, epsilon, sample_rank_extra=1))
+    ### END CODE HERE ###
 
 # %% ../nbs/04_metrics.ipynb #5f33fb2b
+# UNQ_C5 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
+# EXERCISE: soft_dice_loss
 @keras.saving.register_keras_serializable(package="bts_course")
 def soft_dice_loss(
     y_true,  # truth `(C, X, Y, Z)` or a `(B, C, X, Y, Z)` batch, 0/1
@@ -88,7 +112,18 @@ def soft_dice_loss(
     epsilon:float=1e-5,  # added to numerator and denominator of each class's soft dice
 ) -> tf.Tensor:  # scalar float32 in [0, 1]
     "1 − mean over classes of the soft dice (squares in the denominator): `(C, X, Y, Z)` or `(B, C, X, Y, Z)` -> scalar float32"
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: # a batch (B, C, X, Y, Z), as Keras passes one in training, has one axis more than a sample: shift the axes by one
+    # STUB: if {{len(y_pred.shape) == len(axis) + 2}}:
+    # STUB:     axis = {{tuple(a + 1 for a in axis)}}
+    # STUB: # the soft dice of each class (of each sample): squares in the denominator
+    # STUB: dice_numerator = {{2.0 * tf.reduce_sum(y_true * y_pred, axis=axis) + epsilon}}
+    # STUB: dice_denominator = {{tf.reduce_sum(y_true ** 2, axis=axis) + tf.reduce_sum(y_pred ** 2, axis=axis) + epsilon}}
+    # STUB: # one minus their mean
+    # STUB: dice_loss = {{1.0 - tf.reduce_mean(dice_numerator / dice_denominator)}}
+    # STUB: return dice_loss
     return 1.0 - tf.reduce_mean(_dice_table(y_true, y_pred, axis, epsilon, sample_rank_extra=1, squared=True))
+    ### END CODE HERE ###
 
 # %% ../nbs/04_metrics.ipynb #2d598ee6
 def class_dice(

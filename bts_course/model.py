@@ -46,6 +46,7 @@ def model_io(
     return int(shape_in[1]), int(shape_out[1])
 
 # %% ../nbs/05_unet.ipynb #8c743960
+# EXERCISE: model_divisor
 def _layers(model):
     "Every layer of `model`, nested models expanded"
     for layer in model.layers:
@@ -56,11 +57,19 @@ def model_divisor(
     model:keras.Model,  # a 3D convolutional model
 ) -> tuple:  # 3 ints: every spatial input size must be a multiple of these
     "The product of the model's pooling (and convolution) strides along X, Y, Z"
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: d = np.ones(3, dtype=np.int64)  # one factor per spatial axis
+    # STUB: for layer in _layers(model):  # every layer, nested models walked
+    # STUB:     # which layers shrink the size, and by how much along each axis
+    # STUB:     if isinstance(layer, {{(layers.MaxPooling3D, layers.AveragePooling3D, layers.Conv3D)}}):
+    # STUB:         d = {{d * np.array(layer.strides, dtype=np.int64)}}
+    # STUB: return tuple(int(v) for v in d)
     d = np.ones(3, dtype=np.int64)
     for layer in _layers(model):
         if isinstance(layer, (layers.MaxPooling3D, layers.AveragePooling3D, layers.Conv3D)):
             d *= np.array(layer.strides, dtype=np.int64)
     return tuple(int(v) for v in d)
+    ### END CODE HERE ###
 
 # %% ../nbs/05_unet.ipynb #cdba1923
 def check_divisible(

@@ -11,10 +11,22 @@ from .data import bounding_box, check_image, check_patch
 __all__ = ['standardize', 'normalize_nonzero', 'brain_box', 'crop_to_brain', 'uncrop_from_brain']
 
 # %% ../nbs/03_standardize.ipynb #68706288
+# UNQ_C2 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
+# EXERCISE: standardize
 def standardize(
     image,  # a patch `(C, X, Y, Z)` of real intensities, channels first
 ) -> np.ndarray:  # `(C, X, Y, Z)` float32: every (channel, z-slice) with mean 0 and std 1, constant slices 0
     "Every channel and z-slice of a patch to mean 0 and std 1 (constant slices -> 0): `(C, X, Y, Z)` -> `(C, X, Y, Z)` float32"
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: standardized_image = np.zeros(image.shape)  # float, whatever the input's type
+    # STUB: for c in range(image.shape[0]):  # every channel
+    # STUB:     for z in range(image.shape[3]):  # every z-slice
+    # STUB:         image_slice = {{image[c, :, :, z]}}
+    # STUB:         centered = {{image_slice - np.mean(image_slice)}}
+    # STUB:         std = {{np.std(centered)}}
+    # STUB:         # a constant slice (std 0) becomes zeros: never divide by 0, never keep the previous slice's values
+    # STUB:         standardized_image[c, :, :, z] = {{centered / std if std > 0 else 0}}
+    # STUB: return standardized_image
     image = check_patch(image, name="standardize's patch", dtype=None)
     C, X, Y, Z = image.shape
     # one copy with each (channel, slice) contiguous: (C, Z, X*Y), in float32 (float64 for float64 input)
@@ -30,6 +42,7 @@ def standardize(
     std = np.sqrt(np.einsum("czn,czn->cz", flat, flat, dtype=np.float64)[..., None] / (X * Y))
     flat *= np.divide(1.0, std, out=np.zeros_like(std), where=~constant).astype(work.dtype)
     return np.ascontiguousarray(np.moveaxis(work, 1, 3), dtype=np.float32)
+    ### END CODE HERE ###
 
 # %% ../nbs/03_standardize.ipynb #2f3056ae
 def normalize_nonzero(
@@ -50,6 +63,7 @@ def normalize_nonzero(
     return out
 
 # %% ../nbs/03_standardize.ipynb #0e29ac52
+# EXERCISE: brain_box
 def brain_box(
     image,  # a scan `(X, Y, Z)` or `(X, Y, Z, C)`, background exactly 0
     margin:int=0,  # voxels added on every side (clipped to the scan)
@@ -57,9 +71,19 @@ def brain_box(
     "Smallest box `(slice, slice, slice)` holding every nonzero voxel of `image (X, Y, Z[, C])`, widened by `margin` voxels"
     image = np.asarray(image)
     if image.ndim not in (3, 4): raise ValueError(f"expected an image (X, Y, Z) or (X, Y, Z, C), found shape {image.shape}")
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: # the brain: the voxels where any channel is nonzero
+    # STUB: mask = {{image != 0 if image.ndim == 3 else (image != 0).any(axis=-1)}}
+    # STUB: if not mask.any(): raise ValueError(f"image of shape {image.shape} is all zeros: there is no brain to crop to")
+    # STUB: where = np.argwhere(mask)  # (N, 3): x, y, z of every brain voxel
+    # STUB: # from the first brain voxel to one past the last, widened by margin, never beyond the scan
+    # STUB: start = {{np.maximum(where.min(axis=0) - margin, 0)}}
+    # STUB: stop = {{np.minimum(where.max(axis=0) + 1 + margin, mask.shape)}}
+    # STUB: return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
     mask = image != 0 if image.ndim == 3 else (image != 0).any(axis=-1)
     if not mask.any(): raise ValueError(f"image of shape {image.shape} is all zeros: there is no brain to crop to")
     return bounding_box(mask, margin)
+    ### END CODE HERE ###
 
 # %% ../nbs/03_standardize.ipynb #ad8f762a
 def crop_to_brain(

@@ -16,6 +16,8 @@ class SamplingError(ValueError):
     "No patch of the volume meets the sampling constraints"
 
 # %% ../nbs/02_sampling.ipynb #91fca43f
+# UNQ_C1 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
+# EXERCISE: get_sub_volume
 def get_sub_volume(
     image,  # the scan `(orig_x, orig_y, orig_z, C)`, channels last
     label,  # its label codes `(orig_x, orig_y, orig_z)`, 0..num_classes-1
@@ -30,6 +32,25 @@ def get_sub_volume(
     background_threshold=0.95,  # the largest share of background voxels a patch may hold
 ) -> tuple:  # `X (C, output_x, output_y, output_z)` and `y (num_classes-1, output_x, output_y, output_z)`, float32
     "The course's sampler: a random patch with at most `background_threshold` background, channels first, one-hot without background"
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: tries = 0
+    # STUB: while tries < max_tries:
+    # STUB:     # a random corner: x, then y, then z, each drawn over its own axis (randint never returns its upper end)
+    # STUB:     start_x = {{np.random.randint(0, orig_x - output_x + 1)}}
+    # STUB:     start_y = {{np.random.randint(0, orig_y - output_y + 1)}}
+    # STUB:     start_z = {{np.random.randint(0, orig_z - output_z + 1)}}
+    # STUB:     box = (slice(start_x, start_x + output_x), slice(start_y, start_y + output_y), slice(start_z, start_z + output_z))
+    # STUB:     # the share of background (code 0) in the label patch, counted before anything is one-hot encoded
+    # STUB:     bgrd_ratio = {{np.mean(label[box] == 0)}}
+    # STUB:     tries += 1
+    # STUB:     if bgrd_ratio <= background_threshold:
+    # STUB:         # the image patch, channels first: (num_channels, output_x, output_y, output_z)
+    # STUB:         X = {{np.moveaxis(image[box], -1, 0)}}
+    # STUB:         # the label patch one-hot, classes first, background dropped: (num_classes - 1, output_x, output_y, output_z)
+    # STUB:         y = {{np.stack([label[box] == c for c in range(1, num_classes)]).astype(np.float32)}}
+    # STUB:         return X, y
+    # STUB: # no patch qualified: say so, instead of returning None
+    # STUB: raise {{ValueError(f"no patch with at most {background_threshold:.0%} background in {max_tries} tries")}}
     image, label = _check_image_label(image, label, num_classes)
     orig = check_size((orig_x, orig_y, orig_z), "orig_x, orig_y, orig_z")
     if image.shape[:3] != orig:
@@ -37,6 +58,7 @@ def get_sub_volume(
     X, y, _, _ = _draw_until_accepted(image, label, (output_x, output_y, output_z), background_threshold, max_tries,
                                       num_classes)
     return X, y
+    ### END CODE HERE ###
 
 # %% ../nbs/02_sampling.ipynb #6821e614
 def _draw_until_accepted(image, label, size, background_threshold, max_tries, num_classes) -> tuple:
@@ -111,6 +133,7 @@ def summed_volume_table(
     return table
 
 # %% ../nbs/02_sampling.ipynb #86c46021
+# EXERCISE: window_sums
 def window_sums(
     table:np.ndarray,  # a summed-volume table `(X+1, Y+1, Z+1)` from `summed_volume_table`
     size,  # the patch's size `(x, y, z)` (or one int for all three)
@@ -120,8 +143,15 @@ def window_sums(
     if any(s > t - 1 for s, t in zip((p, q, r), table.shape, strict=True)):
         raise ValueError(f"patch {(p, q, r)} does not fit in the volume {tuple(t - 1 for t in table.shape)}")
     T = table
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: # T[i, j, k] counts the mask in [0, i) x [0, j) x [0, k); the patch at corner (i, j, k) covers [i, i+p) x [j, j+q) x [k, k+r).
+    # STUB: # Its count comes from the 8 corners of that box, for every corner at once: T[p:] is a far side, T[:-p] a near one.
+    # STUB: far = T[p:, q:, r:]  # the count in [0, i+p) x [0, j+q) x [0, k+r)
+    # STUB: # subtract the three slabs in front of the patch, add back the three edges subtracted twice, subtract the corner once more
+    # STUB: return {{far - T[:-p, q:, r:] - T[p:, :-q, r:] - T[p:, q:, :-r] + T[:-p, :-q, r:] + T[:-p, q:, :-r] + T[p:, :-q, :-r] - T[:-p, :-q, :-r]}}
     return (T[p:, q:, r:] - T[:-p, q:, r:] - T[p:, :-q, r:] - T[p:, q:, :-r]
             + T[:-p, :-q, r:] + T[:-p, q:, :-r] + T[p:, :-q, :-r] - T[:-p, :-q, :-r])
+    ### END CODE HERE ###
 
 # %% ../nbs/02_sampling.ipynb #db4d8edb
 def _valid_corners(label, size, background_threshold, min_class_fraction, num_classes):

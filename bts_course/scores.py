@@ -17,6 +17,8 @@ __all__ = ['KDTREE_ABOVE', 'BRATS_HD95_PENALTY', 'REGION_CONVENTIONS', 'BRATS_RE
            'check_convention', 'region_scores', 'brats_region_metrics']
 
 # %% ../nbs/04a_scores.ipynb #79e1cade
+# UNQ_C6 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
+# EXERCISE: compute_class_sens_spec
 def _check_binary(pred, label) -> tuple:
     "Two arrays of 0/1 values with the classes on axis 0 — `(C, X, Y, Z)`, or `(C, ...)` of any rank — as bool arrays"
     pred, label = np.asarray(pred), np.asarray(label)
@@ -44,12 +46,26 @@ def compute_class_sens_spec(
     class_num:int,  # which class (index on axis 0)
 ) -> tuple:  # (sensitivity, specificity), floats; NaN where undefined
     "(sensitivity, specificity) of class `class_num` of binary arrays with the classes on axis 0 (`(C, X, Y, Z)` or any rank); NaN where undefined"
+    ### START CODE HERE (REPLACE INSTANCES OF 'None' with your code) ###
+    # STUB: # the class's masks: the classes are on axis 0, whatever the shape after it
+    # STUB: class_pred = {{pred[class_num]}}
+    # STUB: class_label = {{label[class_num]}}
+    # STUB: # true and false positives and negatives
+    # STUB: tp = {{np.sum((class_pred == 1) & (class_label == 1))}}
+    # STUB: tn = {{np.sum((class_pred == 0) & (class_label == 0))}}
+    # STUB: fp = {{np.sum((class_pred == 1) & (class_label == 0))}}
+    # STUB: fn = {{np.sum((class_pred == 0) & (class_label == 1))}}
+    # STUB: # a rate with nothing to count (no positives, or no negatives, in the truth) is undefined: NaN, not 0
+    # STUB: sensitivity = {{tp / (tp + fn) if tp + fn > 0 else float("nan")}}
+    # STUB: specificity = {{tn / (tn + fp) if tn + fp > 0 else float("nan")}}
+    # STUB: return sensitivity, specificity
     pred, label = _check_binary(pred, label)
     if not 0 <= int(class_num) < pred.shape[0]: raise ValueError(f"class_num {class_num} out of range for {pred.shape[0]} classes")
     p, t = pred[int(class_num)], label[int(class_num)]
     tp = int(np.count_nonzero(p & t)); fn = int(np.count_nonzero(t)) - tp
     fp = int(np.count_nonzero(p)) - tp; tn = t.size - tp - fn - fp
     return _ratio(tp, tp + fn), _ratio(tn, tn + fp)
+    ### END CODE HERE ###
 
 # %% ../nbs/04a_scores.ipynb #cd0540de
 def get_sens_spec_df(
