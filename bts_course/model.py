@@ -230,6 +230,7 @@ def forward_macs(
     "Multiply-accumulates of one forward pass over an input of `spatial_shape`, counted over the convolutions"
     channels, _ = model_io(model)
     spatial_shape = check_size(spatial_shape, "spatial_shape")
+    if isinstance(model, keras.Sequential): model = keras.Model(model.inputs[0], model.outputs[0])  # the same layers, as a graph to walk
     total = 0
     def count(layer, *args, **kwargs):
         nonlocal total
