@@ -136,10 +136,10 @@ def summed_volume_table(
 # EXERCISE: window_sums
 def window_sums(
     table:np.ndarray,  # a summed-volume table `(X+1, Y+1, Z+1)` from `summed_volume_table`
-    size,  # the patch's size `(x, y, z)` (or one int for all three)
+    patch_size,  # the patch's size `(x, y, z)` (or one int for all three)
 ) -> np.ndarray:  # `(X-x+1, Y-y+1, Z-z+1)` int: the count at each corner
-    "Count of the mask inside the patch of `size` at every corner, from its summed-volume table"
-    p, q, r = check_size(size)
+    "Count of the mask inside the patch of `patch_size` at every corner, from its summed-volume table"
+    p, q, r = check_size(patch_size)
     if any(s > t - 1 for s, t in zip((p, q, r), table.shape, strict=True)):
         raise ValueError(f"patch {(p, q, r)} does not fit in the volume {tuple(t - 1 for t in table.shape)}")
     T = table
