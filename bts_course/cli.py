@@ -10,8 +10,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'demo_parser', 'demo_command', 'download_parser', 'download_command',
            'preprocess_parser', 'preprocess_command', 'train_parser', 'train_command', 'predict_parser',
-           'predict_command', 'export_parser', 'export_command', 'doctor_parser', 'doctor_command', 'gif_parser',
-           'gif_command', 'exercises_parser', 'exercises_command', 'main']
+           'predict_command', 'export_parser', 'export_command', 'calibrate_parser', 'calibrate_command',
+           'doctor_parser', 'doctor_command', 'gif_parser', 'gif_command', 'exercises_parser', 'exercises_command',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #a6291127
 class CommandError(Exception):
@@ -256,7 +257,8 @@ def predict_parser() -> CommandParser:  # the parser of `bts predict`
     p.add_argument("-o", "--output", required=True, help="output .nii.gz file for one case, or a folder")
     p.add_argument("--model", help="a model folder written by 'bts export' or a .keras file such as best.keras from 'bts train' "
                    "(default: the model shipped with the package, trained on real BraTS 2018 patients)")
-    p.add_argument("--threshold", type=float, help="probability threshold (default: the model card's, else 0.5)")
+    p.add_argument("--threshold", type=float, nargs="+", metavar="T", help="probability threshold: one, or one per class "
+                   "(edema, non-enhancing, enhancing); default: the model card's, else 0.5")
     p.add_argument("--mode", choices=("threshold", "argmax"), default="threshold",
                    help="how probabilities become labels (default: threshold, enhancing > non-enhancing > edema)")
     p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: as large as memory allows)")
@@ -298,7 +300,7 @@ def predict_command(
     except CaseError:
         paths, single = find_cases(src), False
     model, card = load_for_prediction(args.model)
-    threshold = args.threshold if args.threshold is not None else card.get("threshold", 0.5)
+    threshold = card.get("threshold", 0.5) if args.threshold is None else args.threshold[0] if len(args.threshold) == 1 else args.threshold
     if single and out.name.endswith((".nii", ".nii.gz")): targets = [out]
     else: targets = [out / _output_file(path) for path in paths]
     kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, intensity_normalization=args.intensity_normalization)
@@ -347,6 +349,40 @@ def export_command(
         card = read_card(out)
         print(f"model written to {out}: {card['n_parameters']:,} parameters, {card['bytes'] / 1e6:.1f} MB, "
               f"mean validation Dice {validation_dice(card):.4f}")
+    return 0
+
+# %% ../nbs/10_cli.ipynb #8a3c597d
+def calibrate_parser() -> CommandParser:  # the parser of `bts calibrate`
+    "The options of `bts calibrate`"
+    p = CommandParser(prog="bts calibrate", description="Choose a model folder's thresholds and fit its temperatures on "
+                      "labelled validation cases; record them, with their held-out scores, in its model card.")
+    p.add_argument("model", help="a model folder written by 'bts export'")
+    p.add_argument("cases", help="a folder of labelled cases (or a folder of them)")
+    p.add_argument("--split", metavar="FILE.json", help="use only the split's validation cases ('valid') found in CASES")
+    p.add_argument("--sensitivity", type=float, metavar="S", help="choose the highest thresholds keeping mean sensitivity >= S "
+                   "(default: the best mean Dice)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+def calibrate_command(
+    argv:list,  # the arguments after `bts calibrate`
+) -> int:  # the exit code: 0 on success
+    "`bts calibrate MODEL CASES [--split FILE.json] [--sensitivity S]`: thresholds and temperatures into the card"
+    from bts_course.data import case_file_name, find_cases
+    from bts_course.dataset import read_split
+    from bts_course.pretrained import calibrate_model
+    args = calibrate_parser().parse_args(argv)
+    cases = find_cases(args.cases)
+    if args.split:
+        valid = {n for n, s in read_split(args.split).items() if s == "valid"}
+        cases = [c for c in cases if case_file_name(c) in valid]
+        missing = valid - {case_file_name(c) for c in cases}
+        if missing: raise CommandError(f"{args.cases}: the split's validation cases {sorted(missing)[:3]} are not there")
+    purpose = "dice" if args.sensitivity is None else ("sensitivity", args.sensitivity)
+    card = calibrate_model(args.model, cases, purpose, progress=not args.quiet)
+    d = card["decisions"]
+    print(f"thresholds {d['thresholds']}; temperatures {card['temperature']}; written to {Path(args.model) / 'model.json'}")
+    print(f"held-out mean Dice at these thresholds: {d['dice_at_thresholds_held_out']} (at 0.5: {d['dice_at_0.5']})")
     return 0
 
 # %% ../nbs/10_cli.ipynb #33d0c051
@@ -436,6 +472,7 @@ COMMANDS = {  # name: (library module it needs, function, one-line help)
     "train": ("bts_course.training", train_command, "train a 3D U-Net on a patch data set"),
     "predict": ("bts_course.inference", predict_command, "segment whole scans and write NIfTI label maps"),
     "export": ("bts_course.pretrained", export_command, "write a model folder with its model card from a training run"),
+    "calibrate": ("bts_course.pretrained", calibrate_command, "choose a model's thresholds and temperatures on validation cases"),
     "doctor": ("bts_course.doctor", doctor_command, "check what this machine can do for the course"),
     "gif": ("bts_course.viz", gif_command, "write an animated GIF that scrolls through a case"),
     "exercises": ("bts_course.exercises", exercises_command, "write your own copies of the notebooks to do the assignment, with checks"),

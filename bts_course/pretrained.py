@@ -19,7 +19,7 @@ from .training import model_arrays
 # %% auto #0
 __all__ = ['WEIGHTS_FILE', 'CARD_FILE', 'CARD_TEXT', 'CARD_FORMAT', 'shipped_model_dir', 'file_sha256', 'architecture_of',
            'build_model', 'validation_dice', 'export_model', 'render_card', 'read_card', 'check_weights',
-           'load_pretrained', 'load_for_prediction']
+           'load_pretrained', 'load_for_prediction', 'calibrate_model']
 
 # %% ../nbs/06a_pretrained.ipynb #7768e279
 WEIGHTS_FILE, CARD_FILE, CARD_TEXT = "unet_brats2018.weights.h5", "model.json", "MODEL_CARD.md"  # the files of a model folder
@@ -170,6 +170,26 @@ def _card(model, architecture, run_dir, weights, scores, split, recipe, course_p
     return card
 
 # %% ../nbs/06a_pretrained.ipynb #d9b485d1
+def _threshold_sentence(card: dict) -> str:
+    "How the card turns probabilities into labels, in one sentence"
+    t = card["threshold"]
+    if np.ndim(t) == 0: return f"A class is predicted where its probability exceeds {t:g}."
+    return ("A class is predicted where its probability exceeds its threshold: "
+            + ", ".join(f"{n.lower()} {v:g}" for n, v in zip(CLASS_NAMES, t, strict=True)) + " (chosen on the validation cases).")
+
+def _decisions_lines(card: dict) -> list:
+    "The card's section on thresholds and temperatures, from `card['decisions']`"
+    d = card["decisions"]
+    rows = [f"| {r} | {d['dice_at_0.5'][r]:.3f} | {d['dice_at_thresholds'][r]:.3f} | {d['dice_at_thresholds_held_out'][r]:.3f} |"
+            for r in BRATS_REGIONS]
+    return ["## Decisions: thresholds and calibration", "",
+            f"Thresholds chosen on the {len(d['cases'])} validation cases for {d['purpose']}; the held-out column scores each case with "
+            "thresholds chosen on the others.", "",
+            "| region | Dice at 0.5 | at the chosen thresholds | held out |", "|---|---|---|---|", *rows, "",
+            f"- Temperatures per class: {', '.join(f'{n.lower()} {t:g}' for n, t in zip(CLASS_NAMES, card['temperature'], strict=True))}; "
+            f"expected calibration error on held-out cases {d['ece_held_out']['before']:.4f} before, "
+            f"{d['ece_held_out']['after temperature scaling']:.4f} after.", ""]
+
 def render_card(
     card:dict,  # the contents of `model.json`
 ) -> str:  # Markdown
@@ -181,7 +201,7 @@ def render_card(
              f"{a['layer_normalization'] or 'no'} normalisation, {'transposed convolutions' if a['deconvolution'] else 'upsampling'}; "
              f"{card['n_parameters']:,} parameters; three sigmoid outputs (edema, non-enhancing tumour, enhancing tumour).",
              f"- Input: {card['input']}; each channel and z-slice standardised (`{card['intensity_normalization']}`), as "
-             f"the course's `standardize`. A class is predicted where its probability exceeds {card['threshold']:g}.",
+             f"the course's `standardize`. " + _threshold_sentence(card),
              f"- Weights: `{card['weights']}`, {card['bytes'] / 1e6:.1f} MB, float32, SHA-256 `{card['sha256']}`.", ""]
     for key, title in (("data", "Data"), ("citations", "Citations")):
         if card.get(key): lines += [f"## {title}", "", *[f"- {item}" for item in card[key]], ""]
@@ -210,6 +230,7 @@ def render_card(
         lines += [f"- {c['n']} course-format patches of `{c['folder']}` (another patient and another preprocessing, never "
                   f"trained on): `dice_coefficient` {c['dice_coefficient']:.4f}."]
     lines += [""]
+    if card.get("decisions"): lines += _decisions_lines(card)
     if card.get("limitations"): lines += ["## Limitations", "", *[f"- {item}" for item in card["limitations"]], ""]
     return "\n".join(lines)
 
@@ -264,3 +285,79 @@ def load_for_prediction(
     if path is None or (Path(path).is_dir() and (Path(path) / CARD_FILE).is_file()):
         return load_pretrained(path), read_card(path)
     return load_segmentation_model(path), {}
+
+# %% ../nbs/06a_pretrained.ipynb #16cb1f02
+def _region_dice(cases: list, thresholds) -> dict:
+    "Mean whole-scan Dice of each BraTS region over `cases` (probs, labels, mask) at `thresholds` (BraTS conventions)"
+    from bts_course.labels import probabilities_to_labels
+    from bts_course.scores import binary_dice
+    out = {}
+    for region, codes in BRATS_REGIONS.items():
+        values = []
+        for probs, labels, _ in cases:
+            pred, true = np.isin(probabilities_to_labels(probs, thresholds), codes), np.isin(labels, codes)
+            if pred.any() or true.any(): values.append(binary_dice(pred, true))
+        out[region] = float(np.mean(values)) if values else math.nan
+    return out
+
+def _held_out(cases: list, purpose) -> tuple:
+    "Each case scored with thresholds and temperatures chosen on the other cases: `(mean region Dice, ECE before, ECE after)`"
+    from bts_course.decisions import apply_temperature, choose_thresholds, expected_calibration_error
+    dice, before, after = {r: [] for r in BRATS_REGIONS}, [], []
+    for k, (probs, labels, mask) in enumerate(cases):
+        others = cases[:k] + cases[k + 1:]
+        chosen, _ = choose_thresholds(others, purpose)
+        for r, d in _region_dice([(probs, labels, mask)], chosen).items():
+            if not math.isnan(d): dice[r].append(d)
+        temps = _fit_temperatures(others)
+        calibrated = apply_temperature(probs, temps)
+        for c in range(len(CLASS_NAMES)):
+            truth = labels == c + 1
+            before.append(expected_calibration_error(probs[..., c], truth, mask=mask))
+            after.append(expected_calibration_error(calibrated[..., c], truth, mask=mask))
+    return {r: float(np.mean(v)) if v else math.nan for r, v in dice.items()}, float(np.nanmean(before)), float(np.nanmean(after))
+
+def _fit_temperatures(cases: list) -> list:
+    "One temperature per tumour class, fitted on the brain voxels of `cases`"
+    from bts_course.decisions import fit_temperature
+    temps = []
+    for c in range(len(CLASS_NAMES)):
+        p = np.concatenate([probs[..., c][mask] for probs, _, mask in cases])
+        t = np.concatenate([(labels == c + 1)[mask] for _, labels, mask in cases])
+        temps.append(round(fit_temperature(p, t), 4))
+    return temps
+
+# %% ../nbs/06a_pretrained.ipynb #5128cd94
+def calibrate_model(
+    folder,  # a model folder written by `export_model`: its card is updated in place
+    cases:list,  # paths of labelled validation cases (MSD image files or BraTS folders), e.g. the split's "valid"
+    purpose="dice",  # "dice" or ("sensitivity", target), as `decisions.choose_thresholds` takes it
+    progress:bool=True,  # a progress bar over the cases
+) -> dict:  # the updated card: `threshold` per class, `temperature` per class, and `decisions` with their evidence
+    "Choose the model's thresholds and fit its temperatures on validation cases, and record them in its card"
+    from tqdm.auto import tqdm
+    from bts_course.data import read_case
+    from bts_course.decisions import choose_thresholds
+    from bts_course.inference import predict_volume
+    folder = Path(folder)
+    card, model = read_card(folder), load_pretrained(folder)
+    if len(cases) < 2: raise ValueError(f"calibrating needs at least 2 labelled cases (one is held out at a time); got {len(cases)}")
+    data = []
+    for path in tqdm(cases, desc="calibrate", unit="case", disable=not progress):
+        case = read_case(path)
+        if case.label is None: raise ValueError(f"{path}: a calibration case needs its label map")
+        data.append((predict_volume(model, case.image, progress=False), case.label, case.image.any(-1)))
+    thresholds, table = choose_thresholds(data, purpose)
+    held_dice, ece_before, ece_after = _held_out(data, purpose)
+    card["threshold"] = [round(t, 2) for t in thresholds]
+    card["temperature"] = _fit_temperatures(data)
+    card["decisions"] = {
+        "purpose": purpose if isinstance(purpose, str) else list(purpose), "cases": [Path(p).name for p in cases],
+        "thresholds": dict(zip(CLASS_NAMES, card["threshold"], strict=True)),
+        "dice_at_0.5": {r: round(d, 4) for r, d in _region_dice(data, 0.5).items()},
+        "dice_at_thresholds": {r: round(float(table.loc[r, "Dice"]), 4) for r in BRATS_REGIONS},
+        "dice_at_thresholds_held_out": {r: round(d, 4) for r, d in held_dice.items()},
+        "ece_held_out": {"before": round(ece_before, 4), "after temperature scaling": round(ece_after, 4)}}
+    write_json(card, folder / CARD_FILE)
+    atomic_write(folder / CARD_TEXT, lambda tmp: Path(tmp).write_text(render_card(card)))
+    return card

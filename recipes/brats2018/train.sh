@@ -38,24 +38,27 @@ else
 fi
 echo "recipe brats2018, profile $profile: cases $data, work folder $work"
 
-echo "[1/4] patches: 30 per case of 144x144x80 voxels, two thirds with at least 0.5 % tumour, one third from anywhere"
+echo "[1/5] patches: 30 per case of 144x144x80 voxels, two thirds with at least 0.5 % tumour, one third from anywhere"
 "$bts" preprocess "$data" "$work/patches" --split "$here/split.json" --patches-per-case 30 --patch-size 144 144 80 \
   --background-threshold 0.995 --tumour-patch-fraction 0.67 --seed 0 --workers 2 --quiet
 
-echo "[2/4] training (resumes from $run/last.keras if there is one)"
+echo "[2/5] training (resumes from $run/last.keras if there is one)"
 "$bts" train "$work/patches" --out "$run" "${model[@]}" "${steps[@]}" --layer-normalization instance \
   --patch-size 128 128 64 --learning-rate 1e-3 --schedule cosine --warmup-steps 100 --flip --intensity-jitter 0.1 \
   --mixed-precision --valid-patches 24 --patience 100 --workers 2 --seed 0
 
-echo "[3/4] whole-scan prediction and scores of the validation cases"
+echo "[3/5] whole-scan prediction and scores of the validation cases"
 rm -rf "$work/valid_cases"; mkdir -p "$work/valid_cases"
 for case in $(python3 -c "import json; print(' '.join(json.load(open('$here/split.json'))['valid']))"); do
   ln -s "$(cd "$data" && pwd)/$case" "$work/valid_cases/$case"
 done
 "$bts" predict "$work/valid_cases" -o "$work/valid_predictions" --model "$run/best.keras" --scores "$work/valid_scores.csv"
 
-echo "[4/4] weights and model card"
+echo "[4/5] weights and model card"
 course_patches=$(dirname "$data")/course_patches
 "$bts" export "$run" --scores "$work/valid_scores.csv" --split "$here/split.json" --recipe "$here/train.sh" \
   --describe "$here/card.json" $([ -d "$course_patches" ] && echo --course-patches "$course_patches") \
   --out bts_course/weights --if-better
+
+echo "[5/5] thresholds and temperatures, chosen on the validation cases, into the model card"
+"$bts" calibrate bts_course/weights "$data" --split "$here/split.json" --quiet
