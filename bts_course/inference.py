@@ -415,13 +415,14 @@ def _keep_cost(path: Path, entries: dict, key: str, entry: dict):
 def forward_cost(
     model,  # a channels-first 3D model
     cache_file=None,  # the JSON file that keeps measured costs (default: `cost_cache_file()`)
+    refresh: bool = False,  # measure again even if a cost is kept (say, one measured while the machine was busy)
 ) -> ForwardCost:
     "The `ForwardCost` of `model` on this machine: kept from an earlier measurement of this model on this machine, else measured now (seconds, once) and kept"
     path = cost_cache_file() if cache_file is None else Path(cache_file)
     model_key, machine = model_fingerprint(model), machine_fingerprint()
     key = f"{model_key}-{hashlib.sha256(json.dumps(machine, sort_keys=True).encode()).hexdigest()[:16]}"
     entries = _read_costs(path)
-    if key in entries:
+    if key in entries and not refresh:
         kept = _cost_from_entry(entries[key], conv_layers(model), model_key, machine)
         if kept is not None: return kept
     cost = measure_forward_cost(model)
@@ -679,8 +680,9 @@ def blend_windows(
     if not return_std:
         total /= weight_sum  # in place: the memory goes to the scan-sized result instead
         return total, None
-    mean, squares = total / weight_sum, squares_total / weight_sum
-    return mean.astype(np.float32), spread(mean, squares)
+    total /= weight_sum
+    squares_total /= weight_sum
+    return total.astype(np.float32), spread(total, squares_total)
 
 # %% ../nbs/07a_inference.ipynb #f0071fc8
 def predict_volume(
