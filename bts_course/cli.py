@@ -248,8 +248,24 @@ def train_command(
 # %% ../nbs/10_cli.ipynb #e0e045cf
 def predict_parser() -> CommandParser:  # the parser of `bts predict`
     "The options of `bts predict`"
-    from bts_course.inference import INTENSITY_NORMALIZATIONS
+    from bts_course.inference import check_flips, default_memory_gb, predict_volume
+    from bts_course.labels import probabilities_to_labels
+    from bts_course.preprocess import INTENSITY_NORMALIZATIONS
     from bts_course.scores import REGION_CONVENTIONS
+    memory = inspect.signature(default_memory_gb).parameters
+    class Flips(argparse.Action):
+        "--flips all | none x y z xy ...: the mirrorings predict_volume(flips=...) takes, checked before any work"
+        def __call__(self, parser, namespace, values, option_string=None):
+            if values == ["all"]: flips = "all"
+            elif "all" in values: parser.error("--flips all stands alone (the 8 mirrorings); or list some, such as none x y z")
+            else:
+                unknown = [v for v in values if v != "none" and not (v and set(v) <= set("xyz"))]
+                if unknown: parser.error(f"--flips {' '.join(unknown)}: expected all, or mirrorings such as none x y z xy "
+                                         "(the axes to mirror; none: the scan as it is)")
+                flips = [() if v == "none" else tuple("xyz".index(a) for a in v) for v in values]
+            try: check_flips(flips)
+            except ValueError as e: parser.error(f"--flips: {e}")
+            setattr(namespace, self.dest, flips)
     p = CommandParser(prog="bts predict", description="Segment whole scans with a trained model and write NIfTI label maps "
                       "(uint8: 0 background, 1 edema, 2 non-enhancing tumour, 3 enhancing tumour) with the input's "
                       "affine and header.")
@@ -259,14 +275,23 @@ def predict_parser() -> CommandParser:  # the parser of `bts predict`
                    "(default: the model shipped with the package, trained on real BraTS 2018 patients)")
     p.add_argument("--threshold", type=float, nargs="+", metavar="T", help="probability threshold: one, or one per class "
                    "(edema, non-enhancing, enhancing); default: the model card's, else 0.5")
-    p.add_argument("--mode", choices=("threshold", "argmax"), default="threshold",
-                   help="how probabilities become labels (default: threshold, enhancing > non-enhancing > edema)")
-    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), help="window size (default: as large as memory allows)")
-    p.add_argument("--overlap", type=float, default=0.25, help="least overlap of neighbouring windows, as a fraction of the network's halo (half its receptive field; default 0.25)")
-    p.add_argument("--batch-size", type=int, default=1, help="windows per forward pass (default 1)")
-    p.add_argument("--max-memory-gb", type=float, help="memory budget of the prediction (default: from the machine, 3/4 of the available memory, at most 16 GB)")
-    p.add_argument("--intensity-normalization", choices=INTENSITY_NORMALIZATIONS, default="slices",
-                   help="how the model's training data were normalised (default: slices, the course's standardize)")
+    p.add_argument("--mode", choices=("threshold", "argmax"), default=_default(probabilities_to_labels, "mode"),
+                   help="how probabilities become labels (default: %(default)s; threshold: enhancing > non-enhancing > edema)")
+    p.add_argument("--window", type=int, nargs=3, metavar=("X", "Y", "Z"), default=_default(predict_volume, "window"),
+                   help="window size (default: planned, the fastest that fits the memory budget)")
+    p.add_argument("--overlap", type=float, default=_default(predict_volume, "overlap"), help="least overlap of neighbouring "
+                   "windows, as a fraction of the network's halo (half its receptive field; default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=_default(predict_volume, "batch_size"),
+                   help="windows per forward pass (default: planned, the fastest the memory budget allows)")
+    p.add_argument("--max-memory-gb", type=float, default=_default(predict_volume, "max_memory_gb"),
+                   help=f"memory budget of the prediction (default: from the machine, {memory['fraction'].default:g} of the "
+                   f"available memory, at most {memory['cap_gb'].default:g} GB)")
+    p.add_argument("--intensity-normalization", choices=INTENSITY_NORMALIZATIONS,
+                   default=_default(predict_volume, "intensity_normalization"),
+                   help="how the model's training data were normalised (default: %(default)s; slices: the course's standardize)")
+    p.add_argument("--flips", nargs="+", action=Flips, default=_default(predict_volume, "flips"), metavar="FLIP",
+                   help="test-time augmentation: average the predictions of mirrored scans: all (the 8 mirrorings) or a list "
+                   "of the axes to mirror, e.g. none x y z (none: the scan as it is; default: no mirroring)")
     p.add_argument("--scores", metavar="FILE.csv", help="also score every case that has a label map: write one row per "
                    "case to FILE.csv and print the summary")
     p.add_argument("--convention", choices=tuple(REGION_CONVENTIONS),
@@ -303,7 +328,7 @@ def predict_command(
     threshold = card.get("threshold", 0.5) if args.threshold is None else args.threshold[0] if len(args.threshold) == 1 else args.threshold
     if single and out.name.endswith((".nii", ".nii.gz")): targets = [out]
     else: targets = [out / _output_file(path) for path in paths]
-    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, intensity_normalization=args.intensity_normalization)
+    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, intensity_normalization=args.intensity_normalization, flips=args.flips)
     if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
     def report(case, target, labels, seconds):
         counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))

@@ -8,7 +8,8 @@ import numpy as np
 from .data import bounding_box, check_image, check_patch
 
 # %% auto #0
-__all__ = ['standardize', 'normalize_nonzero', 'brain_box', 'crop_to_brain', 'uncrop_from_brain']
+__all__ = ['INTENSITY_NORMALIZATIONS', 'standardize', 'normalize_nonzero', 'brain_box', 'crop_to_brain', 'uncrop_from_brain',
+           'slice_statistics', 'normalize_crop']
 
 # %% ../nbs/03_standardize.ipynb #68706288
 # UNQ_C2 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
@@ -113,3 +114,43 @@ def uncrop_from_brain(
     out = np.full(shape + array.shape[3:], fill, dtype=array.dtype)
     out[box] = array
     return out
+
+# %% ../nbs/03_standardize.ipynb #485c096f
+def slice_statistics(
+    image,  # a patch or crop `(C, X, Y, Z)` of real intensities, channels first
+) -> tuple:  # `(mean, std)`, each `(C, 1, 1, Z)` float64; std exactly 0 on constant slices
+    "Mean and standard deviation of every (channel, z-slice), the statistics `standardize` divides by: `(C, X, Y, Z)` -> 2 × `(C, 1, 1, Z)` float64"
+    image = np.asarray(image)
+    if image.ndim != 4: raise ValueError(f"slice_statistics expects a patch (C, X, Y, Z), found {image.ndim}D with shape {image.shape}")
+    mean = np.zeros((image.shape[0], 1, 1, image.shape[3]))
+    std = np.zeros_like(mean)
+    for c in range(image.shape[0]):  # one channel at a time keeps the float64 copy small
+        x = image[c].astype(np.float64)
+        peak = np.abs(x).max(axis=(0, 1), keepdims=True)  # as in standardize: scale first, so tiny values keep their spread
+        scaled = np.divide(x, peak, out=np.zeros_like(x), where=peak > 0)
+        m = scaled.mean(axis=(0, 1), keepdims=True)
+        s = np.sqrt(((scaled - m) ** 2).mean(axis=(0, 1), keepdims=True))
+        constant = x.max(axis=(0, 1), keepdims=True) == x.min(axis=(0, 1), keepdims=True)
+        mean[c], std[c] = m * peak, np.where(constant, 0.0, s * peak)
+    return mean, std
+
+# %% ../nbs/03_standardize.ipynb #17d8dc09
+INTENSITY_NORMALIZATIONS = ("slices", "nonzero", "none")  # the rules `normalize_crop` (and `predict_volume`) know
+
+def normalize_crop(
+    crop,  # a brain crop `(x, y, z, C)`, raw intensities, background exactly 0
+    intensity_normalization: str = "slices",  # one of `INTENSITY_NORMALIZATIONS`
+) -> tuple:  # `(normalised (C, x, y, z) float32, background value (C, 1, 1, z) float32)`
+    "A brain crop `(x, y, z, C)` normalised for the network, channels first, and the value a raw zero (background) takes after it"
+    crop = np.asarray(crop)
+    if crop.ndim != 4: raise ValueError(f"expected a crop (x, y, z, C), found shape {crop.shape}")
+    if intensity_normalization not in INTENSITY_NORMALIZATIONS:
+        raise ValueError(f"intensity_normalization must be one of {INTENSITY_NORMALIZATIONS}, got {intensity_normalization!r}")
+    x = np.ascontiguousarray(np.moveaxis(crop, -1, 0), dtype=np.float32)
+    if intensity_normalization == "slices":
+        mean, std = slice_statistics(x)
+        background = np.divide(-mean, std, out=np.zeros_like(mean), where=std > 0).astype(np.float32)
+        return standardize(x), background
+    background = np.zeros(x.shape[:1] + (1, 1) + x.shape[3:], np.float32)
+    if intensity_normalization == "nonzero": return np.ascontiguousarray(np.moveaxis(normalize_nonzero(crop), -1, 0)), background
+    return x, background

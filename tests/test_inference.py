@@ -1,5 +1,5 @@
-"Whole-scan inference (bts_course.inference): window planning, blending, predict_volume, and `bts predict`"
-import math
+"Whole-scan inference (bts_course.inference): window planning, the forward-pass cost model and its cache, blending, flips, predict_volume, `bts predict`"
+import json, math
 from itertools import product
 from pathlib import Path
 
@@ -8,12 +8,12 @@ import pytest
 import nibabel as nib
 from hypothesis import given, settings, strategies as st
 
-from bts_course.model import model_divisor, model_io, unet_model_3d, with_input_shape  # imports TensorFlow quietly
+from bts_course.model import model_divisor, model_io, receptive_field, unet_model_3d, with_input_shape  # imports TensorFlow quietly
 from bts_course.phantom import make_phantom
 from bts_course.data import save_nifti
 from bts_course.labels import probabilities_to_labels
 from bts_course.metrics import soft_dice_loss
-from bts_course.preprocess import brain_box, standardize
+from bts_course.preprocess import brain_box, slice_statistics, standardize
 from bts_course.cli import main as bts
 from bts_course import inference as inf
 
@@ -67,7 +67,7 @@ def feasible(padded, w, overlap, d):
                                                       ((20, 20, 20), 1e9, 3), ((140, 172, 140), 1.6e6, 12)])
 def test_choose_window_is_the_cheapest_that_fits(shape, max_voxels, overlap):
     d = (4, 4, 4) if max(shape) < 100 else (8, 8, 8)
-    w = inf.choose_window(shape, d, max_voxels, overlap)
+    w = inf.choose_window(shape, d, max_voxels, overlap_voxels=overlap)
     assert math.prod(w) <= max_voxels and all(s % k == 0 for s, k in zip(w, d, strict=True))
     # brute force over every window of multiples of d that can keep the overlap
     padded = [-(-s // k) * k for s, k in zip(shape, d, strict=True)]
@@ -78,13 +78,13 @@ def test_choose_window_is_the_cheapest_that_fits(shape, max_voxels, overlap):
 
 def test_choose_window_splits_evenly_and_respects_min_window():
     # 200 voxels in two windows sharing at least 8: 104 each, not a fixed 128 plus a leftover window
-    assert inf.choose_window((24, 200, 24), (8, 8, 8), 24 * 24 * 110, overlap=8) == (24, 104, 24)
+    assert inf.choose_window((24, 200, 24), (8, 8, 8), 24 * 24 * 110, overlap_voxels=8) == (24, 104, 24)
     shape = (140, 172, 140)
-    w = inf.choose_window(shape, (8, 8, 8), 1.6e6, overlap=12, min_window=96)
+    w = inf.choose_window(shape, (8, 8, 8), 1.6e6, overlap_voxels=12, min_window=96)
     assert min(w) >= 96 and math.prod(w) <= 1.6e6
     assert inf.choose_window((30, 40, 20), (4, 4, 4), 1e9, min_window=96) == (32, 40, 20)  # never beyond the box
     with pytest.warns(UserWarning, match="thinner than the network's halo"):
-        w = inf.choose_window(shape, (8, 8, 8), 2e5, overlap=12, min_window=96)
+        w = inf.choose_window(shape, (8, 8, 8), 2e5, overlap_voxels=12, min_window=96)
     assert min(w) < 96 and math.prod(w) <= 2e5
 
 
@@ -92,31 +92,38 @@ def course_unet():
     return unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None))
 
 
+def voxel_cost(model, per_pass=0.0):
+    "A cost model in which every voxel costs the same (the plan of fewest voxels), plus `per_pass` seconds a pass: no timing"
+    return inf.ForwardCost(inf.conv_layers(model), per_pass=per_pass, per_gflop=1.0)
+
+
 def test_window_plan_follows_the_memory_budget():
     m = unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=3, n_base_filters=4)
     crop = (120, 140, 100)
-    big = inf.plan_windows(m, crop, max_memory_gb=100)
+    big = inf.plan_windows(m, crop, max_memory_gb=100, cost=voxel_cost(m))
     assert (big.window, big.n_windows, big.cost) == ((120, 140, 100), 1, 1.0)  # everything in one window (divisor 4)
-    small = inf.plan_windows(m, crop, max_memory_gb=0.3)
+    small = inf.plan_windows(m, crop, max_memory_gb=0.3, batch_size=1, cost=voxel_cost(m))
     assert small.n_windows > 1 and small.padded == crop and small.needed_gb <= 0.3 and small.budget_from == "max_memory_gb"
     # the estimate: activations with the allocator's slack, the padded input, sums and weights, the returned probabilities
     expect = 1.3 * inf.activation_bytes(m) * math.prod(small.window) + 4 * (4 + 3 + 1) * math.prod(crop) + 4 * 3 * math.prod(crop)
     assert small.needed_gb == pytest.approx(expect / 1e9)
-    in_scan = inf.plan_windows(m, crop, window=small.window, max_memory_gb=0.3, scan_shape=(240, 240, 155))
+    in_scan = inf.plan_windows(m, crop, window=small.window, max_memory_gb=0.3, batch_size=1, scan_shape=(240, 240, 155),
+                               cost=voxel_cost(m))
     assert in_scan.needed_gb == pytest.approx(small.needed_gb + 4 * 3 * (240 * 240 * 155 - math.prod(crop)) / 1e9)
     # the overlap is a fraction of the halo (half the receptive field, 22 for depth 3), on the pooling grid
-    assert small.overlap == (0.25 * 22,) * 3
+    assert small.overlap_voxels == (0.25 * 22,) * 3
     for starts, w in zip(small.starts, small.window, strict=True):
         assert all(s % 4 == 0 for s in starts) and all(a + w - b >= 5.5 for a, b in zip(starts, starts[1:], strict=False))
     assert small.corners == list(product(*small.starts)) and len(small.corners) == small.n_windows
     assert small.voxels == small.n_windows * math.prod(small.window) and small.cost == small.voxels / math.prod(crop)
-    two = inf.plan_windows(m, crop, max_memory_gb=0.6, batch_size=2)
+    two = inf.plan_windows(m, crop, max_memory_gb=0.6, batch_size=2, cost=voxel_cost(m))
     batch = 2 * 1.3 * inf.activation_bytes(m) * math.prod(two.window) + 4 * (4 + 3 + 1 + 3) * math.prod(crop)
     assert two.needed_gb == pytest.approx(batch / 1e9) and two.needed_gb <= 0.6  # a batch of two windows fits
 
 
 def test_plan_for_the_largest_brats_box_at_4_gb():
-    plan = inf.plan_windows(course_unet(), (160, 200, 160), max_memory_gb=4)
+    m = course_unet()
+    plan = inf.plan_windows(m, (160, 200, 160), max_memory_gb=4, cost=voxel_cost(m))
     assert plan.n_windows == 4 and plan.needed_gb <= 4 and plan.cost < 1.25
     text = str(plan)
     assert repr(plan) == text
@@ -141,16 +148,16 @@ def test_available_memory_matches_psutil():
 def test_budget_too_small_names_one_that_works():
     m = course_unet()
     with pytest.raises(ValueError, match=r"too small.*give max_memory_gb=(\d|\.)+ or more") as e:
-        inf.plan_windows(m, (160, 200, 160), max_memory_gb=0.05)
+        inf.plan_windows(m, (160, 200, 160), max_memory_gb=0.05, cost=voxel_cost(m))
     enough = float(str(e.value).split("max_memory_gb=")[1].split()[0])
     with pytest.warns(UserWarning, match="thinner"):
-        assert inf.plan_windows(m, (160, 200, 160), max_memory_gb=enough).needed_gb <= enough
+        assert inf.plan_windows(m, (160, 200, 160), max_memory_gb=enough, cost=voxel_cost(m)).needed_gb <= enough
     with pytest.raises(ValueError, match="must be positive"):
-        inf.plan_windows(m, (16, 16, 16), max_memory_gb=-1)
+        inf.plan_windows(m, (16, 16, 16), max_memory_gb=-1, cost=voxel_cost(m))
     with pytest.raises(ValueError, match="batch_size"):
-        inf.plan_windows(m, (16, 16, 16), batch_size=0)
+        inf.plan_windows(m, (16, 16, 16), batch_size=0, cost=voxel_cost(m))
     with pytest.raises(ValueError, match="overlap"):
-        inf.plan_windows(m, (16, 16, 16), overlap=-0.1)
+        inf.plan_windows(m, (16, 16, 16), overlap=-0.1, cost=voxel_cost(m))
 
 
 def test_plan_windows_pads_to_a_large_window():
@@ -298,7 +305,7 @@ def test_unet_windows_agree_with_one_pass():
     c = make_phantom(5, shape=(64, 64, 48))
     one = inf.predict_volume(m, c.image, progress=False)
     box = tuple(s.stop - s.start for s in brain_box(c.image))
-    gb = inf.plan_windows(m, box, window=(24, 24, 24), scan_shape=c.image.shape[:3]).needed_gb  # room for windows of 24
+    gb = inf.plan_windows(m, box, window=(24, 24, 24), batch_size=1, scan_shape=c.image.shape[:3]).needed_gb  # room for one window of 24
     plan = inf.plan_windows(m, box, max_memory_gb=gb, scan_shape=c.image.shape[:3])
     assert plan.n_windows > 1 and math.prod(plan.window) <= 24 ** 3
     split = inf.predict_volume(m, c.image, max_memory_gb=gb, progress=False)
@@ -373,3 +380,278 @@ def test_bts_predict_usage_errors(tmp_path, saved_models, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert bts(["predict", str(tmp_path)]) == 2
     assert "required" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- per-slice statistics (preprocess), as inference uses them
+@given(seed=st.integers(0, 2**16), scale=st.sampled_from([1e-30, 1e-3, 1.0, 1e4]), constant=st.booleans())
+@settings(max_examples=40, deadline=None)
+def test_slice_statistics_are_standardize_s(seed, scale, constant):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(3, 2, (2, 6, 5, 4)) * scale).astype(np.float32)
+    if constant: x[1, :, :, 2] = 7 * scale
+    mean, std = slice_statistics(x)
+    assert mean.shape == std.shape == (2, 1, 1, 4) and mean.dtype == np.float64
+    live = std > 0
+    expected = np.divide(x - mean, std, out=np.zeros(x.shape), where=live)
+    np.testing.assert_allclose(standardize(x), expected, atol=2e-5)
+    assert (std[1, 0, 0, 2] == 0) == constant
+
+
+# ---------------------------------------------------------------- the forward-pass cost model
+def test_conv_layers_count_the_network_s_arithmetic():
+    m = course_unet()
+    layers = inf.conv_layers(m)
+    assert len(layers) == 15 and all(isinstance(layer, inf.ConvLayer) for layer in layers)
+    assert sum(layer.macs for layer in layers) == pytest.approx(905664)  # 371 GMAC per 160x160x16 patch
+    assert layers[-1].kernel == (1, 1, 1) and layers[0].scale == (1, 1, 1)
+    (pointwise,) = inf.conv_layers(pointwise_model())
+    assert pointwise[1:] == (12.0, 28.0, (1, 1, 1), (1, 1, 1))  # 4 x 3 multiply-adds; 4 + 3 floats in and out
+    cost = voxel_cost(m)
+    all_, uncached, face = cost.gflops((160, 160, 16))
+    assert all_ == pytest.approx(2 * 905664 * 160 * 160 * 16 / 1e9) and 0 < uncached < all_ and 0 < face < all_
+    assert cost.gflops((32, 32, 32), batch_size=3)[0] == pytest.approx(3 * cost.gflops((32, 32, 32))[0])
+    # a thin window puts more of its work on faces than a cube; a big one more beyond the cache than a small one
+    share = lambda w, k: cost.gflops(w)[k] / cost.gflops(w)[0]
+    assert share((160, 160, 16), 2) > 2 * share((144, 176, 128), 2) and share((144, 176, 128), 1) > share((24, 24, 24), 1)
+
+
+def test_cost_fit_recovers_known_coefficients_and_predicts_wall_time():
+    layers = inf.conv_layers(tiny_unet())
+    truth = inf.ForwardCost(layers, per_pass=0.003, per_gflop=0.5, per_gflop_uncached=0.2, per_gflop_face=0.1, cache_bytes=1e5,
+                            parallelism=1.5)
+    probes = inf.probe_windows(layers, (2, 2, 2), cache_bytes=1e5)
+    assert len(probes) == 5 and probes[4] == (probes[1][0], 2) and probes[2][0][2] == 2  # a slab one divisor thin
+    timed = [(w, b, truth.clock_seconds(w, b), truth.seconds(w, b)) for w, b in probes]
+    fit = inf.fit_forward_cost(layers, timed, cache_bytes=1e5, parallelism=1.5)
+    for name in inf.COST_TERMS: assert getattr(fit, name) == pytest.approx(getattr(truth, name), rel=1e-4, abs=1e-9)
+    assert fit.fit_error < 1e-6 and fit.seconds((64, 64, 64)) == pytest.approx(truth.seconds((64, 64, 64)), rel=1e-4)
+    # wall time: the cost per pass as it is, the work shared among the threads
+    assert truth.seconds((8, 8, 8)) == pytest.approx(0.003 + (truth.clock_seconds((8, 8, 8)) - 0.003) / 1.5)
+    # noise can never make a coefficient negative
+    noisy = [(w, b, t * (1.3 if i % 2 else 0.7), wall) for i, (w, b, t, wall) in enumerate(timed)]
+    assert all(getattr(inf.fit_forward_cost(layers, noisy), name) >= 0 for name in inf.COST_TERMS)
+    with pytest.raises(ValueError, match="at least 2 timed passes"):
+        inf.fit_forward_cost(layers, timed[:1])
+
+
+def test_measured_cost_has_the_expected_form():  # what a measurement gives, not how fast this machine is
+    m = tiny_unet()
+    cost = inf.measure_forward_cost(m, repeats=1)
+    assert cost.clock in ("cpu", "wall") and len(cost.probes) == 5
+    assert 1 <= cost.parallelism <= max(1, inf._threads())
+    assert all(getattr(cost, name) >= 0 for name in inf.COST_TERMS) and cost.per_gflop + cost.per_gflop_uncached > 0
+    assert cost.seconds((64, 64, 64)) > cost.seconds((16, 16, 16)) > 0
+
+
+def test_model_fingerprint_is_the_architecture_not_the_weights():
+    a, b = tiny_unet(seed=0), tiny_unet(seed=1)
+    assert inf.model_fingerprint(a) == inf.model_fingerprint(b)
+    assert inf.model_fingerprint(a) == inf.model_fingerprint(tiny_unet((4, 16, 16, 16)))  # a fixed input size: the same network
+    assert inf.model_fingerprint(a) != inf.model_fingerprint(pointwise_model())
+    assert inf.model_fingerprint(pointwise_model()) != inf.model_fingerprint(pointwise_model(channels=2))
+    machine = inf.machine_fingerprint()
+    assert {"processor", "cores", "threads", "tensorflow", "accelerators"} <= set(machine) and json.loads(json.dumps(machine)) == machine
+
+
+@pytest.fixture
+def counted_measure(monkeypatch):
+    "measure_forward_cost replaced by a deterministic stand-in that counts its calls"
+    calls = []
+    def fake(model, repeats=3):
+        calls.append(inf.model_fingerprint(model))
+        layers = inf.conv_layers(model)
+        return inf.fit_forward_cost(layers, [((8, 8, 8), 1, 0.01 + len(calls) * 1e-3, 0.01), ((16, 16, 16), 1, 0.05, 0.03)])
+    monkeypatch.setattr(inf, "measure_forward_cost", fake)
+    return calls
+
+
+def test_forward_cost_is_measured_once_per_model_and_machine(tmp_path, counted_measure, monkeypatch):
+    path = tmp_path / "costs.json"
+    a, b = tiny_unet(), pointwise_model()
+    first = inf.forward_cost(a, path)
+    assert inf.forward_cost(a, path) == first and counted_measure == [inf.model_fingerprint(a)]  # kept: not measured again
+    assert inf.forward_cost(tiny_unet(seed=3), path) == first  # other weights, the same network
+    inf.forward_cost(b, path)  # another model: never the first one's cost
+    assert len(counted_measure) == 2
+    entries = json.loads(path.read_text())["entries"]
+    assert sorted(e["model"] for e in entries.values()) == sorted([inf.model_fingerprint(a), inf.model_fingerprint(b)])
+    # another machine: the entries kept for this one are not used, and stay
+    monkeypatch.setattr(inf, "machine_fingerprint", lambda: {"processor": "another", "cores": 64})
+    inf.forward_cost(a, path)
+    assert len(counted_measure) == 3 and len(json.loads(path.read_text())["entries"]) == 3
+
+
+def test_a_tampered_entry_under_the_right_key_is_not_used(tmp_path, counted_measure):
+    path = tmp_path / "costs.json"
+    m = tiny_unet()
+    inf.forward_cost(m, path)
+    data = json.loads(path.read_text())
+    (key, entry), = data["entries"].items()
+    entry["machine"] = {**entry["machine"], "processor": "someone else's"}  # the key says this machine, the entry another
+    path.write_text(json.dumps(data))
+    inf.forward_cost(m, path)
+    assert len(counted_measure) == 2
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"format": 99, "entries": {}}', "\udcff".encode("utf-8", "surrogatepass")])
+def test_a_corrupt_cost_cache_is_ignored_with_one_note_and_rebuilt(tmp_path, counted_measure, content):
+    path = tmp_path / "costs.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.warns(UserWarning, match="ignoring the unreadable forward-cost cache") as notes:
+        cost = inf.forward_cost(tiny_unet(), path)
+    assert len(notes) == 1 and "\n" not in str(notes[0].message) and cost.per_gflop >= 0
+    assert list(json.loads(path.read_text())["entries"].values())[0]["model"] == inf.model_fingerprint(tiny_unet())
+    assert inf.forward_cost(tiny_unet(), path) == cost and len(counted_measure) == 1  # rebuilt: read back next time
+
+
+def test_a_malformed_entry_is_measured_again(tmp_path, counted_measure):
+    path = tmp_path / "costs.json"
+    m = tiny_unet()
+    inf.forward_cost(m, path)
+    data = json.loads(path.read_text())
+    for entry in data["entries"].values(): entry["coefficients"]["per_gflop"] = -1
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="malformed forward-cost entry"):
+        inf.forward_cost(m, path)
+    assert len(counted_measure) == 2 and json.loads(path.read_text())["entries"][next(iter(data["entries"]))]["coefficients"]["per_gflop"] >= 0
+
+
+def test_cost_cache_location(monkeypatch, tmp_path):
+    monkeypatch.setenv("BTS_CACHE_DIR", str(tmp_path))
+    assert inf.cost_cache_file() == tmp_path / "forward_costs.json"
+    monkeypatch.delenv("BTS_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert inf.cost_cache_file() == tmp_path / "xdg" / "bts_course" / "forward_costs.json"
+
+
+# ---------------------------------------------------------------- planning by predicted time
+def test_plan_minimises_predicted_time_and_states_it():
+    m = course_unet()
+    box = (141, 176, 128)
+    voxels = inf.plan_windows(m, box, max_memory_gb=3, batch_size=1, cost=voxel_cost(m))
+    # a large cost per pass: fewer windows, even at more voxels
+    calls = inf.plan_windows(m, box, max_memory_gb=3, batch_size=1, cost=voxel_cost(m, per_pass=1e6))
+    assert calls.n_windows <= voxels.n_windows and (calls.n_windows < voxels.n_windows or calls.voxels == voxels.voxels)
+    fits, _ = inf.window_candidates(box, (8, 8, 8), 1e9, overlap_voxels=12, min_window=48)
+    needed = lambda w: inf.plan_windows(m, box, window=w, max_memory_gb=3, batch_size=1, cost=voxel_cost(m)).needed_gb
+    fitting = [(w, n) for w, n in fits if needed(w) <= 3]
+    assert calls.n_windows == min(n for _, n in fitting)
+    assert voxels.voxels == min(n * math.prod(w) for w, n in fitting)
+    for plan, cost in ((voxels, voxel_cost(m)), (calls, voxel_cost(m, per_pass=1e6))):
+        assert plan.predicted_s == pytest.approx(plan.n_windows * cost.seconds(plan.window))
+        assert f"predicted {plan.predicted_s:.3g} s" in str(plan)
+
+
+def test_batches_are_planned_where_they_are_faster():
+    m = tiny_unet()
+    box = (30, 30, 20)
+    # every pass costs a lot: eight mirrorings go in as few passes as the budget allows
+    batched = inf.plan_windows(m, box, flips="all", max_memory_gb=4, cost=voxel_cost(m, per_pass=10.0))
+    assert batched.batch_size == 8 and batched.n_passes == 1 and "8 mirrorings each, 8 per pass (1 pass)" in str(batched)
+    assert batched.predicted_s == pytest.approx(10.0 + 8 * (voxel_cost(m).seconds(batched.window)))
+    # no cost per pass: a batch saves nothing, so it is not made (ties go to the smaller batch)
+    assert inf.plan_windows(m, box, flips="all", max_memory_gb=4, cost=voxel_cost(m)).batch_size == 1
+    # a fixed batch is kept; a budget too small for the batch of eight makes smaller batches
+    assert inf.plan_windows(m, box, flips="all", batch_size=3, cost=voxel_cost(m, per_pass=10.0)).batch_size == 3
+    one = inf.plan_windows(m, box, flips="all", batch_size=1, cost=voxel_cost(m)).needed_gb
+    small = inf.plan_windows(m, box, flips="all", max_memory_gb=one * 1.5, cost=voxel_cost(m, per_pass=10.0))
+    assert 1 < small.batch_size < 8 and small.needed_gb <= one * 1.5
+
+
+@given(box=st.tuples(st.integers(20, 120), st.integers(20, 120), st.integers(20, 120)), gb=st.floats(0.3, 4))
+@settings(max_examples=25, deadline=None)
+def test_no_voxel_beyond_what_the_plan_s_window_count_needs(box, gb):
+    m = _small_unet()
+    try: plan = inf.plan_windows(m, box, max_memory_gb=gb, batch_size=1, cost=voxel_cost(m, per_pass=0.01))
+    except ValueError: return  # too small a budget for this box
+    d = plan.divisor
+    least = [max(k, -(-(r // 2) // k) * k) for r, k in zip(receptive_field(m), d, strict=True)]  # halo-wide windows are preferred
+    assert plan.padded == tuple(-(-b // k) * k for b, k in zip(box, d, strict=True))  # never beyond the rounding
+    for axis in range(3):
+        assert plan.window[axis] <= plan.padded[axis]
+        thinner = plan.window[axis] - d[axis]
+        if thinner >= least[axis]:  # one divisor thinner (and still as wide as the halo) would need more windows along this axis
+            if thinner - plan.overlap_voxels[axis] >= d[axis] or thinner >= plan.padded[axis]:
+                assert len(inf.axis_starts(plan.padded[axis], thinner, plan.overlap_voxels[axis], d[axis])) > len(plan.starts[axis])
+
+
+_SMALL = {}
+def _small_unet():
+    if "m" not in _SMALL: _SMALL["m"] = unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=3, n_base_filters=4)
+    return _SMALL["m"]
+
+
+# ---------------------------------------------------------------- test-time augmentation
+def test_check_flips():
+    assert inf.check_flips(None) == ((),) and inf.check_flips("all") == inf.ALL_FLIPS and len(set(inf.ALL_FLIPS)) == 8
+    assert inf.check_flips([(), (2, 1)]) == ((), (1, 2))
+    for bad, message in [("some", "flips must be"), ([], "empty"), ([1], "not a tuple of axes"), ([(0, 4)], "0 \\(x\\), 1 \\(y\\), 2 \\(z\\)"),
+                         ([(True,)], "not a set"), ([(1, 1)], "not a set"), ([(0,), (0,)], "twice"), (3, "flips must be"), (["x"], "not a tuple")]:
+        with pytest.raises(ValueError, match=message):
+            inf.check_flips(bad)
+
+
+@pytest.mark.parametrize("flips", ["all", [(), (0,)], [(1, 2)]])
+def test_flips_of_a_pointwise_model_give_the_plain_prediction_exactly(case, flips):
+    m = pointwise_model()
+    plain = inf.predict_volume(m, case.image, progress=False)
+    mean, std = inf.predict_volume(m, case.image, flips=flips, return_std=True, progress=False)
+    # exact up to the last bit, which TensorFlow's own kernels may round differently at another place in a window
+    np.testing.assert_allclose(mean, plain, rtol=0, atol=2e-7)
+    assert std.shape == plain.shape and std.dtype == np.float32 and std.max() < 2e-7
+    np.testing.assert_allclose(inf.predict_volume(m, case.image, flips=flips, progress=False), plain, rtol=0, atol=2e-7)
+    # through many windows, batches spanning windows: the stitched plain answer
+    tiled = inf.predict_volume(m, case.image, window=(16, 12, 8), batch_size=3, flips=flips, progress=False)
+    np.testing.assert_allclose(tiled, plain, atol=1e-6)
+
+
+def test_flips_average_the_mirrored_answers(case):
+    m = tiny_unet()
+    box = brain_box(case.image)
+    flips = [(), (0,), (1, 2)]
+    mean, std = inf.predict_volume(m, case.image, flips=flips, return_std=True, progress=False)
+    norm, background = inf.normalize_crop(case.image[box])
+    grid, inner = inf.padded_input(norm, background, tuple(-(-s // 2) * 2 for s in norm.shape[1:]))
+    net = with_input_shape(m)
+    answers = np.stack([np.flip(net.predict_on_batch(np.flip(grid, [a + 1 for a in f])[None])[0], [a + 1 for a in f]) for f in flips])
+    crop = (slice(None), slice(None)) + inner
+    np.testing.assert_allclose(mean[box], np.moveaxis(answers.mean(0)[crop[1:]], 0, -1), atol=1e-5)
+    np.testing.assert_allclose(std[box], np.moveaxis(answers.std(0)[crop[1:]], 0, -1), atol=1e-5)
+    assert std.max() > 0
+    # several windows: a weighted mean and spread, within the range of the answers
+    many, spread = inf.predict_volume(m, case.image, window=(16, 16, 8), flips=flips, return_std=True, progress=False)
+    assert many.shape == spread.shape == mean.shape and (spread >= 0).all() and np.abs(many - mean).mean() < 0.02
+    plain_std = inf.predict_volume(m, case.image, return_std=True, progress=False)[1]
+    assert not plain_std.any()  # one mirroring: no spread
+
+
+def test_bad_flips_are_refused_before_any_work(case, monkeypatch):
+    def no_work(*args, **kwargs): raise AssertionError("planned or ran despite a bad flips spec")
+    monkeypatch.setattr(inf, "plan_windows", no_work)
+    for bad in ("mirror", [(0, 5)], [()] * 2):
+        with pytest.raises(ValueError, match="flips"):
+            inf.predict_volume(pointwise_model(), case.image, flips=bad, progress=False)
+    with pytest.raises(ValueError, match="intensity_normalization"):
+        inf.predict_volume(pointwise_model(), case.image, intensity_normalization="zscore", progress=False)
+
+
+def test_an_empty_scan_with_std(monkeypatch):
+    with pytest.warns(UserWarning, match="all zeros"):
+        mean, std = inf.predict_volume(pointwise_model(), np.zeros((20, 20, 10, 4), np.float32), flips="all", return_std=True)
+    assert mean.shape == std.shape == (20, 20, 10, 3) and not mean.any() and not std.any()
+
+
+def test_bts_predict_flips(tmp_path, saved_models, capsys):
+    write_msd(tmp_path / "msd", (1,))
+    case_file = str(tmp_path / "msd" / "imagesTr" / "BRATS_001.nii.gz")
+    model = str(saved_models / "unet.keras")
+    assert bts(["predict", case_file, "-o", str(tmp_path / "tta.nii.gz"), "--model", model, "--flips", "all"]) == 0
+    labels = np.asarray(nib.load(tmp_path / "tta.nii.gz").dataobj)
+    c = make_phantom(1, (32, 32, 24))
+    expected = inf.predict_volume(inf.load_segmentation_model(saved_models / "unet.keras"), c.image, flips="all", progress=False)
+    np.testing.assert_array_equal(labels, probabilities_to_labels(expected))
+    assert bts(["predict", case_file, "-o", str(tmp_path / "two.nii.gz"), "--model", model, "--flips", "none", "xz"]) == 0
+    for bad, message in ((["q"], "expected all, or mirrorings"), (["x", "x"], "twice"), (["all", "x"], "stands alone")):
+        assert bts(["predict", case_file, "-o", str(tmp_path / "bad.nii.gz"), "--model", model, "--flips", *bad]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.nii.gz").exists()
