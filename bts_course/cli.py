@@ -287,8 +287,8 @@ def predict_parser() -> CommandParser:  # the parser of `bts predict`
                    help=f"memory budget of the prediction (default: from the machine, {memory['fraction'].default:g} of the "
                    f"available memory, at most {memory['cap_gb'].default:g} GB)")
     p.add_argument("--intensity-normalization", choices=INTENSITY_NORMALIZATIONS,
-                   default=_default(predict_volume, "intensity_normalization"),
-                   help="how the model's training data were normalised (default: %(default)s; slices: the course's standardize)")
+                   help="how the model's training data were normalised (default: the model card's, else "
+                   f"{_default(predict_volume, 'intensity_normalization')}; slices: the course's standardize)")
     p.add_argument("--flips", nargs="+", action=Flips, default=_default(predict_volume, "flips"), metavar="FLIP",
                    help="test-time augmentation: average the predictions of mirrored scans: all (the 8 mirrorings) or a list "
                    "of the axes to mirror, e.g. none x y z (none: the scan as it is; default: no mirroring)")
@@ -311,6 +311,7 @@ def predict_command(
     "`bts predict INPUT -o OUTPUT --model MODEL [--scores FILE.csv]`: segment one case or a folder of cases into NIfTI label maps, and score them"
     from bts_course.data import CLASS_NAMES, CaseError, detect_layout, find_cases
     from bts_course.evaluation import predict_folder, summarize_scores, write_scores
+    from bts_course.inference import predict_volume
     from bts_course.pretrained import load_for_prediction
     p = predict_parser()
     args = p.parse_args(argv)
@@ -328,7 +329,9 @@ def predict_command(
     threshold = card.get("threshold", 0.5) if args.threshold is None else args.threshold[0] if len(args.threshold) == 1 else args.threshold
     if single and out.name.endswith((".nii", ".nii.gz")): targets = [out]
     else: targets = [out / _output_file(path) for path in paths]
-    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, intensity_normalization=args.intensity_normalization, flips=args.flips)
+    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, flips=args.flips,
+                  intensity_normalization=args.intensity_normalization or card.get("intensity_normalization",
+                                                                                    _default(predict_volume, "intensity_normalization")))
     if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
     def report(case, target, labels, seconds):
         counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))
