@@ -12,6 +12,10 @@
    (GFLOP/s, from `forward_macs`: a training step is about three forward passes) beside this machine's peak,
    a large matrix product in float32 and in bfloat16 measured in the same run.
 
+0. The targets, against the shipped model's card: mean whole-scan Dice of its validation patients per BraTS region
+   (whole tumour >= 0.85, tumour core >= 0.70, enhancing tumour >= 0.65), and the course's dice_coefficient on
+   course-format patches of a patient it never saw (above the course model's published 0.5152), each met or not.
+
 Uses the recipe's patches if `recipes/brats2018/train.sh` has cut them (`$BTS_WORK/patches`), else cuts a few
 cases of `../shared/data/brats2018` into a temporary folder.
 """
@@ -141,7 +145,32 @@ def where_time_goes(data: Path):
           f"of the bfloat16 peak ({100 * flops / 1e9 / f32:.0f} % of float32's)")
 
 
+TARGETS = {"Whole tumor": 0.85, "Tumor core": 0.70, "Enhancing tumor": 0.65}  # issue 19, mean whole-scan Dice
+COURSE_PATCH_DICE = 0.5152  # the course model's published dice_coefficient on its validation patches (COURSE.md)
+
+
+def targets():
+    "The shipped model's card against the targets: one line per target, met or not"
+    from bts_course.pretrained import read_card
+    card = read_card()
+    mean = card["validation"]["mean"]
+    print(f"{len(card['validation']['cases'])} validation patients, whole scans through predict_volume at threshold 0.5:")
+    for region, target in TARGETS.items():
+        dice = mean[f"{region} Dice"]
+        print(f"{region:16s} mean Dice {dice:.4f} (target >= {target}): {'met' if dice >= target else 'not met'}")
+    held = card.get("decisions", {}).get("dice_at_thresholds_held_out")
+    if held: print("at the card's thresholds, each case scored with thresholds chosen on the others: "
+                   + ", ".join(f"{r} {d:.4f}" for r, d in held.items()))
+    course = card.get("course_patches")
+    if course:
+        print(f"course-format patches of an unseen patient ({course['n']} of {course['folder']}): dice_coefficient "
+              f"{course['dice_coefficient']:.4f} (course model {COURSE_PATCH_DICE}): "
+              f"{'met' if course['dice_coefficient'] > COURSE_PATCH_DICE else 'not met'}")
+    print(f"shipped patch {card['shipped_patch']['name']}: dice_coefficient {card['shipped_patch']['dice_coefficient']:.4f}")
+
+
 def main():
+    print("--- targets (the shipped model's card)"); targets()
     if not SHARED.is_dir() and not (WORK / "patches" / "config.json").is_file():
         print(f"skipped: no real cases at {SHARED} and no recipe patches at {WORK / 'patches'}")
         return
