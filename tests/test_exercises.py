@@ -252,7 +252,7 @@ def test_a_notebook_it_did_not_write_is_kept(tmp_path):
 
 def test_only_takes_exercise_and_notebook_names(tmp_path):
     assert [p.name for p, _ in write_exercises(tmp_path, only=["metrics", "gaussian_weights"])] == \
-        ["04_metrics.ipynb", "07a_inference.ipynb"]
+        ["04_metrics.ipynb", "06b_inference.ipynb"]
     with pytest.raises(ValueError, match="unknown exercise or notebook 'nope'"): write_exercises(tmp_path, only=["nope"])
 
 
