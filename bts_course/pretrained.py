@@ -188,7 +188,11 @@ def _decisions_lines(card: dict) -> list:
             "| region | Dice at 0.5 | at the chosen thresholds | held out |", "|---|---|---|---|", *rows, "",
             f"- Temperatures per class: {', '.join(f'{n.lower()} {t:g}' for n, t in zip(CLASS_NAMES, card['temperature'], strict=True))}; "
             f"expected calibration error on held-out cases {d['ece_held_out']['before']:.4f} before, "
-            f"{d['ece_held_out']['after temperature scaling']:.4f} after.", ""]
+            f"{d['ece_held_out']['after temperature scaling']:.4f} after"
+            + ("." if d["ece_held_out"]["after temperature scaling"] < d["ece_held_out"]["before"] else
+               ": on cases it was not fitted on, temperature scaling did not help; the probabilities are already about as "
+               "calibrated as these few cases can tell.") + " Predictions use the raw probabilities; the temperatures are "
+            "there for `decisions.apply_temperature`.", ""]
 
 def render_card(
     card:dict,  # the contents of `model.json`

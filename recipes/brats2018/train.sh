@@ -6,7 +6,7 @@
 #
 # Every step is one of the package's own commands and every step resumes: run it again after an interruption
 # and it carries on (patches already cut are kept, training continues from last.keras, export is redone).
-# The split by case is recipes/brats2018/split.json. On two CPU cores it takes about two hours; where
+# The split by case is recipes/brats2018/split.json. On two CPU cores it takes about three hours (measured: 3.2 h with the cores shared); where
 # TensorFlow sees a GPU the same recipe trains a larger model for longer (mixed precision either way), and
 # `bts export --if-better` ships it only if it beats the shipped model on the same validation cases.
 #
