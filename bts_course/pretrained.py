@@ -12,7 +12,7 @@ import pandas as pd
 import keras
 from .data import MODALITIES, CLASS_NAMES, atomic_write, example_patches, write_json
 from .metrics import dice_coefficient, soft_dice_loss
-from .model import default_metrics, float32_model, unet_model_3d
+from .model import float32_model, unet_model_3d
 from .scores import BRATS_REGIONS
 from .training import model_arrays
 
@@ -54,9 +54,9 @@ def architecture_of(
 
 def build_model(
     architecture:dict,  # keyword arguments of `unet_model_3d`, as `architecture_of` gives them
-) -> keras.Model:  # compiled with the soft dice loss and the course's metrics, free spatial size, float32
+) -> keras.Model:  # compiled with the soft dice loss and the course's metric (`dice_coefficient`), free spatial size, float32
     "A fresh U-Net of `architecture`, channels first, any spatial size, compiled as the course compiles it"
-    return unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), metrics=default_metrics(),
+    return unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), metrics=[dice_coefficient],
                          **architecture)
 
 # %% ../nbs/06a_pretrained.ipynb #7c996f04

@@ -129,3 +129,13 @@ def test_the_split_is_by_case_and_never_shares_a_patient():
     on_disk = {p.name for p in BRATS.iterdir() if p.is_dir()}
     assert set(split["train"]) | set(split["valid"]) <= on_disk
     assert not set(split["train"]) & set(split["valid"]) and len(split["valid"]) >= 2
+
+
+def test_readme_quotes_the_card(card):
+    "The README's table of the shipped model says what its card says"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    held = card["decisions"]["dice_at_thresholds_held_out"]
+    for region, name in (("Whole tumor", "whole tumour"), ("Tumor core", "tumour core"), ("Enhancing tumor", "enhancing tumour")):
+        assert f"| {name} | {card['validation']['mean'][f'{region} Dice']:.3f} | {held[region]:.3f} |" in readme, region
+    assert f"{card['n_parameters']:,} parameters" in readme
+    assert f"is {card['course_patches']['dice_coefficient']:.3f}," in readme
