@@ -8,7 +8,7 @@ import pytest
 
 from bts_course.cli import main
 from bts_course.data import CaseError, find_cases, read_case, save_nifti
-from bts_course.dataset import _split, build_patch_dataset
+from bts_course.dataset import build_patch_dataset, split_cases
 from bts_course.phantom import make_phantom
 
 SIZE = (64, 64, 16)
@@ -90,12 +90,12 @@ def test_build_is_deterministic_whatever_the_workers(msd, tmp_path):
 
 def test_split_edges():
     names = [f"c{i}" for i in range(10)]
-    assert list(_split(names, 0.2, 0).values()).count("valid") == 2
-    assert list(_split(names, 0.0, 0).values()).count("valid") == 0
-    assert list(_split(names, 1.0, 0).values()).count("valid") == 10
-    assert list(_split(names, 0.01, 0).values()).count("valid") == 1  # at least one validation case
-    assert list(_split(names, 0.99, 0).values()).count("valid") == 9  # and at least one training case
-    assert _split(names, 0.3, 5) == _split(names, 0.3, 5) != _split(names, 0.3, 6)
+    assert list(split_cases(names, 0.2, 0).values()).count("valid") == 2
+    assert list(split_cases(names, 0.0, 0).values()).count("valid") == 0
+    assert list(split_cases(names, 1.0, 0).values()).count("valid") == 10
+    assert list(split_cases(names, 0.01, 0).values()).count("valid") == 1  # at least one validation case
+    assert list(split_cases(names, 0.99, 0).values()).count("valid") == 9  # and at least one training case
+    assert split_cases(names, 0.3, 5) == split_cases(names, 0.3, 5) != split_cases(names, 0.3, 6)
 
 
 def test_resume_skips_done_cases_and_cleans_up(msd, tmp_path):
