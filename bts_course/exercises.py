@@ -40,6 +40,17 @@ def strip_export_directives(
     while n < len(lines) and _DIRECTIVE.match(lines[n]): n += 1  # nbdev reads directives only at the top
     return "".join(l for l in lines[:n] if _DIRECTIVE.match(l).group(1) not in _EXPORT_DIRECTIVES) + "".join(lines[n:])
 
+# %% ../nbs/12_exercises.ipynb #6e3256e2
+@contextlib.contextmanager
+def _keras_registry_kept():
+    "Restore Keras' registry of custom objects (name -> function) after the block, if Keras is loaded; a no-op otherwise"
+    keras = sys.modules.get("keras")
+    registry = keras.saving.get_custom_objects() if keras is not None else None
+    kept = dict(registry) if registry is not None else None
+    try: yield
+    finally:
+        if registry is not None: registry.clear(); registry.update(kept)
+
 # %% ../nbs/12_exercises.ipynb #bd313cbf
 @dataclass(frozen=True)
 class Exercise:
@@ -75,7 +86,8 @@ class Exercise:
         source = self.cell(lines)
         filename = f"<exercise {self.name} {hashlib.sha1(source.encode()).hexdigest()[:10]}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)  # for inspect.getsource
-        exec(compile(source, filename, "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True), ns)
+        with _keras_registry_kept():   # a cell's @register_keras_serializable must not replace the package's metric
+            exec(compile(source, filename, "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True), ns)
         return ns[self.name]
 
 # %% ../nbs/12_exercises.ipynb #9351e185

@@ -8,7 +8,7 @@ import hashlib, json, math, os, platform, time, warnings, weakref
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
-from typing import NamedTuple
+from collections.abc import Iterator
 import numpy as np
 import nibabel as nib
 import keras
@@ -62,7 +62,8 @@ def axis_starts(
     return [int(i * units / (n - 1) + 0.5) * step for i in range(n - 1)] + [length - size]
 
 # %% ../nbs/06b_inference.ipynb #2114e46a
-class ConvLayer(NamedTuple):
+@dataclass(frozen=True)
+class ConvLayer:
     "One convolution of a network, counted per voxel of the network's input"
     name: str  # the layer's name
     macs: float  # multiply-adds per input voxel
@@ -247,7 +248,7 @@ def fit_forward_cost(
     cache_bytes: float = 32e6,  # the processor's last-level cache
     parallelism: float = 1.0,  # clock seconds per wall second while the network computes
     clock: str = "cpu",  # what the seconds are: "cpu" or "wall"
-) -> ForwardCost:
+) -> ForwardCost:  # the fitted cost model, with `probes` kept
     "The `ForwardCost` that fits the timed passes best: non-negative least squares on relative errors"
     from scipy.optimize import nnls
     probes = tuple((check_size(w, "window"), int(b), float(t), float(wall)) for w, b, t, wall in probes)
@@ -371,7 +372,7 @@ def machine_fingerprint() -> dict:  # JSON-ready
                     onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"))
     return json.loads(json.dumps(info))  # as it reads back from the file
 
-def cost_cache_file() -> Path:
+def cost_cache_file() -> Path:  # the JSON file (it may not exist yet)
     "The file that keeps measured forward costs: `$BTS_CACHE_DIR/forward_costs.json`, else `bts_course/forward_costs.json` in `$XDG_CACHE_HOME` (default `~/.cache`)"
     if os.environ.get("BTS_CACHE_DIR"): return Path(os.environ["BTS_CACHE_DIR"]) / "forward_costs.json"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bts_course" / "forward_costs.json"
@@ -416,7 +417,7 @@ def forward_cost(
     model,  # a channels-first 3D model
     cache_file=None,  # the JSON file that keeps measured costs (default: `cost_cache_file()`)
     refresh: bool = False,  # measure again even if a cost is kept (say, one measured while the machine was busy)
-) -> ForwardCost:
+) -> ForwardCost:  # this model's cost on this machine
     "The `ForwardCost` of `model` on this machine: kept from an earlier measurement of this model on this machine, else measured now (seconds, once) and kept"
     path = cost_cache_file() if cache_file is None else Path(cache_file)
     model_key, machine = model_fingerprint(model), machine_fingerprint()
@@ -628,7 +629,7 @@ def window_predictions(
     flips=None,  # mirrorings averaged per window (see `check_flips`)
     return_std: bool = False,  # also give each window's mean of squares over its mirrorings
     progress: bool = False,  # show a progress bar that states the plan and its budget
-):  # yields `(corner, mean (n_labels, *window), mean of squares (n_labels, *window) float64 or None)`, window by window
+) -> Iterator:  # yields `(corner, mean (n_labels, *window), mean of squares (n_labels, *window) float64 or None)`, window by window
     "Run the plan's windows through the network, each in every mirroring, `plan.batch_size` at a time; yield each window's mean over its mirrorings"
     flips = check_flips(flips)
     net = with_input_shape(model)
@@ -708,7 +709,7 @@ def predict_volume(
     return_std: bool = False,  # also return the per-voxel standard deviation between the mirrorings, as `(probabilities, std)`
     cost: ForwardCost | None = None,  # the forward pass's cost model for planning (default: measured on this machine, kept)
     progress: bool = True,  # show a progress bar that states the plan and its budget
-):  # probabilities `(X, Y, Z, n_labels)` float32 in the scan's grid, 0 outside the brain box (with `return_std`: and the std, same shape)
+) -> np.ndarray | tuple:  # probabilities `(X, Y, Z, n_labels)` float32 in the scan's grid, 0 outside the brain box (with `return_std`: and the std, same shape)
     "Class probabilities of a whole scan: the brain's box, normalised, in planned windows (mirrored if asked), blended and put back"
     channels, n_labels = model_io(model)
     image = check_image(image, channels)

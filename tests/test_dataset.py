@@ -203,7 +203,7 @@ def test_cli(msd, tmp_path, capsys):
                  "--valid-fraction", "0.2", "--seed", "1", "--workers", "2", "--background-threshold", "0.96", "--quiet"]) == 0
     assert "8 training and 2 validation patches" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["settings"]["background_threshold"] == 0.96 and manifest["settings"]["size"] == list(SIZE)
+    assert manifest["settings"]["background_threshold"] == 0.96 and manifest["settings"]["patch_size"] == list(SIZE)
     assert main(["preprocess", str(tmp_path / "missing"), str(tmp_path / "o2")]) == 1
     (tmp_path / "a_file").write_text("not a folder")
     assert main(["preprocess", str(msd), str(tmp_path / "a_file")]) == 1

@@ -405,7 +405,7 @@ def test_conv_layers_count_the_network_s_arithmetic():
     assert sum(layer.macs for layer in layers) == pytest.approx(905664)  # 371 GMAC per 160x160x16 patch
     assert layers[-1].kernel == (1, 1, 1) and layers[0].scale == (1, 1, 1)
     (pointwise,) = inf.conv_layers(pointwise_model())
-    assert pointwise[1:] == (12.0, 28.0, (1, 1, 1), (1, 1, 1))  # 4 x 3 multiply-adds; 4 + 3 floats in and out
+    assert (pointwise.macs, pointwise.bytes, pointwise.scale, pointwise.kernel) == (12.0, 28.0, (1, 1, 1), (1, 1, 1))  # 4 x 3 multiply-adds; 4 + 3 floats in and out
     cost = voxel_cost(m)
     all_, uncached, face = cost.gflops((160, 160, 16))
     assert all_ == pytest.approx(2 * 905664 * 160 * 160 * 16 / 1e9) and 0 < uncached < all_ and 0 < face < all_

@@ -82,7 +82,7 @@ def test_batch_and_instance_normalisation_take_effect():
     np.testing.assert_allclose(feats.mean(axis=(1, 2, 3)), 0, atol=1e-3)
     np.testing.assert_allclose(feats.std(axis=(1, 2, 3)), 1, atol=2e-2)
     with pytest.raises(ValueError, match="contradict"):
-        small(batch_normalization=True, normalization="instance")
+        small(batch_normalization=True, layer_normalization="instance")
     with pytest.raises(ValueError, match="normalization"):
         small(layer_normalization="layer")
 

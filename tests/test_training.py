@@ -134,7 +134,7 @@ def test_generator_on_build_patch_dataset_output(tmp_path):
         save_nifti(case.image, tmp_path / "src" / "imagesTr" / f"BRATS_{seed:03d}.nii.gz", case.affine)
         save_nifti(case.label, tmp_path / "src" / "labelsTr" / f"BRATS_{seed:03d}.nii.gz", case.affine)
     dest = build_patch_dataset(tmp_path / "src", tmp_path / "patches", patches_per_case=2, valid_fraction=0.5,
-                               size=(32, 32, 16), workers=1, progress=False)
+                               patch_size=(32, 32, 16), workers=1, progress=False)
     for split in ("train", "valid"):
         X, y = VolumeDataGenerator(dest, split, batch_size=2)[0]
         assert X.shape == (2, 4, 32, 32, 16) and y.shape == (2, 3, 32, 32, 16)
@@ -242,6 +242,7 @@ def test_training_state_early_stopping_and_best(tmp_path):
         assert model.stop_training == (epoch == 3)
         model.stop_training = False
     saved = json.loads((tmp_path / "state.json").read_text())
+    assert 0 <= saved.pop("seconds") < 60                      # the training time so far, carried over on resume
     assert saved == {"epoch": 4, "monitor": "val_dice_coefficient", "mode": "max", "best": 0.6, "best_epoch": 1}
     with pytest.raises(KeyError, match="val_dice_coefficient"):
         state.on_epoch_end(4, {"loss": 0.3})
