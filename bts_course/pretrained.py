@@ -19,7 +19,7 @@ from .training import model_arrays
 # %% auto #0
 __all__ = ['WEIGHTS_FILE', 'CARD_FILE', 'CARD_TEXT', 'CARD_FORMAT', 'shipped_model_dir', 'file_sha256', 'architecture_of',
            'build_model', 'validation_dice', 'export_model', 'render_card', 'read_card', 'check_weights',
-           'load_pretrained', 'load_for_prediction', 'calibrate_model']
+           'load_pretrained', 'load_for_prediction', 'calibrate_model', 'median_validation_case']
 
 # %% ../nbs/06a_pretrained.ipynb #7768e279
 WEIGHTS_FILE, CARD_FILE, CARD_TEXT = "unet_brats2018.weights.h5", "model.json", "MODEL_CARD.md"  # the files of a model folder
@@ -365,3 +365,12 @@ def calibrate_model(
     write_json(card, folder / CARD_FILE)
     atomic_write(folder / CARD_TEXT, lambda tmp: Path(tmp).write_text(render_card(card)))
     return card
+
+# %% ../nbs/06a_pretrained.ipynb #85cf995e
+def median_validation_case(
+    card:dict|None=None,  # a model card (default: the shipped model's, `read_card()`)
+) -> str:  # the case's name, e.g. a BraTS case folder
+    "The validation case whose whole-tumour Dice is the card's median: the typical patient the notebooks show"
+    cases = sorted((read_card() if card is None else card)["validation"]["cases"], key=lambda r: r["Whole tumor Dice"])
+    if not cases: raise ValueError("the card lists no validation cases")
+    return cases[len(cases) // 2]["case"]
