@@ -23,21 +23,25 @@ py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+learn_requirements = shlex.split(cfg.get('learn_requirements', ''))  # what the lessons and exercises need: JupyterLab, its kernel
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 package_data = {cfg['lib_name']: cfg.get('package_data', '').split()}
 
 
 class build_py_with_notebooks(build_py):
-    """Ship the solved notebooks that hold exercises as `bts_course/notebooks/`, so that `bts exercises` works from a
-    wheel with no checkout around. An editable install reads `nbs/` of the checkout instead."""
+    """Ship the lessons (`nbs/course/`) as `bts_course/notebooks/course/`, and the library notebooks that hold the
+    exercises' solutions as `bts_course/notebooks/`, so that `bts exercises` works from a wheel with no checkout
+    around. An editable install reads `nbs/` of the checkout instead."""
     def run(self):
         super().run()
         if getattr(self, 'editable_mode', False): return
+        nbs = Path(cfg.get('nbs_path', 'nbs'))
         dest = Path(self.build_lib) / cfg['lib_name'] / 'notebooks'
-        dest.mkdir(parents=True, exist_ok=True)
-        for nb in sorted(Path(cfg.get('nbs_path', 'nbs')).glob('*.ipynb')):
+        (dest / 'course').mkdir(parents=True, exist_ok=True)
+        for nb in sorted(nbs.glob('*.ipynb')):
             if '# EXERCISE:' in nb.read_text(encoding='utf-8'): shutil.copy2(nb, dest / nb.name)
+        for nb in sorted((nbs / 'course').glob('*.ipynb')): shutil.copy2(nb, dest / 'course' / nb.name)
 
 
 setuptools.setup(
@@ -53,7 +57,7 @@ setuptools.setup(
     include_package_data=True,
     package_data=package_data,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'learn': learn_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import sys
 import numpy as np
-from .exercises import FAILED, CheckCase, Check, Mistake, like, register, spying
+from .exercises import FAILED, CheckCase, Check, Mistake, call_safely, compare, like, register, spying
 
 # %% auto #0
 __all__ = ['get_sub_volume', 'window_sums', 'standardize', 'brain_box', 'single_class_dice_coefficient', 'dice_coefficient',
@@ -29,6 +29,7 @@ def _course_sub_volume_case() -> CheckCase:
 NON_CUBIC = "a non-cubic scan with two channels"
 RARE = "a rare tumour: few corners qualify"
 NO_PATCH = "a label without tumour: no patch qualifies"
+HALF = "half tumour, half background, at most 30 % background"
 
 def _sub_volume_cases() -> list:
     rng = np.random.default_rng(7)
@@ -41,7 +42,15 @@ def _sub_volume_cases() -> list:
             CheckCase(NON_CUBIC, (image, label, 9, 6, 4, 4, 3, 2), {"background_threshold": 0.7}, seed=11),
             CheckCase(RARE, (rare_image, rare_label, 12, 10, 8, 4, 4, 3), {"background_threshold": 0.6}, seed=5),
             CheckCase(NO_PATCH, (image[:6, :6, :4], np.zeros((6, 6, 4), np.uint8), 6, 6, 4, 2, 2, 2), {"max_tries": 20},
-                 raises=Exception, seed=2)]
+                 raises=Exception, seed=2),
+            _half_case(rng)]
+
+def _half_case(rng) -> CheckCase:
+    "Patches whose background share is 0, 1/3, 2/3 or 1 by their x corner: the right rule, its reverse and the tumour share keep different ones"
+    image = rng.normal(300, 50, (6, 4, 2, 1)).astype(np.float32)
+    label = np.zeros((6, 4, 2), np.uint8)
+    label[:3] = rng.integers(1, 4, (3, 4, 2))
+    return CheckCase(HALF, (image, label, 6, 4, 2, 3, 4, 2), {"background_threshold": 0.3}, seed=1)
 
 # %% ../nbs/12a_checks.ipynb #98a3cfce
 def _high(args: tuple, kwargs: dict):
@@ -90,15 +99,30 @@ def _returns_none(probe) -> bool:
     out = probe.run(probe.cases([NO_PATCH])[0])
     return out.error is None and not out.timed_out and out.value is None
 
-def _keeps_background(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160, output_z=16,
-                      num_classes=4, max_tries=1000, background_threshold=0.95):
-    "get_sub_volume with its comparison the wrong way round: patches with more background than allowed"
-    for _ in range(max_tries):
-        start = [np.random.randint(0, o - s + 1) for o, s in zip((orig_x, orig_y, orig_z), (output_x, output_y, output_z), strict=True)]
-        box = tuple(slice(a, a + s) for a, s in zip(start, (output_x, output_y, output_z), strict=True))
-        if np.mean(label[box] == 0) > background_threshold:
-            return np.moveaxis(image[box], -1, 0), np.stack([label[box] == c for c in range(1, num_classes)]).astype(np.float32)
-    raise ValueError("no patch")
+def _sub_volume_keeping(keep):
+    "get_sub_volume that keeps a label patch when `keep(label_patch, background_threshold)`: its mistakes in the rule"
+    def get_sub_volume(image, label, orig_x=240, orig_y=240, orig_z=155, output_x=160, output_y=160, output_z=16,
+                       num_classes=4, max_tries=1000, background_threshold=0.95):
+        for _ in range(max_tries):
+            start = [np.random.randint(0, o - s + 1) for o, s in zip((orig_x, orig_y, orig_z), (output_x, output_y, output_z), strict=True)]
+            box = tuple(slice(a, a + s) for a, s in zip(start, (output_x, output_y, output_z), strict=True))
+            if keep(label[box], background_threshold):
+                return np.moveaxis(image[box], -1, 0), np.stack([label[box] == c for c in range(1, num_classes)]).astype(np.float32)
+        raise ValueError("no patch")
+    return get_sub_volume
+
+_keeps_background = _sub_volume_keeping(lambda patch, t: np.mean(patch == 0) > t)  # the comparison the wrong way round
+_tumour_share = _sub_volume_keeping(lambda patch, t: np.mean(patch != 0) <= t)  # the share of tumour, not of background
+_background_count = _sub_volume_keeping(lambda patch, t: np.sum(patch == 0) <= t)  # a count, compared with a share
+
+def _counts_background(probe) -> bool:
+    "The background counted in voxels, not as a share: only patches without any background qualify"
+    for case in probe.cases([NON_CUBIC, RARE]):  # every patch there holds background: none qualifies
+        out = probe.run(case)
+        if not (out.timed_out or out.error is not None or out.value is None): return False
+        if probe.apply(_background_count, case) is not FAILED: return False
+    return all(compare(probe.value(c), probe.apply(_background_count, c), c.tolerance) is None
+               for c in probe.cases(["the course's test", HALF]))  # where a patch without background exists, it is kept
 
 def _encodes_every_candidate(probe) -> bool:
     "Whether the learner's function one-hot encodes (np.eye, np.identity, to_categorical, one_hot) once per try"
@@ -148,9 +172,22 @@ get_sub_volume = register(Check(
                 "`num_classes - 1` channels, codes 1 to num_classes - 1 (`y[1:]` of a full one-hot).",
                 _background_kept, example=(("range(1, num_classes)", "range(num_classes)"),)),
         Mistake("keeps background patches",
-                "Your loop keeps patches that are mostly background: keep a patch when its background share is at "
-                "most `background_threshold` (`bgrd_ratio <= background_threshold`), and draw again otherwise.",
-                like(_keeps_background, RARE), example=(("bgrd_ratio <= background_threshold", "bgrd_ratio > background_threshold"),)),
+                "Your background share is right, but your comparison keeps the patches with *more* background than "
+                "`background_threshold` and draws again on the good ones: the comparison is the wrong way round.",
+                like(_keeps_background, RARE, HALF), example=(("bgrd_ratio <= background_threshold", "bgrd_ratio > background_threshold"),),
+                hint="The threshold is the most background a patch may hold: a patch is good when its share is at most that."),
+        Mistake("tumour share, not background share",
+                "Your ratio is the share of *tumour* in the patch (codes other than 0), so your loop keeps the patches "
+                "with little tumour. The rule is about the share of *background*, code 0: the patches with at most "
+                "`background_threshold` of it are kept.",
+                like(_tumour_share, RARE, HALF), example=(("np.mean(label[box] == 0)", "np.mean(label[box] != 0)"),),
+                hint="Background is the label code 0; the ratio is the fraction of the label patch's voxels that hold it."),
+        Mistake("background counted, not its share",
+                "Your ratio counts background voxels (a number up to the patch's size) and compares the count with "
+                "`background_threshold`, a share between 0 and 1: only a patch without any background passes, so the "
+                "course's test finds none. Divide by the number of voxels in the patch (or take the mean of the test).",
+                _counts_background, example=(("np.mean(label[box] == 0)", "np.sum(label[box] == 0)"),),
+                hint="0.95 is a fraction of the patch, not a number of voxels."),
         Mistake("returns None",
                 "When no patch qualifies your function returns `None` after its tries: the caller's `X, y = "
                 "get_sub_volume(...)` then fails far away with `cannot unpack non-iterable NoneType object`. Raise an "
@@ -165,11 +202,16 @@ get_sub_volume = register(Check(
                 _encodes_every_candidate, always=True,
                 example=(("np.mean(label[box] == 0)", "np.eye(num_classes)[label[box].astype(int)][..., 0].mean()"),)),
     ],
-    hints=["Draw each corner with `np.random.randint(0, orig_d - output_d + 1)`, x first, then y, then z: `randint` "
-           "never returns its upper end, and the last corner that fits is `orig_d - output_d`.",
-           "`np.mean(label_patch == 0)` is the share of background; keep the patch when it is at most `background_threshold`.",
-           "`np.moveaxis(a, -1, 0)` puts the channels first; `np.stack([patch == c for c in range(1, num_classes)])` is "
-           "a one-hot encoding with the classes first and no background."]))
+    hints=["A patch is a box of output_x × output_y × output_z voxels whose corner is drawn at random. It must fit inside "
+           "the scan along each axis, so each axis has its own range of corners; and the course's test depends on the "
+           "order of the draws: x, then y, then z, from numpy's global generator.",
+           "Keep a patch when the share of background (label code 0) in its label patch is at most "
+           "`background_threshold`; otherwise draw again, at most `max_tries` times, and when none qualifies say so "
+           "with an error rather than returning `None`.",
+           "The scan has its channels last; the network wants them first. The label patch becomes one channel per "
+           "tumour class, background left out.",
+           "In code: `np.random.randint(low, high)` never returns `high`; `np.moveaxis(a, -1, 0)` moves the last axis "
+           "to the front; `label_patch == c` is the mask of class `c`."]))
 
 # %% ../nbs/12a_checks.ipynb #248f8946
 RANDOM_TABLE = "a table of random numbers"
@@ -281,6 +323,11 @@ def _by_variance(image):
     image = np.asarray(image, np.float64)
     return _slices(image, lambda c, z: (image[c, :, :, z].mean(), image[c, :, :, z].var()))
 
+def _sample_std(image):
+    "standardize dividing by the sample standard deviation (ddof=1)"
+    image = np.asarray(image, np.float64)
+    return _slices(image, lambda c, z: (image[c, :, :, z].mean(), image[c, :, :, z].std(ddof=1)))
+
 def _not_centred(image):
     "standardize without subtracting the mean"
     image = np.asarray(image, np.float64)
@@ -334,12 +381,22 @@ standardize = register(Check(
                 "You divide by the variance; divide by the standard deviation (`np.std`), its square root, so that "
                 "each slice ends with standard deviation 1.", like(_by_variance, CHANNELS),
                 example=(("std = np.std(centered)", "std = np.var(centered)"),)),
+        Mistake("sample standard deviation (ddof=1)",
+                "You divide by the *sample* standard deviation (`ddof=1`, as pandas' `.std()` does by default), which "
+                "divides by n - 1: each slice then ends with a standard deviation a little below 1. The course divides by "
+                "the standard deviation of the slice itself, numpy's default (`ddof=0`), so that each slice ends with "
+                "exactly 1.", like(_sample_std, CHANNELS), example=(("np.std(centered)", "np.std(centered, ddof=1)"),),
+                hint="Standardising makes each slice's own standard deviation 1: divide by that one, over all its n voxels."),
         Mistake("not centred",
                 "Each slice is scaled but not centred: subtract the slice's mean first, so that it ends with mean 0.",
                 like(_not_centred, CHANNELS), example=(("image_slice - np.mean(image_slice)", "image_slice"),)),
     ],
-    hints=["Loop over the channels `c` and the z-slices `z`: `image[c, :, :, z]` is one slice, with its own mean and std.",
-           "Guard the division: `centered / std if std > 0 else 0` gives a constant slice zeros."]))
+    hints=["Each z-slice of each channel is standardised on its own: subtract that slice's mean and divide by its standard "
+           "deviation, so that each slice ends with mean 0 and standard deviation 1.",
+           "A slice with one value everywhere (an empty slice above the head) has standard deviation 0: give it zeros "
+           "instead of dividing by 0, and never keep the previous slice's values.",
+           "In code: loop over the channels `c` and the z-slices `z`; `image[c, :, :, z]` is one slice; the result is a "
+           "new float array of the image's shape."]))
 
 # %% ../nbs/12a_checks.ipynb #8465c040
 EDGES = "a margin past the edges of the scan"
@@ -437,9 +494,10 @@ brain_box = register(Check(
 
 # %% ../nbs/12a_checks.ipynb #d730ce3f
 def _dice_formula(y_true, y_pred, axis, epsilon, *, squared=False, num_eps=True, den_eps=True, two=2.0, reduce=np.sum,
-                  pooled=False, shift=True, mean=True, squared_overlap=False):
+                  pooled=False, shift=True, mean=True, squared_overlap=False, rounded=False):
     "The dice of each class (and sample) over `axis`, averaged, with switches that make the mistakes learners make"
     t, p = np.asarray(y_true, np.float64), np.asarray(y_pred, np.float64)
+    if rounded: p = np.round(p)
     axis = tuple(axis)
     if shift and t.ndim == len(axis) + 2: axis = tuple(a + 1 for a in axis)  # a batch
     if pooled: axis = None
@@ -499,6 +557,12 @@ def _epsilon_mistakes(variant, numerator: str, denominator: str) -> list:
                 "Add epsilon to the denominator too: without it two empty masks divide by 0.",
                 like(variant(den_eps=False)), example=((denominator, denominator.replace(" + epsilon", "")),))]
 
+_ROUNDED = ("You round the predictions before the sums. The dice here takes the probabilities as they are — a soft "
+            "overlap — and rounding also stops any gradient: a rounded number does not change when the network's "
+            "weights change a little.")
+_ROUNDED_HINT = "`y_pred` holds probabilities between 0 and 1; the formula uses them as they are."
+_ROUND = (("dice_numerator = 2.0 * tf.reduce_sum(y_true * y_pred", "y_pred = tf.round(y_pred)\n    dice_numerator = 2.0 * tf.reduce_sum(y_true * y_pred"),)
+
 _SINGLE_NUM = "dice_numerator = 2.0 * tf.reduce_sum(y_true * y_pred, axis=axis) + epsilon"
 _SINGLE_DEN = "dice_denominator = tf.reduce_sum(y_true, axis=axis) + tf.reduce_sum(y_pred, axis=axis) + epsilon"
 
@@ -506,6 +570,8 @@ _SINGLE_DEN = "dice_denominator = tf.reduce_sum(y_true, axis=axis) + tf.reduce_s
 single_class_dice_coefficient = register(Check(
     "single_class_dice_coefficient", "bts_course.metrics", _single_dice_cases,
     mistakes=_epsilon_mistakes(_single_variant, _SINGLE_NUM, _SINGLE_DEN) + [
+        Mistake("rounded probabilities", _ROUNDED, like(_single_variant(rounded=True), PROBABILITIES), example=_ROUND,
+                hint=_ROUNDED_HINT),
         Mistake("no factor 2",
                 "The numerator is *twice* the overlap: `2 * Σ p·q`, so that two equal masks score 1.",
                 like(_single_variant(two=1.0)), example=(("2.0 * tf.reduce_sum(y_true * y_pred", "tf.reduce_sum(y_true * y_pred"),)),
@@ -519,8 +585,10 @@ single_class_dice_coefficient = register(Check(
                 "Use sums over the axes (`tf.reduce_sum`), not means: with ε added, a mean changes the value.",
                 like(_single_variant(reduce=np.mean)), example=(("tf.reduce_sum", "tf.reduce_mean"),)),
     ],
-    hints=["dice = (2 · Σ p·q + ε) / (Σ p + Σ q + ε), sums over `axis` (`tf.reduce_sum(x, axis=axis)`).",
-           "The course's `K.sum` is `tf.reduce_sum` in TensorFlow 2 (or `keras.ops.sum` in Keras 3)."]))
+    hints=["One dice per class, its sums over the spatial axes only, then the mean over the classes: one number.",
+           "In training Keras passes a batch `(B, C, X, Y, Z)`, with one axis more than a sample: the spatial axes are then "
+           "one place further right.",
+           "In code: `tf.reduce_sum(y_true * y_pred, axis=axis)` has one value per class; `tf.reduce_mean` averages them."]))
 
 # %% ../nbs/12a_checks.ipynb #7f114e2d
 def _class_dice_cases(values) -> list:
@@ -545,10 +613,12 @@ def _returns_each_class(probe) -> bool:
     got = probe.value(probe.cases(["the course's test 3: two classes"])[0])
     return got is not FAILED and np.shape(got) == (2,)
 
-_BATCH_MESSAGE = ("Your function is right for one sample but not for a batch `(B, C, X, Y, Z)`, which is what Keras passes "
-                  "during training: there `axis=(1, 2, 3)` are the class axis and two spatial axes, so your sums pool the "
-                  "classes and keep z — the course code's known defect. `axis` counts the axes of one sample: when `y_pred` "
-                  "has one dimension more, every axis moves one place to the right.")
+_BATCH_MESSAGE = ("One difference from ours, the course code's known defect: in training, Keras passes a batch "
+                  "`(B, C, X, Y, Z)`, and there `axis=(1, 2, 3)` are the class axis and two spatial axes, so the sums pool "
+                  "the classes and keep z, and the number is not the mean dice of each class of each sample. `axis` counts "
+                  "the axes of one sample: when `y_pred` has one dimension more, every axis moves one place to the right "
+                  "(the package's version does that; the page below shows the difference).")
+
 _SHIFT = "    if len(y_pred.shape) == len(axis) + 2:\n        axis = tuple(a + 1 for a in axis)\n"
 _POOL = (("tf.reduce_sum(y_true * y_pred, axis=axis)", "tf.reduce_sum(y_true * y_pred)"),
          ("tf.reduce_sum(y_true, axis=axis)", "tf.reduce_sum(y_true)"), ("tf.reduce_sum(y_pred, axis=axis)", "tf.reduce_sum(y_pred)"))
@@ -559,7 +629,9 @@ _MEAN_DEN = "dice_denominator = tf.reduce_sum(y_true, axis=axis) + tf.reduce_sum
 dice_coefficient = register(Check(
     "dice_coefficient", "bts_course.metrics", lambda: _class_dice_cases([0.6000, 0.8333, 0.7167]),
     mistakes=[
-        Mistake("batch axis not shifted", _BATCH_MESSAGE, like(_dice_variant(shift=False)), example=((_SHIFT, ""),)),
+        Mistake("batch axis not shifted", _BATCH_MESSAGE, like(_dice_variant(shift=False)), example=((_SHIFT, ""),), accepted=True),
+        Mistake("rounded probabilities", _ROUNDED, like(_dice_variant(rounded=True), PROBABILITIES), example=_ROUND,
+                hint=_ROUNDED_HINT),
         Mistake("classes pooled",
                 "You sum over the class axis too, so all classes count as one mask and the large edema class drowns the "
                 "small enhancing one. Sum over the spatial `axis` only, to get one dice per class, then average them.",
@@ -602,6 +674,29 @@ def _soft_dice_cases() -> list:
             CheckCase("the course's test 6: two 2×2×2 classes", (cube_labels, np.stack([cube_pred, cube_pred])), one,
                  expected=0.4375, course=True)] + _class_dice_cases([0.6, 0.8333, 0.7167])[3:]
 
+def _training_step(loss) -> bool:
+    "Whether one training step of a tiny channels-first model compiled with `loss` moves its weights (it may raise)"
+    import keras
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=(2, 2, 4, 4, 2)).astype(np.float32)
+    y = (rng.random((2, 3, 4, 4, 2)) < 0.4).astype(np.float32)
+    model = keras.Sequential([keras.Input((2, 4, 4, 2)), keras.layers.Permute((2, 3, 4, 1)),
+                              keras.layers.Conv3D(3, 1, activation="sigmoid"), keras.layers.Permute((4, 1, 2, 3))])
+    model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    model.train_on_batch(x, y)
+    return any(not np.allclose(b, w.numpy()) for b, w in zip(before, model.trainable_weights, strict=True))
+
+def _not_trainable(probe):
+    "What goes wrong when Keras trains with the learner's loss, in words; False when a step moves the weights"
+    if "training" not in probe.memo: probe.memo["training"] = call_safely(_training_step, (probe.fn,), timeout=3 * probe.timeout)
+    out = probe.memo["training"]
+    if out.timed_out: return False
+    if out.error is not None:
+        text = str(out.error).strip().splitlines()
+        return f"In a training step of a tiny model, Keras calling it raised {type(out.error).__name__}: {(text or [''])[0][:200]}"
+    return False if out.value else "A training step of a tiny model with it changed no weight: no gradient reaches them."
+
 _LOSS_NUM = "dice_numerator = 2.0 * tf.reduce_sum(y_true * y_pred, axis=axis) + epsilon"
 _LOSS_DEN = "dice_denominator = tf.reduce_sum(y_true ** 2, axis=axis) + tf.reduce_sum(y_pred ** 2, axis=axis) + epsilon"
 
@@ -609,7 +704,9 @@ _LOSS_DEN = "dice_denominator = tf.reduce_sum(y_true ** 2, axis=axis) + tf.reduc
 soft_dice_loss = register(Check(
     "soft_dice_loss", "bts_course.metrics", _soft_dice_cases,
     mistakes=[
-        Mistake("batch axis not shifted", _BATCH_MESSAGE, like(_loss_variant(shift=False)), example=((_SHIFT, ""),)),
+        Mistake("batch axis not shifted", _BATCH_MESSAGE, like(_loss_variant(shift=False)), example=((_SHIFT, ""),), accepted=True),
+        Mistake("rounded probabilities", _ROUNDED, like(_loss_variant(rounded=True), PROBABILITIES), example=_ROUND,
+                hint=_ROUNDED_HINT),
         Mistake("no squares",
                 "The soft dice loss squares the terms of the denominator, `Σ p² + Σ q²`, so that an unsure prediction "
                 "(0.5 everywhere) scores worse than a confident one; without squares it is the plain dice.",
@@ -632,10 +729,21 @@ soft_dice_loss = register(Check(
                          ("tf.reduce_sum(y_true ** 2, axis=axis)", "tf.reduce_sum(y_true ** 2)"),
                          ("tf.reduce_sum(y_pred ** 2, axis=axis)", "tf.reduce_sum(y_pred ** 2)"))),
         *_epsilon_mistakes(_loss_variant, _LOSS_NUM, _LOSS_DEN),
+        Mistake("cannot be differentiated",
+                "Your loss gives the right numbers on numpy arrays, but training cannot use it. In `fit`, Keras calls the "
+                "loss on TensorFlow tensors inside a graph and differentiates it to move the weights; numpy functions "
+                "(`np.sum`, `np.mean`, `.numpy()`) cannot work on those tensors, and no gradient flows through them. Compute "
+                "it with TensorFlow's operations (`tf.reduce_sum`, `tf.reduce_mean`) or Keras' (`keras.ops`).",
+                _not_trainable, always=True, example=(("tf.reduce_sum", "np.sum"), ("tf.reduce_mean", "np.mean")),
+                hint="A loss is differentiated: every operation between the prediction and the number must be one "
+                     "TensorFlow knows the derivative of."),
     ],
-    hints=["loss = 1 − mean over classes of (2 · Σ p·q + ε) / (Σ p² + Σ q² + ε), sums over the spatial `axis`.",
-           "Keras passes a batch `(B, C, X, Y, Z)`: `len(y_pred.shape) == len(axis) + 2` tells you so, and then every axis "
-           "moves one place to the right."]))
+    hints=["The soft dice squares the terms of its denominator (Σ p² + Σ q²), so that an unsure prediction scores worse "
+           "than a confident one; the loss is one minus the mean soft dice of the classes, so that training makes it small.",
+           "Keras differentiates the loss in training: compute it with TensorFlow operations, and for a batch "
+           "`(B, C, X, Y, Z)` the spatial axes are one place further right.",
+           "In code: `tf.reduce_sum(y_pred ** 2, axis=axis)` sums the squares of one class; "
+           "`len(y_pred.shape) == len(axis) + 2` tells a batch from a sample."]))
 
 # %% ../nbs/12a_checks.ipynb #c348f0a6
 ABSENT = "a class absent from the truth"
@@ -680,13 +788,49 @@ def _divides_by_zero_error(probe) -> bool:
 def _rates_like(mode, **kw):
     return like(lambda pred, label, class_num: _rates(pred, label, class_num, mode, **kw))
 
+def _returned_names(fn) -> tuple | None:
+    "The names a function's last `return a, b` returns, from its source; None when it returns something else"
+    import ast, inspect, textwrap
+    try: tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    except (OSError, TypeError, SyntaxError): return None
+    returns = [n for n in ast.walk(tree) if isinstance(n, ast.Return) and isinstance(n.value, ast.Tuple)]
+    if not returns or not all(isinstance(e, ast.Name) for e in returns[-1].value.elts): return None
+    return tuple(e.id.lower() for e in returns[-1].value.elts)
+
+def _swapped_at_return(probe) -> bool:
+    "Swapped results, and the return names them the wrong way round: `return specificity, sensitivity`"
+    names = _returned_names(probe.fn)
+    return (names is not None and len(names) == 2 and "spec" in names[0] and "sens" in names[1]
+            and _rates_like("swapped")(probe))
+
+def _swapped_formulas(probe) -> bool:
+    "Swapped results from a return in the right order: each name holds the other's formula"
+    names = _returned_names(probe.fn)
+    return (names is not None and len(names) == 2 and "sens" in names[0] and "spec" in names[1]
+            and _rates_like("swapped")(probe))
+
 # %% ../nbs/12a_checks.ipynb #d4b42587
 compute_class_sens_spec = register(Check(
     "compute_class_sens_spec", "bts_course.scores", _sens_spec_cases, parts=("sensitivity", "specificity"),
     mistakes=[
-        Mistake("swapped",
-                "Your two numbers are the wrong way round: return `(sensitivity, specificity)`.", _rates_like("swapped"),
-                example=(("return sensitivity, specificity", "return specificity, sensitivity"),)),
+        Mistake("returned in the wrong order",
+                "Your two rates are right, but you return them the wrong way round: the course's order is "
+                "`(sensitivity, specificity)`.", _swapped_at_return,
+                example=(("return sensitivity, specificity", "return specificity, sensitivity"),),
+                hint="Look at the order of the two names in your `return`."),
+        Mistake("formulas swapped",
+                "You return `sensitivity, specificity` in the right order, but each holds the other's formula: your "
+                "`sensitivity` is TN / (TN + FP), the share of the healthy voxels left alone, which is the specificity; "
+                "and your `specificity` is TP / (TP + FN), the share of the tumour found, which is the sensitivity.",
+                _swapped_formulas,
+                example=(("tp / (tp + fn) if tp + fn > 0", "@@"), ("tn / (tn + fp) if tn + fp > 0", "tp / (tp + fn) if tp + fn > 0"),
+                         ("@@", "tn / (tn + fp) if tn + fp > 0")),
+                hint="Sensitivity is about the voxels that truly are tumour (how many were found); specificity about "
+                     "those that truly are not (how many were left alone)."),
+        Mistake("the two rates swapped",
+                "Your two numbers are the wrong way round: the first must be the sensitivity, TP / (TP + FN), the "
+                "second the specificity, TN / (TN + FP). Check both the formulas and the order you return them in.",
+                _rates_like("swapped")),
         Mistake("pred and label swapped",
                 "Your rates count from the prediction, not from the truth: you computed precision TP / (TP + FP) and "
                 "TN / (TN + FN). Sensitivity is TP / (TP + FN) — of the voxels that *are* tumour, how many were found — and "
@@ -719,8 +863,11 @@ compute_class_sens_spec = register(Check(
                 "undefined: return NaN (`float('nan')`) when the denominator is 0.",
                 _divides_by_zero_error, example=(('tp / (tp + fn) if tp + fn > 0 else float("nan")', "int(tp) / int(tp + fn)"),)),
     ],
-    hints=["Count the four kinds of voxel of the class: `np.sum((class_pred == 1) & (class_label == 1))` is TP.",
-           "Sensitivity TP / (TP + FN), specificity TN / (TN + FP); a rate whose denominator is 0 is NaN."]))
+    hints=["Sensitivity: of the voxels that truly are the class, the share the prediction found. Specificity: of the "
+           "voxels that truly are not, the share it left alone.",
+           "Take the class's two masks first (the classes are on axis 0), then count the four kinds of voxel: true and "
+           "false positives and negatives. A rate whose denominator is 0 is undefined: NaN.",
+           "In code: `np.sum((class_pred == 1) & (class_label == 1))` counts the true positives."]))
 
 # %% ../nbs/12a_checks.ipynb #3f6f29e1
 POOL_STRIDES = "a pool whose stride differs from its size"

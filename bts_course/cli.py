@@ -472,21 +472,28 @@ def gif_command(
 # %% ../nbs/10_cli.ipynb #9e0eb687
 def exercises_parser() -> CommandParser:  # the parser of `bts exercises`
     "The options of `bts exercises`"
-    p = CommandParser(prog="bts exercises", description="Write your own copies of the course's notebooks to do the "
-                      "assignment: the graded functions (and more) as stubs to fill in, a check under each exercise, "
-                      "the prose, figures and expected outputs kept. Then: jupyter lab DIR")
+    p = CommandParser(prog="bts exercises", description="Write your own copies of the course's lessons to do the "
+                      "assignment: the graded functions (and ours) as stubs to fill in, a check under each exercise, "
+                      "the prose, figures and expected outputs kept, and an index. Then: jupyter lab DIR")
     p.add_argument("dir", metavar="DIR", help="folder for your copies (created), e.g. ~/bts-exercises")
     p.add_argument("--force", action="store_true", help="also overwrite copies you have edited")
-    p.add_argument("--only", nargs="+", metavar="NAMES", help="only these exercises or notebooks, e.g. get_sub_volume "
-                   "or metrics (names may also be separated by commas)")
+    p.add_argument("--only", nargs="+", metavar="NAMES", help="only these exercises or lessons, e.g. get_sub_volume "
+                   "or dice_and_soft_dice (names may also be separated by commas)")
+    p.add_argument("--status", action="store_true", help="write nothing: say where each exercise of the copies in DIR "
+                   "stands (not attempted / incomplete / incorrect and which mistake / correct), judged from their code")
     return p
 
 def exercises_command(
     argv:list,  # the arguments after `bts exercises`
 ) -> int:  # the exit code: 0 on success
-    "`bts exercises DIR [--force] [--only NAMES]`: write the learner's copies of the notebooks, with checks"
-    from bts_course.exercises import write_exercises
+    "`bts exercises DIR [--force] [--only NAMES] [--status]`: write the learner's copies of the lessons, or say where they stand"
     args = exercises_parser().parse_args(argv)
+    if args.status:
+        from bts_course.lessons import quiet_tensorflow, exercise_status
+        quiet_tensorflow()  # a check of a metric imports TensorFlow: its start-up lines are not the answer
+        for row in exercise_status(args.dir): print(row)
+        return 0
+    from bts_course.lessons import write_exercises
     only = [n for item in args.only for n in item.split(",") if n.strip()] if args.only else None
     for path, what in write_exercises(args.dir, force=args.force, only=only): print(f"{path}: {what}")
     print(f"open them with: jupyter lab {args.dir}")
@@ -503,7 +510,7 @@ COMMANDS = {  # name: (library module it needs, function, one-line help)
     "calibrate": ("bts_course.pretrained", calibrate_command, "choose a model's thresholds and temperatures on validation cases"),
     "doctor": ("bts_course.doctor", doctor_command, "check what this machine can do for the course"),
     "gif": ("bts_course.viz", gif_command, "write an animated GIF that scrolls through a case"),
-    "exercises": ("bts_course.exercises", exercises_command, "write your own copies of the notebooks to do the assignment, with checks"),
+    "exercises": ("bts_course.lessons", exercises_command, "write your own copies of the lessons to do the assignment, with checks"),
 }
 
 def _usage() -> str:

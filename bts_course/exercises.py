@@ -5,18 +5,17 @@
 # %% ../nbs/12_exercises.ipynb #244e710a
 from __future__ import annotations
 import __future__
-import ast, builtins, contextlib, copy, dis, hashlib, html, importlib, inspect, io, json, linecache, os, re, sys, textwrap, threading, time, traceback, types, warnings
+import ast, builtins, contextlib, copy, dis, hashlib, html, importlib, inspect, io, json, linecache, re, sys, textwrap, threading, time, traceback, types, warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['EXERCISE', 'START', 'START_LINE', 'END', 'STUB', 'UNQ', 'HOLE', 'MANIFEST', 'FAILED', 'checks',
-           'strip_export_directives', 'Exercise', 'parse_exercise', 'notebooks_dir', 'find_exercises',
-           'course_exercises', 'learner_notebook', 'write_exercises', 'Outcome', 'call_safely', 'describe',
-           'describe_call', 'compare', 'Feedback', 'Message', 'CheckCase', 'Mistake', 'Probe', 'spying', 'like',
-           'Check', 'register', 'Checks', 'audit', 'audit_failures']
+__all__ = ['EXERCISE', 'START', 'START_LINE', 'END', 'STUB', 'UNQ', 'HOLE', 'FAILED', 'checks', 'strip_export_directives',
+           'Exercise', 'parse_exercise', 'notebooks_dir', 'find_exercises', 'course_exercises', 'Outcome',
+           'call_safely', 'describe', 'describe_call', 'compare', 'Feedback', 'Message', 'CheckCase', 'Mistake',
+           'Probe', 'spying', 'like', 'Check', 'register', 'Checks', 'audit', 'audit_failures']
 
 # %% ../nbs/12_exercises.ipynb #7d21a03e
 EXERCISE = "# EXERCISE:"  # `# EXERCISE: name` on a line of its own makes a cell an exercise: the learner writes `name`
@@ -65,6 +64,7 @@ class Exercise:
     solved: tuple  # the solved notebook's own lines between the markers
     tail: tuple  # the cell's lines from the `END` line on
     holes: tuple = ()  # the stub lines that hold a placeholder `None` (stripped)
+    answers: tuple = ()  # what the learner writes in each placeholder, as the solution has it (what nothing above may show)
 
     def cell(self, lines="stub") -> str:
         "The cell's source with `lines` between the markers: 'stub', 'solution', 'solved', or a learner's own lines (one string)"
@@ -82,12 +82,16 @@ class Exercise:
 
     def define(self, lines="stub", namespace:dict|None=None):
         "Run the cell with `lines` (see `cell`) in a copy of the module's namespace (or `namespace`) and return the function it defines"
+        return self.define_cell(self.cell(lines), namespace)
+
+    def define_cell(self, source:str, namespace:dict|None=None):
+        "Run a whole exercise cell's `source` (a learner's, as saved in their copy) in a copy of the module's namespace (or `namespace`); the function it defines"
         ns = dict(vars(importlib.import_module(self.module))) if namespace is None else namespace
-        source = self.cell(lines)
         filename = f"<exercise {self.name} {hashlib.sha1(source.encode()).hexdigest()[:10]}>"
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)  # for inspect.getsource
         with _keras_registry_kept():   # a cell's @register_keras_serializable must not replace the package's metric
             exec(compile(source, filename, "exec", flags=__future__.annotations.compiler_flag, dont_inherit=True), ns)
+        if not callable(ns.get(self.name)): raise ValueError(f"the cell does not define the function `{self.name}`")
         return ns[self.name]
 
 # %% ../nbs/12_exercises.ipynb #9351e185
@@ -138,7 +142,7 @@ def parse_exercise(
     indent = lines[s][:len(lines[s]) - len(lines[s].lstrip())]
     if not lines[e].startswith(indent) or lines[e][len(indent):] != END:
         raise ValueError(f"{where}`{END}` must have the indentation of its `{START}` line")
-    stub, solution, solved, holes = [], [], [], []
+    stub, solution, solved, holes, answers = [], [], [], [], []
     for line in lines[s + 1:e]:
         if not line.strip().startswith(STUB):
             solved.append(line)
@@ -150,14 +154,15 @@ def parse_exercise(
         stub.append(indent + HOLE.sub("None", code) if code.strip() else "")
         solution.append(indent + HOLE.sub(lambda m: m.group(1), code) if code.strip() else "")
         if HOLE.search(code): holes.append(stub[-1].strip())
+        answers += HOLE.findall(code)
     if stub and not holes: raise ValueError(f"{where}its `{STUB}` lines have no `{{{{...}}}}`: nothing for the learner to write")
     if not stub:
         if not any(l.strip() for l in solved): raise ValueError(f"{where}nothing between `{START}` and `{END}`")
         stub, solution = _auto_stub(solved, indent, where), list(solved)
-        holes = [l.strip() for l in stub]
+        holes, answers = [l.strip() for l in stub], [l.strip() for l in solved]
     unq = next((m.group(1) for m in map(UNQ.search, lines[:s]) if m), None)
     ex = Exercise(name, notebook, module, unq, tuple(lines[:s + 1]), tuple(stub), tuple(solution), tuple(solved),
-                  tuple(lines[e:]), tuple(holes))
+                  tuple(lines[e:]), tuple(holes), tuple(answers))
     for which in ("stub", "solution", "solved"):
         try: ast.parse(ex.cell(which))
         except SyntaxError as err: raise ValueError(f"{where}its {which} does not parse: {err.msg} (line {err.lineno})") from err
@@ -234,148 +239,6 @@ def course_exercises(
     src = Path(src) if src is not None else notebooks_dir()
     stamps = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(src.glob("*.ipynb")))
     return dict(_exercises_in(str(src.resolve()), stamps))
-
-# %% ../nbs/12_exercises.ipynb #abda5912
-def _lines(source: str) -> list:
-    "A cell source as notebook JSON stores it: lines with their newlines"
-    return source.splitlines(keepends=True)
-
-def _new_cell(kind: str, cell_id: str, source: str) -> dict:
-    cell = {"cell_type": kind, "id": cell_id, "metadata": {}, "source": _lines(source)}
-    if kind == "code": cell.update(execution_count=None, outputs=[])
-    return cell
-
-def _without_markers(ex: Exercise) -> str:
-    "The solved cell as the learner's copy shows an exercise not asked for: its own lines, no markers"
-    lines = [l for l in ex.cell("solved").splitlines()
-             if not l.strip().startswith((EXERCISE, START, END))]
-    return "\n".join(lines)
-
-def _copy_note(notebook: str, chosen: list) -> str:
-    "The note at the top of a learner's copy"
-    from bts_course import __version__
-    names = ", ".join(f"`{ex.name}`" + (f" (the course's {ex.unq})" if ex.unq else "") for ex in chosen)
-    return (f"> **Your copy for the assignment**, written by `bts exercises` from the solved notebook `{notebook}` "
-            f"(bts_course {__version__}). Its exercises: {names}.\n>\n"
-            "> In each exercise cell, replace every `None` between `### START CODE HERE` and `### END CODE HERE ###`, "
-            "run the cell, then run the check cell under it. `checks.NAME.hint()` gives a nudge and "
-            "`checks.NAME.solution()` an answer. You may skip an exercise: its check says *not attempted* and the "
-            "cells after it use the package's function, so the rest of the page still runs.")
-
-def _exercise_heading(ex: Exercise) -> str:
-    graded = f" — the course's graded cell {ex.unq}" if ex.unq else ""
-    return (f"**Exercise: `{ex.name}`**{graded}. Write the lines between `### START CODE HERE` and "
-            "`### END CODE HERE ###`, run the cell, then the check under it.")
-
-def _check_source(ex: Exercise) -> str:
-    n = ex.name
-    return (f"# Check your {n}. Stuck? checks.{n}.hint() gives a nudge, checks.{n}.solution() an answer.\n"
-            "from bts_course.exercises import checks\n"
-            f"{n} = checks.{n}.check({n})")
-
-# %% ../nbs/12_exercises.ipynb #447b6591
-def learner_notebook(
-    path,  # a solved notebook with exercises
-    only=None,  # the exercise names to turn into exercises (default: all of the notebook's); the others stay solved
-    solutions:bool=False,  # put the course-style solutions in place of the stubs (to test the copies)
-) -> dict:  # the learner's copy as notebook JSON (nbformat 4.5)
-    "The learner's copy of the solved notebook at `path`: stubs and check cells, no export directives, prose and outputs kept"
-    path = Path(path)
-    nb = _read_nb(path)
-    module = _module_of(nb)
-    cells, chosen = [], []
-    for cell in nb["cells"]:
-        cell = copy.deepcopy(cell)
-        if cell.get("cell_type") != "code":
-            cells.append(cell)
-            continue
-        source = _source(cell)
-        if "nbdev_export" + "()" in source: continue
-        ex = parse_exercise(source, path.name, module) if _exported(source) else None
-        if ex is None:
-            source = strip_export_directives(source)
-            if source.strip(): cells.append(dict(cell, source=_lines(source)))
-            continue
-        if only is not None and ex.name not in only:
-            cells.append(dict(cell, source=_lines(_without_markers(ex))))
-            continue
-        chosen.append(ex)
-        cells.append(_new_cell("markdown", f"exercise-{ex.name}", _exercise_heading(ex)))
-        cells.append(dict(cell, source=_lines(ex.cell("solution" if solutions else "stub")), outputs=[], execution_count=None))
-        cells.append(_new_cell("code", f"check-{ex.name}", _check_source(ex)))
-    if not chosen: raise ValueError(f"{path.name}: no exercise to write" + (f" among {sorted(only)}" if only else ""))
-    title = next((i for i, c in enumerate(cells) if c.get("cell_type") == "markdown" and _source(c).lstrip().startswith("# ")), -1)
-    cells.insert(title + 1, _new_cell("markdown", "your-copy", _copy_note(path.name, chosen)))
-    metadata = {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-                "language_info": {"name": "python"},
-                "bts_course": {"solved_notebook": path.name, "exercises": [ex.name for ex in chosen]}}
-    return {"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
-
-# %% ../nbs/12_exercises.ipynb #9f3d2ee8
-MANIFEST = ".bts-exercises.json"  # in the learner's folder: a fingerprint of each copy written, to tell an edited copy from an old one
-
-# %% ../nbs/12_exercises.ipynb #3bf2f7f5
-def _sha(data: bytes) -> str: return hashlib.sha256(data).hexdigest()
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-def _choose(exercises: dict, only) -> set:
-    "The exercise names `only` asks for: exercise names, or notebooks by file name, stem or name without its number"
-    if only is None: return set(exercises)
-    names = set()
-    for item in ([only] if isinstance(only, str) else only):
-        item = str(item).strip()
-        hits = {item} if item in exercises else {  # an exercise's name first: `standardize` is also a notebook's
-            n for n, ex in exercises.items()
-            if item in (ex.notebook, Path(ex.notebook).stem, re.sub(r"^\d+[a-z]?_", "", Path(ex.notebook).stem))}
-        if not hits:
-            notebooks = sorted({Path(ex.notebook).stem for ex in exercises.values()})
-            raise ValueError(f"unknown exercise or notebook {item!r}; the exercises are {', '.join(exercises)}, "
-                             f"in the notebooks {', '.join(notebooks)}")
-        names |= hits
-    return names
-
-# %% ../nbs/12_exercises.ipynb #825bb2d0
-def write_exercises(
-    dest,  # the learner's folder (created if missing)
-    force:bool=False,  # also overwrite copies the learner has edited
-    only=None,  # exercise or notebook names (`get_sub_volume`, `04_metrics`, `metrics`): only these (default: all)
-    src=None,  # the folder of solved notebooks (default: `notebooks_dir()`)
-    solutions:bool=False,  # put the course-style solutions in place of the stubs (to test the copies)
-) -> list:  # `(path, what happened)` per copy: written, unchanged, updated, overwritten, or kept (edited)
-    "Write the learner's copies of the notebooks with exercises into `dest`, never overwriting an edited copy unless `force`"
-    src = Path(src) if src is not None else notebooks_dir()
-    exercises = course_exercises(src)
-    chosen = _choose(exercises, only)
-    dest = Path(dest).expanduser()
-    if dest.exists() and not dest.is_dir(): raise NotADirectoryError(f"{dest}: exists and is not a folder")
-    dest.mkdir(parents=True, exist_ok=True)
-    manifest_path = dest / MANIFEST
-    try: written = json.loads(manifest_path.read_text(encoding="utf-8")).get("files", {})
-    except (OSError, ValueError, AttributeError): written = {}
-    done = []
-    for notebook in dict.fromkeys(ex.notebook for ex in exercises.values()):
-        names = [n for n, ex in exercises.items() if ex.notebook == notebook and n in chosen]
-        if not names: continue
-        data = (json.dumps(learner_notebook(src / notebook, names, solutions), indent=1, ensure_ascii=False) + "\n").encode()
-        target = dest / notebook
-        if not target.exists(): what = "written"
-        else:
-            current = target.read_bytes()
-            if current == data: what = "unchanged"
-            elif written.get(notebook) == _sha(current): what = "updated"
-            elif force: what = "overwritten"
-            else:
-                done.append((target, "kept: you edited it (--force overwrites it)"))
-                continue
-        if what != "unchanged": _atomic_write(target, data)
-        written[notebook] = _sha(data)
-        done.append((target, what))
-    _atomic_write(manifest_path, (json.dumps({"files": written}, indent=1, sort_keys=True) + "\n").encode())
-    return done
 
 # %% ../nbs/12_exercises.ipynb #b1ad8338
 @dataclass
@@ -550,9 +413,9 @@ def compare(
 
 # %% ../nbs/12_exercises.ipynb #58f0b253
 _HEADLINES = {"correct": "Correct", "not attempted": "Not attempted yet", "incomplete": "Not finished",
-              "incorrect": "Incorrect", "error": "The check failed"}
+              "incorrect": "Incorrect", "not run": "Run your exercise cell first", "error": "The check failed"}
 _COLOURS = {"correct": "#1a7f37", "not attempted": "#0550ae", "incomplete": "#9a6700", "incorrect": "#cf222e",
-            "error": "#cf222e"}
+            "not run": "#0550ae", "error": "#cf222e"}
 
 def _html_text(text: str) -> str:
     "Plain text with `code` spans, as HTML"
@@ -562,7 +425,7 @@ def _html_text(text: str) -> str:
 class Feedback:
     "What a check found, in words for the learner"
     name: str  # the exercise
-    status: str  # 'correct', 'not attempted', 'incomplete', 'incorrect', or 'error' (the check itself failed)
+    status: str  # 'correct', 'not attempted', 'incomplete', 'incorrect', 'not run' (not the learner's function), or 'error' (the check itself failed)
     message: str  # what was found
     mistake: str | None = None  # the name of the `Mistake` recognised, if one was
     note: str = ""  # a line on what the notebook uses from here on
@@ -574,8 +437,9 @@ class Feedback:
 
     @property
     def headline(self) -> str:
-        "'Correct', 'Not attempted yet', 'Incorrect (the mistake)', ..."
+        "'Correct', 'Not attempted yet', 'Incorrect (the mistake)', 'Correct as the course grades it (the difference)', ..."
         head = _HEADLINES.get(self.status, self.status)
+        if self.passed and self.mistake: return f"{head} as the course grades it ({self.mistake})"
         return f"{head} ({self.mistake})" if self.mistake else head
 
     def __str__(self):
@@ -641,6 +505,8 @@ class Mistake:
     detect: object  # `detect(probe)`, given a `Probe` of the learner's function: true when it makes the mistake (a string: details to add)
     always: bool = False  # look for it even when every case passes (a mistake that gives the right values)
     example: tuple = ()  # `(old, new)` replacements that put this mistake into the course-style solution (for tests)
+    hint: str = ""  # the first hint after this mistake: why it is wrong, in words (the lines to fix come after)
+    accepted: bool = False  # the course's own accepted answer makes it: it passes, with `message` as a note
 
 # %% ../nbs/12_exercises.ipynb #f49bbade
 def _fresh(v):
@@ -804,6 +670,8 @@ class Check:
         self.name, self.module, self._cases, self.mistakes = name, module, cases, list(mistakes)
         self.hints, self.parts, self.timeout = list(hints), parts, timeout
         self._reference, self._exercise, self._hint, self.normalize = reference, exercise, 0, normalize
+        self._found = None  # the `Mistake` the last verdict named, which `hint()` follows
+        self._last = None  # `(function, Feedback)` of the learner's last check, to tell "nothing new" and re-runs
 
     def __repr__(self):
         return f"Check({self.name}: check({self.name}), hint(), solution())"
@@ -828,6 +696,11 @@ class Check:
             except (OSError, ValueError): return None
         return self._exercise
 
+    def is_package(self, fn) -> bool:
+        "Whether `fn` is the package's own function (or its copy that `check` hands to the cells below), not a learner's"
+        code = getattr(fn, "__code__", None)
+        return fn is self.reference or (code is not None and code is getattr(self.reference, "__code__", None))
+
     def is_stub(self, fn) -> bool:
         "Whether `fn` is still the learner's stub: the same code (comments and spacing aside) as their copy's cell"
         ex, source = self.exercise, _source_of(fn)
@@ -849,6 +722,7 @@ class Check:
            ) -> Feedback:  # what was found
         "Check `fn` and say what was found, without showing it; the check's own errors become a message, never a traceback"
         state = np.random.get_state()
+        self._found = None
         try: return self._run(fn, self.timeout if timeout is None else timeout)
         except Exception as e:
             return Feedback(self.name, "error", f"the check itself failed ({_first_line(e)}). That is a bug in bts_course, "
@@ -864,13 +738,19 @@ class Check:
             return Feedback(n, "not attempted", f"`{n}` is still the stub. Replace each `None` between "
                             "`### START CODE HERE` and `### END CODE HERE ###` with your code, run that cell, then this one.")
         probe = Probe(self, fn, timeout)
+        accepted = None  # the course's own answer, which differs from ours on a hidden case: it passes, with a note
         for case in self.cases:
             out = probe.run(case)
             problem = self._problem(probe, case, out)
-            if problem is not None: return self._explain(probe, case, out, problem)
+            if problem is None: continue
+            feedback = self._explain(probe, case, out, problem)
+            if not feedback.passed: return feedback
+            accepted = feedback
+            break
         for m in self.mistakes:
-            found = self._detects(m, probe) if m.always else False
+            found = self._detects(m, probe) if m.always and not m.accepted else False
             if found: return self._mistake(m, None, probe, None, found)
+        if accepted is not None: return accepted
         course = sum(c.course for c in self.cases)
         hidden = len(self.cases) - course
         passed = (f"the course's test{'s' if course > 1 else ''} ({course} case{'s' if course > 1 else ''}) and "
@@ -929,7 +809,11 @@ class Check:
         return said + ("." if redundant else f": {problem}.")
 
     def _mistake(self, m, case, probe, out=None, found=True, problem=None) -> Feedback:
+        self._found = m
         details = f" {found}" if isinstance(found, str) else ""
+        if m.accepted:
+            return Feedback(self.name, "correct", f"`{self.name}` gives every value of the course's tests, as the course's "
+                            f"own answer does. {m.message}{details}", mistake=m.name)
         seen = self._seen(probe, case, out, problem) if case is not None else ""
         return Feedback(self.name, "incorrect", m.message + details + (f"\n{seen}" if seen else ""), mistake=m.name)
 
@@ -976,25 +860,61 @@ class Check:
     def check(self,
               fn,  # your function, as in `checks.get_sub_volume.check(get_sub_volume)`
               timeout:float|None=None):  # seconds one call may take (default: the check's)
-        "Check `fn` and show what was found; returns the package's function for the cells below, whatever was found, so the page runs on"
-        feedback = self.run(fn, timeout)
-        try: use = self.in_namespace_of(fn)
-        except Exception: use = fn  # the package's function cannot be loaded: keep the learner's
-        if use is not fn:
-            feedback.note = (f"The cells below use the package's `{self.name}` (from `{self.module}`)"
-                             + (": the same computation, with the input checks and messages the page goes on to show."
-                                if feedback.passed else ", so the rest of the page runs; fix yours and run its cell and this one again."))
+        "Check your `fn` and show what was found; returns the function for the cells below: yours when it is right, else the package's"
+        feedback = self._verdict(fn, timeout)
+        if feedback.passed: use = fn
+        elif self.is_package(fn): use = fn
+        else:
+            try: use = self.in_namespace_of(fn)
+            except Exception: use = self.reference
+        if feedback.passed: feedback.note = f"The cells below use your `{self.name}`."
+        elif feedback.status != "error":
+            feedback.note = (f"Until yours passes, the cells below use the package's `{self.name}` (from `{self.module}`), "
+                             "so that the rest of the page runs.")
         _show(feedback)
         return use
+
+    def _verdict(self, fn, timeout) -> Feedback:
+        "The verdict on `fn` for `check`: 'not run' for the package's function, or for a wrong one checked again unchanged"
+        n, last = self.name, self._last
+        before = f"\nYour last version: {last[1].headline}." if last is not None else ""
+        if callable(fn) and self.is_package(fn):
+            return Feedback(n, "not run", f"`{n}` here is the package's function, not yours (the check hands it to the "
+                            "cells below while yours does not pass). Run your exercise cell — the one with "
+                            f"`### START CODE HERE` — then this check.{before}")
+        if last is not None and last[0] is fn and not last[1].passed:
+            if self._found is None and last[1].mistake:  # `hint()` follows that mistake
+                self._found = next((m for m in self.mistakes if m.name == last[1].mistake), None)
+            return Feedback(n, "not run", "Nothing new since the last check: this is the version checked before. Edit your "
+                            f"exercise cell, run it, then this check.{before}", mistake=last[1].mistake)
+        feedback = self.run(fn, timeout)
+        if callable(fn): self._last = (fn, feedback)
+        return feedback
 
     def hint(self,
              n:int|None=None,  # which hint, from 1 (default: the next one)
             ) -> Message:  # shown by the notebook
-        "A short nudge; each call gives the next"
-        if not self.hints: return Message(f"Hint ({self.name})", "no hint for this one; `solution()` shows an answer.")
-        i = (self._hint if n is None else int(n) - 1) % len(self.hints)
+        "A nudge about the mistake the last check found (why first, the lines to fix last), else about the exercise; each call gives the next"
+        m = self._found
+        hints = self._mistake_hints(m) if m is not None else self.hints
+        about = f"{self.name}: {m.name}" if m is not None else self.name
+        if not hints: return Message(f"Hint ({about})", "no hint for this one; `solution()` shows an answer.")
+        if getattr(self, "_hinted", None) is not m: self._hint, self._hinted = 0, m
+        i = (self._hint if n is None else int(n) - 1) % len(hints)
         self._hint = i + 1
-        return Message(f"Hint {i + 1} of {len(self.hints)} ({self.name})", self.hints[i])
+        text, code = hints[i] if isinstance(hints[i], tuple) else (hints[i], "")
+        return Message(f"Hint {i + 1} of {len(hints)} ({about})", text, code)
+
+    def _mistake_hints(self, m) -> list:
+        "The hints after mistake `m`: why it is wrong (its `hint`, else the exercise's first), then the lines that fix it"
+        why = m.hint or (self.hints[0] if self.hints else m.message)
+        ex, lines = self.exercise, []
+        if ex is not None:
+            for old, _ in m.example:
+                first = old.strip().splitlines()[0].strip() if old.strip() else ""
+                lines += [l for l in ex.solution if first and first in l and l not in lines]
+        if not lines: return [why] + [h for h in self.hints if h != why][-1:]
+        return [why, ("The lines to look at, as they read in an answer that passes:", textwrap.dedent("\n".join(lines)))]
 
     def solution(self) -> Message:  # the lines to write, shown by the notebook
         "An answer: the lines between `### START CODE HERE` and `### END CODE HERE ###`, in the course's style"

@@ -1,11 +1,13 @@
 """An exercise done in a real browser: JupyterLab on 127.0.0.1 with a token, headless Chromium via Playwright.
 
-`bts exercises` writes the learner's copy of the sampling page into JupyterLab's root. The test opens it, runs every
-cell (the check under `get_sub_volume` says "not attempted" and the page runs on), then types into the exercise cell
-the course code's known defect — the y and z corners drawn from the x sizes — runs the cell and its check and reads
-the mistake named in the check's output; then types the right code, runs both again and reads "Correct". The browser
-is the system's Chromium (Debian package `chromium`; never `playwright install`). Screenshots are saved in pytest's
-tmp_path (their paths are printed; run with -s to see them).
+`bts exercises` writes the learner's copy of the lesson "2. Preparing the data" into JupyterLab's root. The test opens
+it, runs every cell above the check of `get_sub_volume` (the check says "not attempted" and the page runs on), then
+types into the exercise cell the course code's known defect — the y and z corners drawn from the x sizes — runs the
+cell and its check and reads the mistake named in the check's output; runs the check again alone and reads that it
+still does not pass; then types the right code (which also prints a line of its own when called), runs both again,
+reads "Correct", runs the course's test cell below and sees the learner's own line in its output: the cells below
+use the learner's function. The browser is the system's Chromium (Debian package `chromium`; never
+`playwright install`). Screenshots are saved in pytest's tmp_path (their paths are printed; run with -s to see them).
 """
 import json
 import os
@@ -16,18 +18,19 @@ import urllib.request
 
 import pytest
 
-from bts_course.exercises import checks, course_exercises, write_exercises
+from bts_course.exercises import checks, course_exercises
+from bts_course.lessons import assignment, write_exercises
 from test_browser_explorer import CHROMIUM, CHROMIUM_ARGS, free_port, jupyter_command, wait_for_server
 
 KERNEL_RUN_S = 300  # kernel start + the whole sampling page on two busy cores
-NOTEBOOK = "02_sampling.ipynb"
+NOTEBOOK = assignment()["get_sub_volume"].lesson
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: install the Debian package chromium")
 
 
 @pytest.fixture
 def lab(tmp_path):
-    "JupyterLab on 127.0.0.1 with a token, its root holding the learner's copy of the sampling page; yields (base_url, token)"
+    "JupyterLab on 127.0.0.1 with a token, its root holding the learner's copy of the sampling lesson; yields (base_url, token)"
     root, state = tmp_path / "root", tmp_path / "state"
     write_exercises(root, only=["get_sub_volume"])
     settings = state / "settings" / "@jupyterlab"
@@ -130,7 +133,7 @@ def test_a_mistake_typed_into_an_exercise_is_named_and_the_right_code_passes(lab
             page.wait_for_function(KERNEL_IDLE, timeout=KERNEL_RUN_S * 1000)
             exercise = page.evaluate(CELL_INDEX, "# EXERCISE: get_sub_volume")
             assert exercise > 0
-            check = exercise + 1
+            check, below = exercise + 1, exercise + 2  # the check, then the course's test cell
 
             # the copy as written, from the top to the exercise's check: the check says "not attempted"
             page.evaluate("""i => { const nb = window.jupyterapp.shell.currentWidget.content; nb.activeCellIndex = i; }""", check)
@@ -152,12 +155,26 @@ def test_a_mistake_typed_into_an_exercise_is_named_and_the_right_code_passes(lab
             page.locator(".jp-Notebook .jp-Cell").nth(check).screenshot(path=str(shot))
             print(f"screenshot: {shot}")
 
-            # the right code: the check passes
-            type_into_cell(page, exercise, ex.cell("solution"))
+            # the check cell run again, alone: the name holds the package's function now, and it is not "Correct"
+            page.locator(".jp-Notebook .jp-Cell").nth(check).locator(".cm-content").click()
+            page.keyboard.press("Control+Enter")
+            wait_for_output(page, check, "Run your exercise cell first", tmp_path)
+            text = page.evaluate("i => window.jupyterapp.shell.currentWidget.content.widgets[i].outputArea.node.textContent",
+                                 check)
+            assert "Your last version: Incorrect (y and z corners drawn from x)" in text and "Correct:" not in text
+
+            # the right code, which says so when it is called: the check passes, and the cell below runs it
+            mine = ex.cell(ex.variant(("    tries = 0", "    print('my own get_sub_volume ran')\n    tries = 0")))
+            type_into_cell(page, exercise, mine)
             run_cell_and_the_next(page, exercise)
             wait_for_output(page, check, "Correct: get_sub_volume passes", tmp_path)  # HTML: code spans, no backticks
             shot = tmp_path / "exercise_correct.png"
             page.locator(".jp-Notebook .jp-Cell").nth(check).screenshot(path=str(shot))
             print(f"screenshot: {shot}")
+            page.wait_for_function(KERNEL_IDLE, timeout=KERNEL_RUN_S * 1000)
+            page.keyboard.press("Shift+Enter")  # the course's test cell under the check
+            wait_for_output(page, below, "my own get_sub_volume ran", tmp_path)
+            errors = page.evaluate("() => document.querySelectorAll('.jp-OutputArea-output[data-mime-type*=\"error\"]').length")
+            assert errors == 0
         finally:
             browser.close()

@@ -519,13 +519,15 @@ def test_every_page_in_chromium(which, site, demo, shots, chromium):
 
 
 def test_landing_page_says_where_to_start(site):
-    "The front page starts a learner from the course: the replay of the assignment first, then the sections in order"
+    "The front page starts a learner from the course track, lesson by lesson in order; then the replay; then the reference"
     html = (site / "index.html").read_text(encoding="utf-8")
     text = page_text(html)
     assert text.index("Where to start") < text.index("Learn 3D brain-tumour segmentation")   # before the README
     start = html.index('id="where-to-start"')                          # the section, not its line in the contents
-    links = re.findall(r'href="([a-z0-9_]+\.html)', html[start: html.index("Here for the tools", start)])
-    assert links[0] == "util.html"
-    sections = [l for l in links if l not in ("util.html", "exercises.html")]
+    links = re.findall(r'href="((?:course/)?[a-z0-9_]+\.html)', html[start: html.index("Here for the tools", start)])
+    lessons = ["course/" + page_name(nb) for nb in notebooks(NBS / "course")]
+    assert links[:len(lessons)] == lessons, links   # every lesson, in the course's order, first
+    assert links[len(lessons):][:2] == ["lessons.html", "util.html"]
+    sections = [l for l in links[len(lessons) + 2:] if l not in ("exercises.html", "checks.html")]
     order = [page_name(nb) for nb in notebooks()]
     assert [order.index(l) for l in sections] == sorted(order.index(l) for l in sections), sections   # in reading order

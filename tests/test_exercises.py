@@ -1,27 +1,29 @@
-"""The course as an assignment: the exercise markers, the learner's copies, the checks, and `bts exercises`.
+"""The exercises' checks: what they find in a learner's function, and that they cannot be fooled.
 
 - every exercise: the package's function and the course-style solution pass, the stub is "not attempted", and a
   version of the solution with each listed mistake put in is recognised as that mistake, with its own message;
+  the course's own accepted answers pass, with a note where they differ from the batch-correct version;
+- the check judges the learner's own function: handed the package's function (what the check cell binds after a
+  wrong answer) or a function checked before and unchanged, it says to run the exercise cell first, never "correct";
+  a right answer is handed back for the cells below, a wrong one is replaced by the package's;
+- a loss is checked where it is used, in a training step, so a numpy loss is named as one that cannot be differentiated;
+- hints follow the mistake found: why first, in words; the lines to fix last;
 - bad input: a learner's function that raises, returns the wrong type or shape, writes into its input or runs too
   long gets a message that says what was called, what came back and what was expected, never a traceback, and the
-  next check still works;
-- the learner's copies: markers parsed, stubs and check cells written, no export directive left, an edited copy
-  never overwritten without `force`, an untouched one refreshed; the notebooks ship in the wheel;
-- each learner's copy runs top to bottom in a Jupyter kernel as written (every check says "not attempted", nothing
-  fails); then, in the same kernel, the course-style solution is put into each exercise cell and that cell and its
-  check run again, as a learner does: every check passes. (From each check on, the page runs on the package's
-  function whatever the check found, so the rest of the page would run as it did the first time.)
+  next check still works.
+
+The lessons, the learner's copies and `bts exercises --status` are tested in test_lessons.py.
 """
 from __future__ import annotations
 
-import functools, json, re, subprocess, sys, time, zipfile
+import json, re, subprocess, sys, time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bts_course.exercises import (CheckCase, Check, END, EXERCISE, MANIFEST, STUB, audit, checks, course_exercises,
-                                  learner_notebook, notebooks_dir, parse_exercise, write_exercises)
+from bts_course.exercises import (CheckCase, Check, END, EXERCISE, audit, checks, course_exercises, notebooks_dir,
+                                  parse_exercise)
 
 REPO = Path(__file__).resolve().parent.parent
 BTS = str(Path(sys.executable).with_name("bts"))
@@ -63,8 +65,10 @@ def test_reference_and_solution_pass_stub_not_attempted_each_mistake_named(name)
     assert len(mistakes) == sum(1 for m in checks[name].mistakes if m.example)  # every listed mistake has its example
     messages = [fb.message.split("\n")[0] for fb in mistakes]
     assert len(set(messages)) == len(messages), "two mistakes share a message"
-    listed = {m.name: m.message for m in checks[name].mistakes}
-    for fb in mistakes: assert fb.message.startswith(listed[fb.mistake]), fb  # the mistake's own message, named
+    listed = {m.name: m for m in checks[name].mistakes}
+    for fb in mistakes:  # the mistake's own message, named; the course's accepted forms pass with it as a note
+        m = listed[fb.mistake]
+        assert fb.passed == m.accepted and (m.message in fb.message if m.accepted else fb.message.startswith(m.message)), fb
 
 
 def holes_of(ex) -> list:
@@ -156,7 +160,7 @@ def test_check_returns_the_package_function_and_says_so(capsys):
     ex = EXERCISES["window_sums"]
     use = checks.window_sums.check(ex.define("stub"))
     out = capsys.readouterr().out
-    assert "Not attempted yet" in out and "The cells below use the package's `window_sums`" in out
+    assert "Not attempted yet" in out and "Until yours passes, the cells below use the package's `window_sums`" in out
     assert use.__code__ is checks.window_sums.reference.__code__
     mask = np.ones((3, 3, 3), np.uint8)
     from bts_course.sampling import summed_volume_table
@@ -176,7 +180,108 @@ def test_the_exercises_and_checks_modules_load_no_tensorflow():
 
 
 # ----------------------------------------------------------------------------------------------------
-# the markers and the learner's copies
+# a check judges the learner's own function, and cannot be fooled
+# ----------------------------------------------------------------------------------------------------
+
+def _fresh_check(name):
+    "The registered check of `name`, with no memory of earlier checks in this process"
+    check = checks[name]
+    check._last, check._found = None, None
+    return check
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_wrong_answer_checked_again_still_fails_and_a_right_one_is_handed_back(name, capsys):
+    check, ex = _fresh_check(name), EXERCISES[name]
+    m = next(m for m in check.mistakes if m.example and not m.accepted)
+    wrong = ex.define(ex.variant(*m.example))
+    use = check.check(wrong)  # as the check cell does: `name = checks.name.check(name)`
+    first = capsys.readouterr().out
+    assert first.startswith("Incorrect") and check.is_package(use) and use is not wrong, first
+    for _ in range(2):  # the check cell run again (and again), the exercise cell not: it holds the package's function now
+        use = check.check(use)
+        again = capsys.readouterr().out
+        assert again.startswith("Run your exercise cell first") and "Correct" not in again.split("\n")[0], again
+        assert f"Your last version: Incorrect ({m.name})" in again
+    check.check(wrong)  # the same wrong function again: nothing new
+    out = capsys.readouterr().out
+    assert out.startswith(f"Run your exercise cell first ({m.name}): Nothing new since the last check"), out
+    right = ex.define("solution")
+    assert check.check(right) is right  # the cells below use the learner's own function
+    out = capsys.readouterr().out
+    assert out.startswith("Correct") and f"The cells below use your `{name}`." in out, out
+
+
+def test_the_package_function_is_never_correct_for_the_learner(capsys):
+    for check in checks:
+        _fresh_check(check.name).check(check.reference)
+        out = capsys.readouterr().out
+        assert out.startswith("Run your exercise cell first") and "Your last version" not in out, (check.name, out)
+
+
+COURSE_DICE = """    dice_numerator = 2. * tf.reduce_sum(y_true * y_pred, axis=axis) + epsilon
+    dice_denominator = tf.reduce_sum(y_true, axis=axis) + tf.reduce_sum(y_pred, axis=axis) + epsilon
+    dice_coefficient = tf.reduce_mean(dice_numerator / dice_denominator)
+    return dice_coefficient"""
+COURSE_LOSS = """    dice_numerator = 2. * tf.reduce_sum(y_true * y_pred, axis=axis) + epsilon
+    dice_denominator = tf.reduce_sum(y_true**2, axis=axis) + tf.reduce_sum(y_pred**2, axis=axis) + epsilon
+    dice_loss = 1 - tf.reduce_mean(dice_numerator / dice_denominator)
+    return dice_loss"""
+
+
+@pytest.mark.parametrize("name, lines", [("dice_coefficient", COURSE_DICE), ("soft_dice_loss", COURSE_LOSS)])
+def test_the_course_s_own_answers_pass_with_a_note_on_its_batch_defect(name, lines):
+    "The course's accepted answer, as the course wrote it (K.sum as tf.reduce_sum), sums over axes (1, 2, 3) of a batch"
+    fb = checks[name].run(EXERCISES[name].define(lines))
+    assert fb.passed and fb.mistake == "batch axis not shifted", fb
+    assert fb.headline == "Correct as the course grades it (batch axis not shifted)"
+    assert "known defect" in fb.message and "(B, C, X, Y, Z)" in fb.message
+
+
+def test_a_numpy_loss_is_named_as_one_training_cannot_differentiate():
+    ex = EXERCISES["soft_dice_loss"]
+    numpy_loss = ex.define(ex.variant(("tf.reduce_sum", "np.sum"), ("tf.reduce_mean", "np.mean")))
+    import tensorflow as tf
+    assert abs(float(numpy_loss(np.eye(2)[None, ..., None], np.eye(2)[None, ..., None], epsilon=1)) - 0.0) < 1e-6
+    assert numpy_loss(tf.constant(np.ones((1, 2, 2, 1))), tf.constant(np.ones((1, 2, 2, 1)))) is not None  # eager: it runs
+    fb = checks.soft_dice_loss.run(numpy_loss)
+    assert fb.status == "incorrect" and fb.mistake == "cannot be differentiated", fb
+    assert "In a training step of a tiny model, Keras calling it raised" in fb.message
+    assert checks.soft_dice_loss.run(ex.define("solution")).passed  # the same step passes the right loss
+
+
+@pytest.mark.parametrize("name, mistake", [
+    ("compute_class_sens_spec", "formulas swapped"), ("compute_class_sens_spec", "returned in the wrong order"),
+    ("get_sub_volume", "tumour share, not background share"), ("get_sub_volume", "keeps background patches"),
+    ("get_sub_volume", "background counted, not its share"), ("standardize", "sample standard deviation (ddof=1)"),
+    ("single_class_dice_coefficient", "rounded probabilities"), ("dice_coefficient", "rounded probabilities"),
+    ("soft_dice_loss", "rounded probabilities")])
+def test_each_diagnosis_names_its_own_cause(name, mistake):
+    "Mistakes that give the same wrong numbers, or look alike, are told apart: each gets its own message"
+    check, ex = checks[name], EXERCISES[name]
+    m = next(m for m in check.mistakes if m.name == mistake)
+    fb = check.run(ex.define(ex.variant(*m.example)))
+    assert (fb.status, fb.mistake) == ("incorrect", mistake), fb
+    others = [o.message for o in check.mistakes if o is not m]
+    assert fb.message.startswith(m.message) and not any(fb.message.startswith(o) for o in others)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hints_follow_the_mistake_found_words_first_code_last(name):
+    check, ex = _fresh_check(name), EXERCISES[name]
+    for m in [m for m in check.mistakes if m.example and not m.accepted]:
+        check.run(ex.define(ex.variant(*m.example)))
+        hints = [check.hint() for _ in range(2)]
+        assert hints[0].title.startswith("Hint 1") and f"({name}: {m.name})" in hints[0].title
+        assert not hints[0].code and hints[0].text == (m.hint or check.hints[0]), (m.name, hints[0])
+        solution = {l.strip() for l in ex.solution}
+        if hints[1].code: assert {l.strip() for l in hints[1].code.splitlines()} <= solution, (m.name, hints[1])
+    check.run(ex.define("solution"))
+    assert check.hint(1).text == check.hints[0] and not check.hint(1).code  # no mistake: the exercise's own hints
+
+
+# ----------------------------------------------------------------------------------------------------
+# the markers of an exercise's one home
 # ----------------------------------------------------------------------------------------------------
 
 MARKED = '''#| export
@@ -190,165 +295,11 @@ def twice(x):
     ### END CODE HERE ###'''
 
 
-def test_markers_parse_into_stub_and_solution():
+def test_markers_parse_into_stub_solution_and_answers():
     ex = parse_exercise(MARKED, "t.ipynb", "t")
     assert ex.stub == ("    y = None", "    return y") and ex.solution == ("    y = x + x", "    return y")
-    assert ex.solved == ("    return 2 * x",) and ex.holes == ("y = None",)
+    assert ex.solved == ("    return 2 * x",) and ex.holes == ("y = None",) and ex.answers == ("x + x",)
     assert "#| export" not in ex.cell("stub") and ex.define("solution", {})(3) == 6 and ex.define("stub", {})(3) is None
+    assert ex.define_cell("def twice(x):\n    return x * 2", {})(4) == 8  # a learner's whole cell
+    with pytest.raises(ValueError, match="does not define the function `twice`"): ex.define_cell("x = 1", {})
     with pytest.raises(ValueError, match="expected one"): parse_exercise(MARKED.replace(END, ""), "t.ipynb")
-
-
-def test_every_copy_has_stubs_and_checks_and_no_export_directive():
-    for notebook in sorted({ex.notebook for ex in EXERCISES.values()}):
-        nb = learner_notebook(notebooks_dir() / notebook)
-        sources = ["".join(c["source"]) for c in nb["cells"]]
-        assert nb["nbformat"] == 4 and nb["metadata"]["kernelspec"]["name"] == "python3"
-        assert not any(re.search(r"^\s*#\|\s*(default_exp|export)", s, re.M) for s in sources), notebook
-        assert not any(STUB in s for s in sources), notebook  # no solution left behind in a comment
-        names = nb["metadata"]["bts_course"]["exercises"]
-        assert names == [n for n, ex in EXERCISES.items() if ex.notebook == notebook]
-        for name in names:
-            ex = EXERCISES[name]
-            i = sources.index(ex.cell("stub"))
-            assert sources[i + 1].rstrip().endswith(f"{name} = checks.{name}.check({name})")
-            assert "from bts_course.exercises import checks" in sources[i + 1]
-            copied = set(sources[i].splitlines())
-            assert not [l for l in ex.solved if l.strip() and l not in ex.stub and l in copied], name
-            if ex.unq: assert f"# {ex.unq} (UNIQUE CELL IDENTIFIER, DO NOT EDIT)" in sources[i]
-        assert sum(EXERCISE in s for s in sources) == len(names)
-        assert len({c["id"] for c in nb["cells"]}) == len(nb["cells"])  # cell ids stay unique
-
-
-def test_prose_figures_and_outputs_are_kept():
-    solved = json.loads((notebooks_dir() / "03_standardize.ipynb").read_text())
-    copy = learner_notebook(notebooks_dir() / "03_standardize.ipynb")
-    images = lambda nb: sum("image/png" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
-    markdown = lambda nb: [c["source"] for c in nb["cells"] if c["cell_type"] == "markdown"]
-    assert images(copy) == images(solved) > 0
-    assert all(m in markdown(copy) for m in markdown(solved))
-
-
-def test_write_never_overwrites_an_edited_copy_without_force(tmp_path):
-    dest = tmp_path / "mine"
-    first = dict((p.name, w) for p, w in write_exercises(dest, only=["standardize"]))
-    assert first == {"03_standardize.ipynb": "written"} and (dest / MANIFEST).is_file()
-    assert {w for _, w in write_exercises(dest, only=["standardize"])} == {"unchanged"}
-    # an untouched copy is refreshed when the package writes something new (here: both exercises of the page)
-    assert dict((p.name, w) for p, w in write_exercises(dest, only=["03_standardize"])) == {"03_standardize.ipynb": "updated"}
-    copy = dest / "03_standardize.ipynb"
-    copy.write_text(copy.read_text().replace("centered = None", "centered = image_slice - image_slice.mean()"))
-    edited = copy.read_text()
-    assert [w for _, w in write_exercises(dest)][1].startswith("kept")
-    assert copy.read_text() == edited
-    assert dict((p.name, w) for p, w in write_exercises(dest, force=True))["03_standardize.ipynb"] == "overwritten"
-    assert "centered = None" in copy.read_text()
-
-
-def test_a_notebook_it_did_not_write_is_kept(tmp_path):
-    (tmp_path / "02_sampling.ipynb").write_text("{}")
-    done = dict((p.name, w) for p, w in write_exercises(tmp_path, only=["window_sums"]))
-    assert done["02_sampling.ipynb"].startswith("kept") and (tmp_path / "02_sampling.ipynb").read_text() == "{}"
-
-
-def test_only_takes_exercise_and_notebook_names(tmp_path):
-    assert [p.name for p, _ in write_exercises(tmp_path, only=["metrics", "gaussian_weights"])] == \
-        ["04_metrics.ipynb", "06b_inference.ipynb"]
-    with pytest.raises(ValueError, match="unknown exercise or notebook 'nope'"): write_exercises(tmp_path, only=["nope"])
-
-
-def test_bts_exercises_command(tmp_path):
-    r = subprocess.run([BTS, "exercises", tmp_path / "ex", "--only", "standardize,brain_box"], capture_output=True,
-                       text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines() == [f"{tmp_path / 'ex' / '03_standardize.ipynb'}: written",
-                                     f"open them with: jupyter lab {tmp_path / 'ex'}"]
-    r = subprocess.run([BTS, "exercises", tmp_path / "ex", "--only", "nothing"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1 and "unknown exercise" in r.stderr
-    r = subprocess.run([BTS, "exercises", "--help"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "--force" in r.stdout and "--only" in r.stdout
-
-
-def test_the_wheel_ships_the_solved_notebooks(tmp_path):
-    pytest.importorskip("build")
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("setup.py", "settings.ini", "pyproject.toml", "MANIFEST.in", "README.md", "LICENSE"):
-        (src / name).write_bytes((REPO / name).read_bytes())
-    import shutil
-    shutil.copytree(REPO / "bts_course", src / "bts_course", ignore=shutil.ignore_patterns("__pycache__", "notebooks"))
-    shutil.copytree(REPO / "nbs", src / "nbs", ignore=shutil.ignore_patterns("images", ".*"))
-    r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", tmp_path / "dist", src],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    names = zipfile.ZipFile(next((tmp_path / "dist").glob("*.whl"))).namelist()
-    assert {f"bts_course/notebooks/{ex.notebook}" for ex in EXERCISES.values()} <= set(names)
-
-
-# ----------------------------------------------------------------------------------------------------
-# the learner's copies, run in a Jupyter kernel
-# ----------------------------------------------------------------------------------------------------
-
-SKIP_FLAGS = {"slow", "gpu", "download", "docs"}  # settings.ini's tst_flags: cells nbdev_test does not run either
-
-
-def _skipped(source: str) -> bool:
-    head = [l for l in source.splitlines()[:4] if l.startswith("#|")]
-    return any(l[2:].strip() in SKIP_FLAGS or l.replace(" ", "") == "#|eval:false" for l in head)
-
-
-def _text(cell) -> str:
-    return "\n".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in cell.outputs)
-
-
-@functools.lru_cache(maxsize=None)
-def run_copy(path: Path) -> tuple:
-    """Run the learner's copy at `path` in a fresh kernel, from its folder, top to bottom as written; then, in the same
-    kernel, put the course-style solution into each exercise cell and run it and its check again, as a learner does.
-    Returns the text of each check as written, and with the solution."""
-    import nbformat
-    from nbclient import NotebookClient
-    nb = nbformat.read(path, as_version=4)
-    names = nb.metadata["bts_course"]["exercises"]
-    at = {n: next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and f"{EXERCISE} {n}\n" in c.source)
-          for n in names}
-    for c in nb.cells:
-        if c.cell_type == "code" and _skipped(c.source): c.source = "pass  # a flagged cell, as nbdev_test skips it"
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,
-                            extra_arguments=["--IPKernelApp.capture_fd_output=False"],
-                            resources={"metadata": {"path": str(path.parent)}})
-    client.reset_execution_trackers()
-    with client.setup_kernel():
-        for i, cell in enumerate(nb.cells): client.execute_cell(cell, i)
-        as_written = [_text(nb.cells[at[n] + 1]) for n in names]
-        for n in names:
-            nb.cells[at[n]].source = EXERCISES[n].cell("solution")
-            client.execute_cell(nb.cells[at[n]], at[n])
-            client.execute_cell(nb.cells[at[n] + 1], at[n] + 1)
-        solved = [_text(nb.cells[at[n] + 1]) for n in names]
-    return names, as_written, solved
-
-
-@pytest.fixture(scope="module")
-def copies(tmp_path_factory):
-    "The learner's copies, as `bts exercises` writes them"
-    root = tmp_path_factory.mktemp("learner")
-    write_exercises(root)
-    return root
-
-
-COPIES = sorted({ex.notebook for ex in EXERCISES.values()})
-
-
-@pytest.mark.parametrize("notebook", COPIES)
-def test_each_copy_runs_as_written_and_every_check_says_not_attempted(copies, notebook):
-    names, said, _ = run_copy(copies / notebook)
-    assert names == [n for n, ex in EXERCISES.items() if ex.notebook == notebook]
-    for name, text in zip(names, said, strict=True):
-        assert text.startswith("Not attempted yet"), (name, text)
-        assert f"The cells below use the package's `{name}`" in text
-
-
-@pytest.mark.parametrize("notebook", COPIES)
-def test_each_copy_with_the_solutions_put_back_passes_every_check(copies, notebook):
-    names, _, said = run_copy(copies / notebook)
-    for name, text in zip(names, said, strict=True): assert text.startswith(f"Correct: `{name}` passes"), (name, text)
