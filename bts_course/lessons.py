@@ -17,7 +17,7 @@ __all__ = ['LESSONS', 'INDEX', 'MANIFEST', 'quiet_tensorflow', 'lessons_dir', 'l
 
 # %% ../nbs/12b_lessons.ipynb #l006
 def quiet_tensorflow(
-) -> None:
+) -> None:  # nothing: TensorFlow is imported, its start-up lines gone
     "Import TensorFlow with its start-up log lines (written by C++ straight to the process's stderr) kept off the page"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the log lines after start-up: errors included (no GPU is not one)
     if "tensorflow" in sys.modules: return
@@ -46,9 +46,9 @@ def lessons_dir(
 def lesson_paths(
     src=None,  # the folder of lessons (default: `lessons_dir()`)
 ) -> list:  # the lesson notebooks, in the course's order
-    "The lessons, by their numbered names"
+    "The lessons, by their numbered names (`01_the_data.ipynb`, ...); the track's other pages (the glossary) are not lessons"
     src = Path(src) if src is not None else lessons_dir()
-    return sorted(p for p in src.glob("*.ipynb") if not p.name.startswith(("_", ".")))
+    return sorted(p for p in src.glob("*.ipynb") if re.match(r"\d+_", p.name))
 
 # %% ../nbs/12b_lessons.ipynb #l012
 _IMPORT = re.compile(r"^from\s+(bts_course\.\w+)\s+import\s+(\w+)\s*$")

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 REPO = Path(__file__).resolve().parent.parent
 DOCS = Path(__file__).resolve().parent
 MARKER = ".bts-docs-site"  # written into every site we build, so a rebuild may replace it
+COURSE = "course"  # the course track's folder in nbs/: its lessons come first in the sidebar, each with its notebook to download
 
 
 class BuildError(Exception):
@@ -313,7 +314,7 @@ def add_heading_ids(body: str):
             attrs += f' id="{ident}"'
         seen.add(ident)
         if level in "23": toc.append((int(level), ident, _text(inner).strip()))
-        return f'<h{level}{attrs}><a class="anchor" href="#{ident}" aria-label="Link to this section">#</a>{inner}</h{level}>'
+        return f'<h{level}{attrs}><a class="anchor" href="#{ident}" aria-label="Link to this section" data-pagefind-ignore>#</a>{inner}</h{level}>'
 
     return _re_heading.sub(fix, body), toc
 
@@ -330,6 +331,23 @@ _re_url_attr = re.compile(r"""(\s(src|href|poster)\s*=\s*)(["'])(.*?)\3""", re.S
 _re_include = re.compile(r"^[ \t]*\{\{<\s*include\s+(\S+?)\s*>\}\}[ \t]*$", re.M)
 _re_ansi = re.compile(r"\x1B(?:[@-Z\\-_]|\[[0-?]*[ -/]*[@-~])")
 _re_widget_repr = re.compile(r"^[A-Za-z_][\w.]*\(")
+
+
+def _plain(text: str) -> str:
+    "A title as plain text, for the sidebar and the browser's tab: no backticks or emphasis marks"
+    return re.sub(r"[`*]", "", str(text))
+
+
+def index_for_search(site: Path) -> None:
+    "Index the built pages for search with Pagefind (`pagefind/` in the site: the index and its UI, served as files)"
+    import subprocess
+    try:
+        r = subprocess.run([sys.executable, "-m", "pagefind", "--site", str(site), "--silent"], capture_output=True,
+                           text=True, timeout=600)
+    except (OSError, subprocess.TimeoutExpired) as e: raise BuildError(f"pagefind could not index the site: {e}") from e
+    if r.returncode != 0 or not (site / "pagefind" / "pagefind-ui.js").is_file():
+        why = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no pagefind/pagefind-ui.js written"]
+        raise BuildError(f"pagefind could not index the site ({why[0]}); install it with pip install 'pagefind[bin]'")
 
 
 def _join(x) -> str:
@@ -372,11 +390,21 @@ class Site:
 
     # -- notebooks and pages -------------------------------------------------------------------------
     def notebooks(self) -> list[Path]:
-        "The notebooks in nbdev's sidebar order: index first, then by name; `_` and `.` names skipped"
+        "The notebooks in reading order: the landing page, the course track (`course/`), then the reference; `_` and `.` names skipped"
+        return [nb for _, nbs in self.sections() for nb in nbs]
+
+    def sections(self) -> list[tuple[str, list[Path]]]:
+        """The sidebar's sections, in reading order: the landing page alone; "The course": the numbered lessons of
+        `course/`, then its other pages (doing the exercises, the glossary); "The reference": every other notebook"""
         def keep(p):
             return not any(part.startswith(("_", ".")) for part in p.relative_to(self.nbs).parts)
-        nbs = [p for p in self.nbs.rglob("*.ipynb") if keep(p)]
-        return sorted(nbs, key=lambda p: (p.relative_to(self.nbs).parent.parts, p.stem != "index", p.name))
+        nbs = sorted((p for p in self.nbs.rglob("*.ipynb") if keep(p)),
+                     key=lambda p: (p.relative_to(self.nbs).parent.parts, p.stem != "index", p.name))
+        course = [p for p in nbs if p.parent == self.nbs / COURSE]
+        course = [p for p in course if p.name[0].isdigit()] + [p for p in course if not p.name[0].isdigit()]
+        index = [p for p in nbs if p.parent == self.nbs and p.stem == "index"]
+        rest = [p for p in nbs if p not in course and p not in index]
+        return [(name, group) for name, group in (("", index), ("The course", course), ("The reference", rest)) if group]
 
     def page_of(self, nb: Path) -> str:
         from nbdev.doclinks import _nbpath2html
@@ -508,6 +536,8 @@ class Site:
                 return f'<div class="output-math">{_math(tex, True)}</div>'
             if not v.strip(): return ""
             return f'<pre class="output-text">{html.escape(v)}</pre>'
+        if data:  # an output the site cannot show is named, not dropped
+            self.errors.append(f"{page}: output {name.rsplit('/', 1)[-1]} has no form the site can show ({', '.join(sorted(data))})")
         return ""
 
     def render_cell(self, cell, i: int, page: str, base: Path) -> str:
@@ -550,27 +580,40 @@ class Site:
         body = "".join(self.render_cell(c, i, page, base) for i, c in enumerate(nb.cells)
                        if not (c.cell_type == "raw" and i == 0 and fm))
         if fm.get("title"):
-            desc = f'<p class="description">{html.escape(str(fm["description"]))}</p>' if fm.get("description") else ""
-            body = f'<header class="page-title"><h1 id="page-title">{html.escape(str(fm["title"]))}</h1>{desc}</header>\n{body}'
+            inline = lambda text: self.md.renderInline(str(text))  # `code` and *emphasis* in titles and subtitles
+            desc = f'<p class="description">{inline(fm["description"])}</p>' if fm.get("description") else ""
+            body = f'<header class="page-title"><h1 id="page-title">{inline(fm["title"])}</h1>{desc}</header>\n{body}'
         body, toc = add_heading_ids(body)
         return body, toc, fm
 
     def layout(self, page: str, title: str, body: str, toc: list, nav: list, source: Path) -> str:
+        "The page around `body`: the header with the search box, the sidebar by section, previous / next in reading order"
         def link(target): return html.escape(self.rel(target, page))
-        items = []
-        for p, t in nav:
-            cur = ' aria-current="page"' if p == page else ""
-            sub = ""
-            if p == page and toc:
-                sub = "<ul class=\"toc\">" + "".join(
-                    f'<li class="toc-h{lvl}"><a href="#{html.escape(ident)}">{html.escape(txt)}</a></li>'
-                    for lvl, ident, txt in toc) + "</ul>"
-            items.append(f'<li><a href="{link(p)}"{cur}>{html.escape(t)}</a>{sub}</li>')
+        sections = []
+        for section, pages in nav:
+            items = []
+            for p, t in pages:
+                cur = ' aria-current="page"' if p == page else ""
+                sub = ""
+                if p == page and toc:
+                    sub = "<ul class=\"toc\">" + "".join(
+                        f'<li class="toc-h{lvl}"><a href="#{html.escape(ident)}">{html.escape(txt)}</a></li>'
+                        for lvl, ident, txt in toc) + "</ul>"
+                items.append(f'<li><a href="{link(p)}"{cur}>{html.escape(_plain(t))}</a>{sub}</li>')
+            head = f'<p class="nav-section">{html.escape(section)}</p>' if section else ""
+            sections.append(f'{head}<ul>\n' + "\n".join(items) + "\n</ul>")
+        order = [(p, t) for _, pages in nav for p, t in pages]
+        at = next(i for i, (p, _) in enumerate(order) if p == page)
+        prev_next = ""
+        if at > 0:
+            prev_next += f'<a class="prev" rel="prev" href="{link(order[at - 1][0])}">← {html.escape(_plain(order[at - 1][1]))}</a>'
+        if at + 1 < len(order):
+            prev_next += f'<a class="next" rel="next" href="{link(order[at + 1][0])}">{html.escape(_plain(order[at + 1][1]))} →</a>'
         src_rel = source.relative_to(self.root).as_posix()
         src_link = f'{self.git_url}/blob/{self.branch}/{src_rel}' if self.git_url else ""
         footer = (f'This page is <a href="{html.escape(src_link)}"><code>{html.escape(src_rel)}</code></a>, '
                   f'rendered by <code>docs/build.py</code>.' if src_link else "")
-        page_title = self.title if title == self.title else f"{title} – {self.title}"
+        page_title = self.title if title == self.title else f"{_plain(title)} – {self.title}"
         repo = f'<a class="repo" href="{html.escape(self.git_url)}">Source on GitHub</a>' if self.git_url else ""
         return f"""<!DOCTYPE html>
 <html lang="en">
@@ -582,21 +625,35 @@ class Site:
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="{link('_static/style.css')}">
 <link rel="stylesheet" href="{link('_static/pygments.css')}">
+<link rel="stylesheet" href="{link('pagefind/pagefind-ui.css')}">
+<script src="{link('pagefind/pagefind-ui.js')}"></script>
 </head>
 <body>
-<header class="site-header"><a class="site-title" href="{link(nav[0][0])}">{html.escape(self.title)}</a>{repo}</header>
+<header class="site-header"><a class="site-title" href="{link(nav[0][1][0][0])}">{html.escape(self.title)}</a>
+<div id="search" class="search" role="search"></div><a class="to-contents" href="#contents">Contents</a>{repo}</header>
 <div class="layout">
-<nav class="sidebar" aria-label="Sections"><ul>
-{chr(10).join(items)}
-</ul></nav>
-<main>
+<main data-pagefind-body>
 {body}
-<footer class="page-footer">{footer}</footer>
+<nav class="prev-next" aria-label="Previous and next pages" data-pagefind-ignore>{prev_next}</nav>
+<footer class="page-footer" data-pagefind-ignore>{footer}</footer>
 </main>
+<nav class="sidebar" id="contents" aria-label="Contents">
+{chr(10).join(sections)}
+</nav>
 </div>
+<script>new PagefindUI({{element: "#search", showSubResults: true, showImages: false, resetStyles: false}});</script>
 </body>
 </html>
 """
+
+    def lesson_download(self, nb_path: Path, page: str) -> str:
+        "Write the learner's copy of a lesson beside its page, and the link to it that goes at the top of the page"
+        from bts_course.lessons import learner_copy
+        copy = json.dumps(learner_copy(nb_path), indent=1, ensure_ascii=False) + "\n"
+        rel = self.write_bytes(posixpath.join(posixpath.dirname(page), nb_path.name), copy.encode())
+        return (f'<p class="download" data-pagefind-ignore><a href="{html.escape(self.rel(rel, page))}" download>Download this '
+                "lesson as a notebook</a>, with its exercises to fill in: it runs anywhere the package is installed "
+                '(<code>pip install "bts_course[learn]"</code>).</p>\n')
 
     # -- the whole build -----------------------------------------------------------------------------
     def build(self, verbose: bool = True) -> list[str]:
@@ -611,10 +668,13 @@ class Site:
             page = self.pages[nb_path.resolve()]
             nb = process_notebook(nb_path, docs_filter)
             body, toc, fm = self.render_page(nb, page, nb_path.parent)
+            if nb_path.parent == self.nbs / COURSE and nb_path.name[0].isdigit(): body = self.lesson_download(nb_path, page) + body
             title = str(fm.get("title") or (self.title if nb_path.stem == "index" else nb_path.stem))
             rendered.append((nb_path, page, title, body, toc))
             if verbose: print(f"  {nb_path.relative_to(self.root)} -> {page} ({time.perf_counter() - t0:.1f} s)")
-        nav = [(page, title if not nb_path.stem == "index" else "Home") for nb_path, page, title, _, _ in rendered]
+        titles = {nb_path: (page, title if nb_path.stem != "index" or nb_path.parent != self.nbs else "Home")
+                  for nb_path, page, title, _, _ in rendered}
+        nav = [(section, [titles[nb] for nb in group]) for section, group in self.sections()]
         ids = {page: set(re.findall(r'\sid="([^"]+)"', body)) for _, page, _, body, _ in rendered}
         for nb_path, page, title, body, toc in rendered:
             body = unwrap_dead_doclinks(body, page, ids)
@@ -627,6 +687,7 @@ class Site:
         (static / "pygments.css").write_text(HtmlFormatter(style="friendly").get_style_defs(".highlight"), encoding="utf-8")
         (self.out / ".nojekyll").write_text("")  # GitHub Pages: serve the _static and *_files folders
         (self.out / MARKER).write_text("built by docs/build.py; safe to delete\n")
+        index_for_search(self.out)
         self.errors += check_links(self.out)
         if self.errors: raise BuildError("broken links or files:\n  " + "\n  ".join(dict.fromkeys(self.errors)))
         return [p for _, p, *_ in rendered]

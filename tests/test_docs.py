@@ -101,8 +101,12 @@ def test_every_notebook_has_a_page_listed_in_notebook_order(site):
     index = (site / "index.html").read_text(encoding="utf-8")
     nav = re.search(r'<nav class="sidebar".*?</nav>', index, re.S).group(0)
     listed = [h for h in re.findall(r'<li><a href="([^"#]+)"', nav)]
-    assert listed == [page_name(nb) for nb in nbs]
+    lessons = ["course/" + page_name(nb) for nb in notebooks(NBS / "course") if nb.name[0].isdigit()]
+    course = lessons + ["course/exercises.html", "course/glossary.html"]
+    assert listed == ["index.html"] + course + [page_name(nb) for nb in nbs[1:]]   # home, the course, the reference
+    assert re.findall(r'<p class="nav-section">([^<]+)</p>', nav) == ["The course", "The reference"]
     for nb in nbs: assert (site / page_name(nb)).is_file(), nb
+    for page in course: assert (site / page).is_file(), page
 
 
 def test_hidden_and_exported_cells_do_not_show(site):
@@ -525,9 +529,131 @@ def test_landing_page_says_where_to_start(site):
     assert text.index("Where to start") < text.index("Learn 3D brain-tumour segmentation")   # before the README
     start = html.index('id="where-to-start"')                          # the section, not its line in the contents
     links = re.findall(r'href="((?:course/)?[a-z0-9_]+\.html)', html[start: html.index("Here for the tools", start)])
-    lessons = ["course/" + page_name(nb) for nb in notebooks(NBS / "course")]
+    lessons = ["course/" + page_name(nb) for nb in notebooks(NBS / "course") if nb.name[0].isdigit()]
     assert links[:len(lessons)] == lessons, links   # every lesson, in the course's order, first
     assert links[len(lessons):][:2] == ["lessons.html", "util.html"]
     sections = [l for l in links[len(lessons) + 2:] if l not in ("exercises.html", "checks.html")]
     order = [page_name(nb) for nb in notebooks()]
     assert [order.index(l) for l in sections] == sorted(order.index(l) for l in sections), sections   # in reading order
+
+# ----------------------------------------------------------------------------------------------------
+# a learner finding their way: search, previous / next, a phone, the lessons' notebooks, the glossary
+# ----------------------------------------------------------------------------------------------------
+
+COURSE_ORDER = ["index.html"] + ["course/" + page_name(nb) for nb in notebooks(NBS / "course") if nb.name[0].isdigit()]
+
+
+def test_lesson_pages_offer_their_notebook_with_its_exercises(site):
+    from bts_course.lessons import lesson_exercises, lesson_paths
+    for lesson in lesson_paths():
+        page = (site / "course" / page_name(lesson)).read_text(encoding="utf-8")
+        link = re.search(r'<p class="download"[^>]*><a href="([^"]+)" download>', page)
+        assert link and link.group(1) == lesson.name, lesson.name
+        copy = json.loads((site / "course" / lesson.name).read_text(encoding="utf-8"))
+        assert copy["metadata"]["bts_course"]["exercises"] == lesson_exercises(lesson)
+        assert not any("".join(c["source"]).startswith("#| docs") for c in copy["cells"])  # runs without ../shared
+
+
+def test_the_glossary_defines_the_terms_and_lessons_link_to_it(site):
+    glossary = page_text((site / "course" / "glossary.html").read_text(encoding="utf-8"))
+    for term in ("FLAIR", "T1-Gd", "Voxel", "NIfTI", "BraTS regions", "Patch", "Standardisation", "Dice coefficient",
+                 "Soft dice", "Sensitivity", "Specificity", "HD95", "Calibration", "ECE", "Test-time augmentation"):
+        assert term in glossary, term
+    links = [l for p in (site / "course").glob("*.html") if p.name != "glossary.html"
+             for l in re.findall(r'href="glossary\.html#([\w-]+)"', p.read_text(encoding="utf-8"))]
+    assert len(set(links)) >= 25 and {"flair", "soft-dice", "hd95", "sensitivity"} <= set(links)
+
+
+def test_titles_render_inline_code_and_show_no_backticks_or_directives(site):
+    for f in site.rglob("*.html"):
+        text = f.read_text(encoding="utf-8")
+        head = re.search(r'<header class="page-title">(.*?)</header>', text, re.S)
+        if head: assert "`" not in head.group(1), f
+        nav = re.search(r'<nav class="sidebar".*?</nav>', text, re.S).group(0)
+        assert "`" not in nav and "`" not in re.search(r"<title>(.*?)</title>", text).group(1), f
+        assert not re.search(r"^\s*#\|", page_text(text), re.M), f
+
+
+def test_a_broken_link_or_an_output_the_site_cannot_show_is_named(tmp_path):
+    nbs = tmp_path / "nbs"
+    (nbs / "course").mkdir(parents=True)
+    (nbs / "index.ipynb").write_text(json.dumps(nb_json(("markdown", "# Home\n> home"), ("markdown", "[on](course/01_a.ipynb#nowhere)"))))
+    odd = nb_json(("markdown", "# 1. A\n> a lesson"), ("code", "x"))
+    odd["cells"][1]["outputs"] = [{"output_type": "display_data", "data": {"application/x-unknown": "?"}, "metadata": {}}]
+    (nbs / "course" / "01_a.ipynb").write_text(json.dumps(odd))
+    r = run(BUILD, "--nbs", nbs, "--out", tmp_path / "site", check=False)
+    assert r.returncode == 1, r.stdout
+    assert "index.html: 'course/a.html#nowhere': no id 'nowhere' in course/a.html" in r.stderr, r.stderr
+    assert re.search(r"course/a\.html: output cell-\d+-output-0 has no form the site can show \(application/x-unknown\)", r.stderr)
+
+
+@pytest.fixture(scope="module")
+def learner_page(site, chromium):
+    "A Chromium page over the served site: yields (page, base_url, console errors)"
+    from playwright.sync_api import sync_playwright
+    srv = serve(site)
+    errors = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            yield page, f"http://127.0.0.1:{srv.server_port}/", errors
+            browser.close()
+    finally:
+        srv.shutdown()
+
+
+@pytest.mark.parametrize("query, pages", [("soft dice", ["course/dice_and_soft_dice.html", "metrics.html"]),
+                                          ("HD95", ["course/brats_regions_and_hd95.html", "scores.html"])])
+def test_search_finds_a_term_in_the_lesson_and_the_reference(learner_page, query, pages):
+    page, base, errors = learner_page
+    page.goto(base + "course/the_data.html")
+    page.fill(".pagefind-ui__search-input", query)
+    page.wait_for_selector(".pagefind-ui__result-link", timeout=30_000)
+    page.wait_for_timeout(500)
+    found = [urlparse(h).path.lstrip("/") for h in page.eval_on_selector_all(
+        ".pagefind-ui__result-link", "els => els.map(e => e.getAttribute('href'))")]
+    for p in pages: assert p in found, (query, found)
+    page.click(f'.pagefind-ui__result-link[href="/{pages[0]}"]')
+    page.wait_for_load_state("load")
+    assert urlparse(page.url).path == "/" + pages[0]
+    assert not errors, errors
+
+
+def test_previous_and_next_walk_the_course_in_order(learner_page):
+    page, base, errors = learner_page
+    page.goto(base + COURSE_ORDER[0])
+    walked = [COURSE_ORDER[0]]
+    for _ in COURSE_ORDER[1:]:
+        page.click(".prev-next a.next")
+        page.wait_for_load_state("load")
+        walked.append(urlparse(page.url).path.lstrip("/"))
+    assert walked == COURSE_ORDER
+    page.click(".prev-next a.prev")
+    page.wait_for_load_state("load")
+    assert urlparse(page.url).path.lstrip("/") == COURSE_ORDER[-2]
+    assert not errors, errors
+
+
+def test_on_a_phone_the_content_comes_before_the_navigation(learner_page, site):
+    page, base, errors = learner_page
+    page.set_viewport_size({"width": 400, "height": 800})
+    try:
+        wide = []
+        for f in sorted(site.rglob("*.html")):  # no page scrolls sideways: wide code, tables and outputs scroll in place
+            page.goto(base + f.relative_to(site).as_posix())
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if width > 401: wide.append((f.relative_to(site).as_posix(), width))
+        assert not wide, wide
+        for p in ("index.html", "course/dice_and_soft_dice.html", "metrics.html"):
+            page.goto(base + p)
+            first = page.locator("main > *").first.bounding_box()  # the page's own first block: its title, or its first words
+            nav = page.locator("nav.sidebar").bounding_box()
+            assert first["y"] < 400 and nav["y"] > first["y"] + first["height"], (p, first, nav)  # seen without scrolling
+            page.click("a.to-contents")  # one tap from the header to the contents
+            assert page.evaluate("document.querySelector('nav.sidebar').getBoundingClientRect().top") < 400
+    finally:
+        page.set_viewport_size({"width": 1280, "height": 900})
+    assert not errors, errors
