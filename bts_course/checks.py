@@ -184,8 +184,8 @@ get_sub_volume = register(Check(
                 hint="Background is the label code 0; the ratio is the fraction of the label patch's voxels that hold it."),
         Mistake("background counted, not its share",
                 "Your ratio counts background voxels (a number up to the patch's size) and compares the count with "
-                "`background_threshold`, a share between 0 and 1: only a patch without any background passes, so the "
-                "course's test finds none. Divide by the number of voxels in the patch (or take the mean of the test).",
+                "`background_threshold`, a share between 0 and 1: only a patch without any background passes, so on most "
+                "labels no patch qualifies. Divide by the number of voxels in the patch (or take the mean of the test).",
                 _counts_background, example=(("np.mean(label[box] == 0)", "np.sum(label[box] == 0)"),),
                 hint="0.95 is a fraction of the patch, not a number of voxels."),
         Mistake("returns None",
