@@ -5,7 +5,8 @@
    loss at the end, and validation soft dice loss and dice on patches of the validation patients.
 2. Model size for the budget. Time of one training step at 8, 12 and 16 base filters on the recipe's patch, and
    what each would ship: parameters and float32 weights in MB, against the 10 MB the package allows.
-3. Where a step's time goes. The data pipeline (reading an HDF5 patch, cropping, standardising, flipping,
+3. Where a step's time goes. Reading only the training window of a stored patch against reading all of it and
+   cropping after. The data pipeline (reading an HDF5 patch's window, standardising, flipping,
    jittering: the generator alone) beside the computation (`train_on_batch` on a ready batch); then `model.fit`
    through the generator with reading threads, against the same steps on ready arrays: the share of step time
    the pipeline still costs when it runs beside the computation. The computation's arithmetic rate
@@ -123,6 +124,12 @@ def where_time_goes(data: Path):
     start = time.perf_counter()
     batches = [train[i] for i in range(n)]
     pipeline = (time.perf_counter() - start) / n
+    box = tuple(slice(0, p) for p in PATCH)
+    indices = range(20, 20 + 2 * n)
+    start = time.perf_counter(); [train.load(i) for i in indices]; whole = (time.perf_counter() - start) / len(indices)
+    start = time.perf_counter(); [train.load(i, box) for i in indices]; window = (time.perf_counter() - start) / len(indices)
+    print(f"reading and converting one patch: the whole stored patch {whole:.2f} s (cropped after), only the window "
+          f"{window:.2f} s (what the generator does): {whole / window:.1f}x less")
     model = recipe_model(1e-3)
     X, y = batches[0]
     compute = median_time(lambda: model.train_on_batch(X, y), repeats=4)

@@ -10,9 +10,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'demo_parser', 'demo_command', 'download_parser', 'download_command',
            'preprocess_parser', 'preprocess_command', 'train_parser', 'train_command', 'predict_parser',
-           'predict_command', 'export_parser', 'export_command', 'calibrate_parser', 'calibrate_command',
-           'doctor_parser', 'doctor_command', 'gif_parser', 'gif_command', 'exercises_parser', 'exercises_command',
-           'main']
+           'predict_command', 'prepare_parser', 'prepare_command', 'export_parser', 'export_command',
+           'calibrate_parser', 'calibrate_command', 'doctor_parser', 'doctor_command', 'gif_parser', 'gif_command',
+           'exercises_parser', 'exercises_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #a6291127
 class CommandError(Exception):
@@ -153,6 +153,8 @@ def preprocess_command(
 # %% ../nbs/10_cli.ipynb #37b14a3a
 def train_parser() -> CommandParser:  # the parser of `bts train`
     "The options of `bts train`"
+    from bts_course.labels import OUTPUTS
+    from bts_course.metrics import LOSSES
     from bts_course.model import unet_model_3d
     from bts_course.training import LEARNING_RATE_SCHEDULES, VolumeDataGenerator, learning_rate_schedule, train
     model_default, train_default = (lambda name: _default(unet_model_3d, name)), (lambda name: _default(train, name))
@@ -182,6 +184,11 @@ def train_parser() -> CommandParser:  # the parser of `bts train`
     p.add_argument("--layer-normalization", choices=["none", "batch", "instance"], default="none",
                    help="normalisation after each convolution (default none, the course's)")
     p.add_argument("--deconvolution", action="store_true", help="learnt transposed convolutions instead of upsampling")
+    p.add_argument("--outputs", choices=tuple(OUTPUTS), default=model_default("outputs"), help="what the three sigmoid "
+                   "channels learn: the course's classes (edema, non-enhancing, enhancing) or BraTS's nested regions "
+                   "(whole tumour, tumour core, enhancing tumour), as nnU-Net trains for BraTS (default %(default)s)")
+    p.add_argument("--loss", choices=tuple(LOSSES), default="soft_dice", help="the training loss: the course's soft dice, "
+                   "or soft dice plus binary cross-entropy (nnU-Net's) (default %(default)s)")
     p.add_argument("--flip", action="store_true", help="augment with random flips along the three axes")
     p.add_argument("--intensity-jitter", type=float, default=_default(VolumeDataGenerator.__init__, "intensity_jitter"),
                    help="augment: scale each standardised channel by 1 ± J and shift it by ± J at random (default %(default)s: off)")
@@ -203,7 +210,7 @@ def train_command(
     "`bts train DATASET --out DIR [options]`: train a 3D U-Net on a folder of course patches"
     import keras
     from bts_course.data import MODALITIES, write_json
-    from bts_course.metrics import soft_dice_loss
+    from bts_course.metrics import LOSSES
     from bts_course.model import unet_model_3d
     import numpy as np
     from bts_course.training import (VolumeDataGenerator, learning_rate_schedule, machine_description, patch_files, read_config,
@@ -216,7 +223,7 @@ def train_command(
     if not config["train"]: raise ValueError(f"{a.dataset}: config.json lists no training patches")
     out = Path(a.out)
     if out.exists() and not out.is_dir(): raise FileExistsError(f"{out}: exists and is not a folder")
-    kw = dict(batch_size=a.batch_size, patch_size=a.patch_size, seed=a.seed, workers=a.workers)
+    kw = dict(batch_size=a.batch_size, patch_size=a.patch_size, seed=a.seed, workers=a.workers, outputs=a.outputs)
     train_gen = VolumeDataGenerator(a.dataset, "train", flip=a.flip, intensity_jitter=a.intensity_jitter,
                                     batches_per_epoch=a.steps_per_epoch, **kw)
     valid_files = patch_files(a.dataset, "valid")
@@ -232,9 +239,9 @@ def train_command(
     keras.utils.set_random_seed(a.seed)
     layer_normalization = None if a.layer_normalization == "none" else a.layer_normalization
     def build():
-        return unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
+        return unet_model_3d(LOSSES[a.loss], input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
                              n_base_filters=a.base_filters, initial_learning_rate=learning_rate,
-                             deconvolution=a.deconvolution, layer_normalization=layer_normalization)
+                             deconvolution=a.deconvolution, layer_normalization=layer_normalization, outputs=a.outputs)
     record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")},
               "bts_course": _version(), "commit": _git_commit(), "machine": machine_description()}
     record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
@@ -244,6 +251,61 @@ def train_command(
                    verbose=1 if sys.stdout.isatty() else 2, callbacks=[record_args])
     print(f"best model: {result.best_path}" if result.best_path.is_file() else "no checkpoint written")
     return 0
+
+# %% ../nbs/10_cli.ipynb #a69f5544
+def _native_options(
+    p:CommandParser,  # the parser to add them to (`bts prepare`, `bts predict`)
+) -> CommandParser:  # `p`
+    "The options that read a patient's own series (DICOM folders or NIfTI files) and register them, shared by prepare and predict"
+    from bts_course.native import prepare_case
+    g = p.add_argument_group("a patient's own series (any grid, orientation and voxel size; see 'Your own scans')")
+    g.add_argument("--sequence", nargs="+", metavar="NAME=PATH", help="which DICOM folder or image file is which sequence, "
+                   "e.g. FLAIR=ax_flair/ T1w=t1.nii.gz T1gd=t1_gd/ T2w=t2/ (names: FLAIR, T1w, T1gd, T2w, or flair, t1, "
+                   "t1ce, t2 ...); without it, INPUT is a folder whose files or sub-folders are named after the sequences")
+    g.add_argument("--series", nargs="+", metavar="NAME=UID", help="the SeriesInstanceUID to read where a DICOM folder holds "
+                   "several series, e.g. FLAIR=1.2.840...")
+    g.add_argument("--reference", default=_default(prepare_case, "reference"),
+                   help="the sequence the others are registered to, and whose grid the labels come back on (default %(default)s)")
+    g.add_argument("--seed", type=int, default=_default(prepare_case, "seed"), help="seeds the registrations (default %(default)s)")
+    g.add_argument("--allow-unstripped", action="store_true", help="go on, with a warning, when a sequence does not look "
+                   "skull-stripped (the model was trained on skull-stripped brains: expect false tumour in the skull)")
+    return p
+
+def _pairs(values, option: str) -> dict:
+    "NAME=VALUE items of an option as a dict, or a usage error naming the option"
+    out = {}
+    for item in values or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value: raise CommandError(f"{option} {item}: expected NAME=VALUE, e.g. FLAIR=ax_flair/")
+        out[name] = value
+    return out
+
+def _prepare_from_args(args, name: str):
+    "Read, check and register the series the command line names: a `PreparedCase`"
+    from bts_course.native import find_sequences, prepare_case, sequence_name
+    sequences = _pairs(args.sequence, "--sequence")
+    if not sequences:
+        if args.input is None: raise CommandError("give a folder of series (INPUT) or --sequence NAME=PATH for each of the four")
+        sequences = find_sequences(args.input)
+    try: uids = {sequence_name(k): v for k, v in _pairs(args.series, "--series").items()}
+    except ValueError as e: raise CommandError(f"--series: {e}") from None
+    try: sequences = {sequence_name(k): v for k, v in sequences.items()}
+    except ValueError as e: raise CommandError(f"--sequence: {e}") from None
+    unknown = sorted(set(uids) - set(sequences))
+    if unknown: raise CommandError(f"--series names {', '.join(unknown)}, which no --sequence gives")
+    sources = {m: (p, uids[m]) if m in uids else p for m, p in sequences.items()}
+    return prepare_case(sources, reference=args.reference, seed=args.seed, allow_unstripped=args.allow_unstripped,
+                        name=name, progress=sys.stderr.isatty())
+
+def _print_registrations(prepared):
+    "One line per sequence: the motion found, its similarity and the alignment check"
+    for m, reg in prepared.registrations.items():
+        if m == prepared.reference: continue
+        check = prepared.alignment[m]
+        print(f"  {m}: rotation {', '.join(f'{a:+.1f}' for a in reg.angles)} deg, shift "
+              f"{', '.join(f'{t:+.1f}' for t in reg.translation)} mm; Mattes MI {reg.metric:.3f}, NMI {check['nmi']:.3f}"
+              + (f" -- LOOKS MISALIGNED (a 4 mm shift matches better: {check['best_shifted_nmi']:.3f}); check it"
+                 if check["misaligned"] else ""), flush=True)
 
 # %% ../nbs/10_cli.ipynb #e0e045cf
 def predict_parser() -> CommandParser:  # the parser of `bts predict`
@@ -269,7 +331,8 @@ def predict_parser() -> CommandParser:  # the parser of `bts predict`
     p = CommandParser(prog="bts predict", description="Segment whole scans with a trained model and write NIfTI label maps "
                       "(uint8: 0 background, 1 edema, 2 non-enhancing tumour, 3 enhancing tumour) with the input's "
                       "affine and header.")
-    p.add_argument("input", help="a case (MSD image file, BraTS case folder) or a folder of cases")
+    p.add_argument("input", nargs="?", help="a case (MSD image file, BraTS case folder) or a folder of cases; with --native, "
+                   "a folder of a patient's own series")
     p.add_argument("-o", "--output", required=True, help="output .nii.gz file for one case, or a folder")
     p.add_argument("--model", help="a model folder written by 'bts export' or a .keras file such as best.keras from 'bts train' "
                    "(default: the model shipped with the package, trained on real BraTS 2018 patients)")
@@ -297,7 +360,10 @@ def predict_parser() -> CommandParser:  # the parser of `bts predict`
     p.add_argument("--convention", choices=tuple(REGION_CONVENTIONS),
                    help="with --scores, how empty and disjoint regions are scored: brats (the official BraTS evaluation: "
                    "NaN when absent from both, HD95 373 mm when missed; default) or medpy (Dice 1 / HD95 0, and inf)")
-    return p
+    p.add_argument("--native", action="store_true", help="INPUT (or --sequence) is a patient's own series, on their own grids: "
+                   "register them, predict, and write the labels on the reference's own grid and a report into the folder OUTPUT")
+    p.add_argument("--all-grids", action="store_true", help="with --native / --sequence: the labels on every sequence's grid too")
+    return _native_options(p)
 
 def _output_file(path) -> str:
     "The label map's file name for the case at `path`: its own name, `.nii.gz` added to a BraTS folder's"
@@ -315,6 +381,8 @@ def predict_command(
     from bts_course.pretrained import load_for_prediction
     p = predict_parser()
     args = p.parse_args(argv)
+    if args.native or args.sequence: return _predict_native(args, p)
+    if args.input is None: p.error("the following arguments are required: input (or --sequence NAME=PATH ...)")
     if args.scores is not None and not args.scores.lower().endswith(".csv"): p.error(f"--scores {args.scores} must end with .csv")
     if args.scores is None and args.convention is not None: p.error("--convention goes with --scores")
     convention = args.convention or "brats"
@@ -337,7 +405,7 @@ def predict_command(
         counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))
         print(f"{case.name}: {target} ({counts} voxels; {seconds:.1f} s)", flush=True)
     table = predict_folder(model, paths, targets, threshold, args.mode, score=args.scores is not None, convention=convention,
-                           progress=sys.stderr.isatty(), on_case=report, **kwargs)
+                           progress=sys.stderr.isatty(), on_case=report, postprocessing=card.get("postprocess"), **kwargs)
     if args.scores is not None:
         if table.empty: raise CaseError(f"--scores: none of the {len(paths)} case(s) has a label map to score against")
         write_scores(table, args.scores)
@@ -345,6 +413,51 @@ def predict_command(
         print(f"scores of {len(rows)} case(s) ({convention} convention) written to {args.scores}"
               + (f"; {unscored} case(s) without a label map not scored" if unscored else ""))
         print(summarize_scores(table).round(4).to_string())
+    return 0
+
+# %% ../nbs/10_cli.ipynb #3add902a
+def _predict_native(args, p) -> int:
+    "`bts predict` on a patient's own series: prepare, predict, labels on the reference's grid (or every grid), report"
+    from bts_course.native import predict_native, write_report
+    from bts_course.pretrained import load_for_prediction
+    if args.scores is not None: p.error("--scores needs cases with label maps; a patient's own series have none")
+    name = Path(args.input).name if args.input else "case"
+    prepared = _prepare_from_args(args, name)
+    _print_registrations(prepared)
+    model, card = load_for_prediction(args.model)
+    if args.threshold is not None: card = {**card, "threshold": args.threshold[0] if len(args.threshold) == 1 else args.threshold}
+    kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, flips=args.flips,
+                  progress=sys.stderr.isatty())
+    if args.intensity_normalization: kwargs["intensity_normalization"] = args.intensity_normalization
+    if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
+    result = predict_native(model, prepared, card, all_grids=args.all_grids, mode=args.mode, **kwargs)
+    out = write_report(args.output, prepared, result)
+    volumes = ", ".join(f"{r.lower()} {v:.1f} ml" for r, v in result.volumes.items())
+    print(f"{name}: {volumes}; labels on the grid of {', '.join(result.native)} and the report written to {out}")
+    return 0
+
+# %% ../nbs/10_cli.ipynb #cb01e745
+def prepare_parser() -> CommandParser:  # the parser of `bts prepare`
+    "The options of `bts prepare`"
+    p = CommandParser(prog="bts prepare", description="Register a patient's own series (DICOM folders or NIfTI files) onto the "
+                      "model's 1 mm grid and write them as a BraTS-named case, with the registration report, for inspection.")
+    p.add_argument("input", nargs="?", help="a folder of the four series, named after the sequences (or give --sequence)")
+    p.add_argument("-o", "--output", required=True, help="the folder to write (it must not exist)")
+    p.add_argument("--name", help="the case's name in the file names (default: INPUT's folder name, else 'case')")
+    return _native_options(p)
+
+def prepare_command(
+    argv:list,  # the arguments after `bts prepare`
+) -> int:  # the exit code: 0 on success
+    "`bts prepare [INPUT] [--sequence NAME=PATH ...] -o OUTPUT`: a patient's series aligned on the model's grid, and the registration report"
+    from bts_course.native import write_report
+    args = prepare_parser().parse_args(argv)
+    name = args.name or (Path(args.input).name if args.input else "case")
+    prepared = _prepare_from_args(args, name)
+    out = write_report(args.output, prepared, aligned=True)
+    print(f"{name}: {len(prepared.sequences)} sequences registered to {prepared.reference} and resampled onto "
+          f"{prepared.case.image.shape[:3]} voxels of 1 mm; written to {out}")
+    _print_registrations(prepared)
     return 0
 
 # %% ../nbs/10_cli.ipynb #4acbb7d6
@@ -506,6 +619,7 @@ COMMANDS = {  # name: (library module it needs, function, one-line help)
     "preprocess": ("bts_course.dataset", preprocess_command, "cut a folder of cases into HDF5 training patches"),
     "train": ("bts_course.training", train_command, "train a 3D U-Net on a patch data set"),
     "predict": ("bts_course.inference", predict_command, "segment whole scans and write NIfTI label maps"),
+    "prepare": ("bts_course.native", prepare_command, "register a patient's own series onto the model's 1 mm grid, for inspection"),
     "export": ("bts_course.pretrained", export_command, "write a model folder with its model card from a training run"),
     "calibrate": ("bts_course.pretrained", calibrate_command, "choose a model's thresholds and temperatures on validation cases"),
     "doctor": ("bts_course.doctor", doctor_command, "check what this machine can do for the course"),

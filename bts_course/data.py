@@ -15,7 +15,8 @@ import nibabel as nib
 __all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSES', 'LAYOUTS', 'MAX_VOXELS', 'load_case',
            'count_nonfinite', 'check_size', 'check_image', 'check_patch', 'check_codes', 'check_label', 'one_hot',
            'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'Case', 'detect_layout',
-           'label_file_of', 'read_case', 'case_file_name', 'find_cases', 'Patch', 'example_patches']
+           'nii_stem', 'find_modality', 'label_file_of', 'read_case', 'case_file_name', 'find_cases', 'Patch',
+           'example_patches']
 
 # %% ../nbs/00_data.ipynb #1220b336
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")  # channel order of every image in this package
@@ -333,21 +334,26 @@ def detect_layout(
     if path.is_file(): return "msd"
     if not path.is_dir(): raise FileNotFoundError(f"{path}: no such file or folder")
     for name in ("brats2023", "brats2021"):
-        if any(_find_modality(path, s) for s in LAYOUTS[name].modality_suffixes): return name
+        if any(find_modality(path, s) for s in LAYOUTS[name].modality_suffixes): return name
     raise CaseError(f"{path}: no MRI files found; expected an MSD image file, a BraTS 2018-2021 folder "
                     f"(*_flair/_t1/_t1ce/_t2.nii.gz) or a BraTS 2023+ folder (*-t2f/-t1n/-t1c/-t2w.nii.gz)")
 
 # %% ../nbs/00_data.ipynb #ed541a99
-def _nii_stem(path: Path) -> str:
-    "File name without `.nii` / `.nii.gz`"
+def nii_stem(
+    path:Path,  # a file, `.nii`, `.nii.gz` or anything else
+) -> str:  # its name without `.nii` / `.nii.gz` (any other file: without its last suffix)
+    "A NIfTI file's name without its extension: `BraTS-GLI-00000-000-t1c.nii.gz` -> `BraTS-GLI-00000-000-t1c`"
     name = path.name
     for ext in (".nii.gz", ".nii"):
         if name.endswith(ext): return name[: -len(ext)]
     return path.stem
 
-def _find_modality(folder: Path, suffix: str):
-    "The file in `folder` whose stem ends with `suffix`, or None"
-    hits = [p for p in sorted(folder.iterdir()) if not p.name.startswith("._") and _nii_stem(p).endswith(suffix)
+def find_modality(
+    folder:Path,  # a case's folder
+    suffix:str,  # how the file's stem ends, e.g. `_flair` or `-t1c`
+) -> Path | None:  # the one NIfTI file whose stem ends with `suffix`, or None; several are an error (`CaseError`)
+    "The NIfTI file in `folder` whose stem ends with `suffix` (macOS `._` files ignored)"
+    hits = [p for p in sorted(folder.iterdir()) if not p.name.startswith("._") and nii_stem(p).endswith(suffix)
             and p.name.endswith((".nii", ".nii.gz"))]
     if len(hits) > 1: raise CaseError(f"{folder}: several files end with {suffix!r}: {[h.name for h in hits]}")
     return hits[0] if hits else None
@@ -362,7 +368,7 @@ def label_file_of(
     if layout == "msd":
         candidate = path.parent.parent / "labelsTr" / path.name
         return candidate if candidate.is_file() else None
-    return _find_modality(path, LAYOUTS[layout].label_suffix)
+    return find_modality(path, LAYOUTS[layout].label_suffix)
 
 # %% ../nbs/00_data.ipynb #a748ae6f
 def read_case(
@@ -376,7 +382,7 @@ def read_case(
     if layout != "msd": return _read_brats_folder(path, LAYOUTS[layout], nonfinite)
     label_file = label_file_of(path)
     image, label, img = _read_msd_files(path, label_file, nonfinite)
-    return Case(image, label, img.affine.astype(np.float64), _nii_stem(path), "msd", img.header,
+    return Case(image, label, img.affine.astype(np.float64), nii_stem(path), "msd", img.header,
                 {"image": path, "label": label_file})
 
 # %% ../nbs/00_data.ipynb #7cdb531f
@@ -384,7 +390,7 @@ def _read_brats_folder(path: Path, layout: Layout, nonfinite: str) -> Case:
     "A BraTS case folder with one file per modality"
     files = {}
     for modality, suffix in zip(MODALITIES, layout.modality_suffixes, strict=True):
-        hit = _find_modality(path, suffix)
+        hit = find_modality(path, suffix)
         if hit is None: raise CaseError(f"{path}: missing the {modality} file (*{suffix}.nii.gz) of a {layout.name} case")
         files[modality] = hit
     first = _open_nifti(files[MODALITIES[0]])

@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pandas as pd
 from .data import CLASS_NAMES, check_label
-from .labels import check_probabilities
+from .labels import check_probabilities, postprocess
 from .scores import BRATS_REGIONS
 
 # %% auto #0
-__all__ = ['REGION_CLASSES', 'region_score', 'sweep_counts', 'rates', 'region_curves', 'choose_thresholds', 'curve_areas',
-           'reliability_table', 'expected_calibration_error', 'apply_temperature', 'negative_log_likelihood',
-           'fit_temperature', 'error_detection_auc']
+__all__ = ['REGION_CLASSES', 'region_score', 'sweep_counts', 'rates', 'region_curves', 'choose_thresholds',
+           'choose_postprocessing', 'curve_areas', 'reliability_table', 'expected_calibration_error',
+           'apply_temperature', 'negative_log_likelihood', 'fit_temperature', 'error_detection_auc']
 
 # %% ../nbs/07b_decisions.ipynb #49f8f320
 REGION_CLASSES = {region: tuple(code - 1 for code in codes) for region, codes in BRATS_REGIONS.items()}  # region -> class channels
@@ -120,6 +120,33 @@ def choose_thresholds(
         rows[region] = {"class": CLASS_NAMES[free], "threshold": chosen[free], "Dice": dice[k], "Sensitivity": sens[k],
                         "Specificity": spec[k]}
     return tuple(chosen), pd.DataFrame.from_dict(rows, orient="index").loc[list(REGION_CLASSES)]
+
+# %% ../nbs/07b_decisions.ipynb #15872eab
+def choose_postprocessing(
+    predictions:list,  # label maps `(X, Y, Z)` of codes 0-3, one per validation case (before cleaning)
+    truths:list,  # the true label maps, same shapes
+    component_sizes=(0, 100, 500, 2000),  # candidates for `postprocess`' `min_component_voxels` (0: off)
+    enhancing_sizes=(0, 50, 200, 500),  # candidates for `postprocess`' `min_enhancing_voxels` (0: off)
+) -> tuple:  # `(settings, table)`: `postprocess` keyword arguments, and mean region Dice for every pair of sizes
+    "The cleaning of label maps that scores best on validation cases; off where it does not pay"
+    from bts_course.scores import binary_dice
+    if len(predictions) != len(truths) or not predictions:
+        raise ValueError(f"expected as many truths as predictions, at least one; got {len(predictions)} and {len(truths)}")
+    truths = [check_label(t, "truth", np.shape(p)) for p, t in zip(predictions, truths, strict=True)]
+    rows = []
+    for components in sorted(component_sizes):
+        for enhancing in sorted(enhancing_sizes):
+            cleaned = [postprocess(p, components, enhancing) for p in predictions]
+            row = {"min_component_voxels": int(components), "min_enhancing_voxels": int(enhancing)}
+            for region, codes in BRATS_REGIONS.items():
+                pairs = [(np.isin(c, codes), np.isin(t, codes)) for c, t in zip(cleaned, truths, strict=True)]
+                values = [binary_dice(c, t) for c, t in pairs if c.any() or t.any()]
+                row[region] = float(np.mean(values)) if values else math.nan
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    table["mean"] = table[list(BRATS_REGIONS)].mean(axis=1)
+    best = table.loc[table["mean"].round(6).idxmax()]  # the first of the best: the smallest sizes, since rows go up
+    return {k: int(best[k]) for k in ("min_component_voxels", "min_enhancing_voxels")}, table
 
 # %% ../nbs/07b_decisions.ipynb #b2b39471
 def curve_areas(

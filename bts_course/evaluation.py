@@ -14,10 +14,10 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image, check_patch,
                              check_label, check_size, find_cases, label_file_of, one_hot, read_case, save_nifti)
-from .labels import probabilities_to_labels
+from .labels import postprocess, probabilities_to_labels
 from .inference import label_header, predict_volume
 from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
-from .model import check_divisible, model_divisor, model_io, round_to_divisor, with_input_shape
+from .model import check_divisible, model_divisor, model_io, model_outputs, round_to_divisor, with_input_shape
 from .preprocess import standardize
 from .viz import AXIS_NAMES, get_labeled_image, plane_slice, tumour_centre
 
@@ -185,13 +185,16 @@ def predict_case(
     case:Case,  # the case to predict, e.g. from `read_case`
     threshold:float=0.5,  # probability above which a class is predicted
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
+    postprocessing:dict|None=None,  # `labels.postprocess` keyword arguments (a model card's `postprocess`), or None
     **predict_kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
 ) -> tuple:  # `(labels (X, Y, Z) uint8, probabilities (X, Y, Z, n) float32, seconds)`
-    "Predict a whole case with `predict_volume` and make its label map: the one prediction step of every evaluation"
+    """Predict a whole case with `predict_volume` and make its label map: the one prediction step of every evaluation.
+    A region model's channels (`model_outputs`) become codes by the nested rule; `postprocessing` cleans the map."""
     start = time.perf_counter()
     probs = predict_volume(model, case.image, **predict_kwargs)
     seconds = time.perf_counter() - start
-    return probabilities_to_labels(probs, threshold, mode), probs, seconds
+    labels = probabilities_to_labels(probs, threshold, mode, outputs=model_outputs(model))
+    return (labels if not postprocessing else postprocess(labels, **postprocessing)), probs, seconds
 
 def evaluate_case(
     model,  # a channels-first 3D model
@@ -199,11 +202,12 @@ def evaluate_case(
     threshold:float=0.5,  # probability above which a class is predicted
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
     convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
+    postprocessing:dict|None=None,  # `labels.postprocess` keyword arguments (a model card's `postprocess`), or None
     **predict_kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
 ) -> CaseEvaluation:  # labels, probabilities, both score tables and the prediction time
     "Predict `case` with `predict_volume` and score the label map"
     if case.label is None: raise ValueError(f"{case.name}: the case has no label map to evaluate against")
-    labels, probs, seconds = predict_case(model, case, threshold, mode, **predict_kwargs)
+    labels, probs, seconds = predict_case(model, case, threshold, mode, postprocessing, **predict_kwargs)
     return score_prediction(case, labels, probs, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #d3c685fc
@@ -217,6 +221,7 @@ def predict_folder(
     convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
     progress:bool=True,  # a progress bar over the cases
     on_case=None,  # called as `on_case(case, target, labels, seconds)` after each case (e.g. to print a line)
+    postprocessing:dict|None=None,  # `labels.postprocess` keyword arguments (a model card's `postprocess`), or None
     **predict_kwargs,  # passed on to `predict_volume`
 ) -> pd.DataFrame:  # one row per scored case (`CaseEvaluation.row`, `case` its `case_file_name`); empty when none was
     "Predict every case of `paths`, write its label map (with the scan's affine and header) and score it: the loop under `evaluate_folder` and `bts predict`"
@@ -225,7 +230,7 @@ def predict_folder(
     rows = []
     for i, path in enumerate(tqdm(paths, desc="predict", unit="case", disable=not progress)):
         case = read_case(path)
-        labels, probs, seconds = predict_case(model, case, threshold, mode, progress=False, **predict_kwargs)
+        labels, probs, seconds = predict_case(model, case, threshold, mode, postprocessing, progress=False, **predict_kwargs)
         target = None if targets is None else save_nifti(labels, targets[i], case.affine, label_header(case.header))
         if score and case.label is not None:
             rows.append({**score_prediction(case, labels, None, seconds, convention).row(), "case": case_file_name(path)})

@@ -5,12 +5,23 @@
 # %% ../nbs/05a_labels.ipynb #76e4a197
 from __future__ import annotations
 import numpy as np
-from .data import CLASS_NAMES
+from .data import CLASS_NAMES, check_label
+from .scores import BRATS_REGIONS
 
 # %% auto #0
-__all__ = ['check_probabilities', 'check_thresholds', 'probabilities_to_labels']
+__all__ = ['OUTPUTS', 'check_outputs', 'check_probabilities', 'check_thresholds', 'probabilities_to_labels', 'classes_to_regions',
+           'regions_to_classes', 'label_channels', 'remove_small_enhancing', 'remove_small_components', 'postprocess']
 
 # %% ../nbs/05a_labels.ipynb #cbcd08af
+OUTPUTS = {"classes": CLASS_NAMES, "regions": tuple(BRATS_REGIONS)}  # what a model's three channels can hold -> their names
+
+def check_outputs(
+    outputs:str,  # what a model's channels hold
+) -> str:  # `outputs`, one of `OUTPUTS`
+    "`outputs` if it names a kind of model output (`OUTPUTS`: classes or regions), else an error listing them"
+    if outputs not in OUTPUTS: raise ValueError(f"outputs must be one of {tuple(OUTPUTS)}, got {outputs!r}")
+    return outputs
+
 def check_probabilities(
     probs,  # any array of probabilities
     name:str="probabilities",  # what to call it in an error
@@ -44,16 +55,23 @@ def probabilities_to_labels(
     threshold=0.5,  # a class is present where its probability exceeds this: one number, or one per tumour class
     mode:str="threshold",  # "threshold": innermost passing class wins; "argmax": most probable class
     axis:int=-1,  # the class axis of `probs`
+    outputs:str="classes",  # what the channels hold (`OUTPUTS`): "classes" or the BraTS "regions" (whole tumour, core, enhancing)
 ) -> np.ndarray:  # label map of codes 0-3, uint8, `probs`' shape without the class axis
     """Label codes from class probabilities, by the package's one rule.
 
     `mode="threshold"` (the course's rule): class k is predicted where its probability exceeds its threshold; where
     several classes pass, the innermost wins — enhancing (3) over non-enhancing (2) over edema (1).
     `mode="argmax"`: the most probable tumour class, where its probability exceeds its threshold; with 4 channels
-    (a softmax with background) the most probable of all four, and `threshold` is not used."""
+    (a softmax with background) the most probable of all four, and `threshold` is not used.
+    With `outputs="regions"` the channels are whole tumour, tumour core and enhancing tumour, and the threshold rule is
+    exactly the conversion of nested regions into codes (nnU-Net's): 3 where enhancing passes, else 2 where the core
+    passes, else 1 where the whole tumour passes. `"argmax"` compares exclusive classes, so it refuses regions."""
+    if check_outputs(outputs) == "regions" and mode == "argmax":
+        raise ValueError("mode='argmax' picks one of exclusive classes, but a region model's channels (whole tumour, tumour "
+                         "core, enhancing tumour) are nested: use mode='threshold', the region-to-code rule")
     probs = np.moveaxis(check_probabilities(probs), axis, -1)
     if probs.shape[-1] not in (3, 4):
-        raise ValueError(f"expected 3 tumour-class channels {CLASS_NAMES} (or 4 with background first) on axis {axis}; "
+        raise ValueError(f"expected 3 channels {OUTPUTS[outputs]} (or 4 with background first) on axis {axis}; "
                          f"found {probs.shape[-1]} in shape {probs.shape}")
     if mode not in ("threshold", "argmax"): raise ValueError(f"mode must be 'threshold' or 'argmax', got {mode!r}")
     thresholds = check_thresholds(threshold)
@@ -67,3 +85,73 @@ def probabilities_to_labels(
     for code in (1, 2, 3):  # later codes overwrite earlier ones: enhancing > non-enhancing > edema
         labels[tumour[..., code - 1] > thresholds[code - 1]] = code
     return labels
+
+# %% ../nbs/05a_labels.ipynb #3e601fb8
+def classes_to_regions(
+    classes,  # class channels (edema, non-enhancing, enhancing) on `axis`: one-hot or probabilities
+    axis:int=-1,  # the channel axis
+) -> np.ndarray:  # float32 region channels (whole tumour, tumour core, enhancing tumour) on `axis`, same shape
+    "BraTS regions from course classes: enhancing = enhancing, core = non-enhancing + enhancing, whole = all three (at most 1)"
+    c = np.moveaxis(check_probabilities(classes, "classes").astype(np.float32), axis, -1)
+    if c.shape[-1] != 3: raise ValueError(f"expected 3 class channels {CLASS_NAMES} on axis {axis}; found shape {np.shape(classes)}")
+    regions = np.minimum(np.cumsum(c[..., ::-1], axis=-1)[..., ::-1], 1)
+    return np.moveaxis(regions, -1, axis)
+
+def regions_to_classes(
+    regions,  # region channels (whole tumour, tumour core, enhancing tumour) on `axis`, probabilities or 0/1
+    axis:int=-1,  # the channel axis
+) -> np.ndarray:  # float32 class channels (edema, non-enhancing, enhancing) on `axis`, each in [0, 1], summing to at most 1
+    "Course classes from BraTS regions, the regions first made nested: enhancing = ET, non-enhancing = TC − ET, edema = WT − TC"
+    r = np.moveaxis(check_probabilities(regions, "regions").astype(np.float32), axis, -1)
+    if r.shape[-1] != 3: raise ValueError(f"expected 3 region channels {OUTPUTS['regions']} on axis {axis}; found shape {np.shape(regions)}")
+    whole = r[..., 0]
+    core = np.minimum(r[..., 1], whole)
+    enhancing = np.minimum(r[..., 2], core)
+    return np.moveaxis(np.stack([whole - core, core - enhancing, enhancing], -1), -1, axis)
+
+def label_channels(
+    labels,  # a label map `(X, Y, Z)` of codes 0-3
+    outputs:str="classes",  # which channels: "classes" (one per tumour class) or "regions" (BraTS's nested regions)
+) -> np.ndarray:  # `(X, Y, Z, 3)` bool: what each of a model's channels should say at every voxel
+    "The truth of a model's three channels from a label map: class k is code k; a region is its BraTS codes"
+    labels = check_label(labels, "labels")
+    codes = [(k,) for k in (1, 2, 3)] if check_outputs(outputs) == "classes" else list(BRATS_REGIONS.values())
+    return np.stack([np.isin(labels, c) for c in codes], -1)
+
+# %% ../nbs/05a_labels.ipynb #4bbbd9b0
+def remove_small_enhancing(
+    labels,  # a label map `(X, Y, Z)` of codes 0-3
+    min_voxels:int,  # an enhancing region with fewer voxels than this (in the whole scan) is not kept; 0 keeps all
+) -> np.ndarray:  # uint8 `(X, Y, Z)`: the map, its enhancing voxels made non-enhancing (2) when they are too few
+    "nnU-Net's BraTS rule: a scan's enhancing tumour under `min_voxels` voxels in all becomes non-enhancing core"
+    labels, min_voxels = check_label(labels, "labels").copy(), _check_size(min_voxels, "min_voxels")
+    enhancing = labels == 3
+    if 0 < enhancing.sum() < min_voxels: labels[enhancing] = 2
+    return labels
+
+def remove_small_components(
+    labels,  # a label map `(X, Y, Z)` of codes 0-3
+    min_voxels:int,  # a connected piece of tumour (all codes together, 26-connected) with fewer voxels is removed; 0 keeps all
+) -> np.ndarray:  # uint8 `(X, Y, Z)`: the map without the small pieces
+    "Tumour pieces (26-connected, any tumour code) under `min_voxels` voxels set to background"
+    from scipy import ndimage
+    labels, min_voxels = check_label(labels, "labels").copy(), _check_size(min_voxels, "min_voxels")
+    if min_voxels == 0: return labels
+    pieces, _ = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))
+    small = np.bincount(pieces.ravel()) < min_voxels
+    small[0] = False                                          # piece 0 is the background
+    labels[small[pieces]] = 0
+    return labels
+
+def _check_size(n, name: str) -> int:
+    "`n` as a non-negative int, or an error naming `name`"
+    if isinstance(n, bool) or not float(n).is_integer() or n < 0: raise ValueError(f"{name} must be a whole number >= 0, got {n!r}")
+    return int(n)
+
+def postprocess(
+    labels,  # a label map `(X, Y, Z)` of codes 0-3
+    min_component_voxels:int=0,  # `remove_small_components`' size (0: off)
+    min_enhancing_voxels:int=0,  # `remove_small_enhancing`'s size (0: off)
+) -> np.ndarray:  # uint8 `(X, Y, Z)`
+    "Both cleaning rules, small pieces first: the post-processing a model card records (`postprocess` in `model.json`)"
+    return remove_small_enhancing(remove_small_components(labels, min_component_voxels), min_enhancing_voxels)

@@ -4,13 +4,15 @@
 
 # %% ../nbs/04_metrics.ipynb #546bce73
 from __future__ import annotations
+from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 import keras
 
 # %% auto #0
-__all__ = ['CLASS_DICE_METRICS', 'single_class_dice_coefficient', 'dice_coefficient', 'soft_dice_loss', 'class_dice',
-           'dice_edema', 'dice_non_enhancing', 'dice_enhancing']
+__all__ = ['dice_edema', 'dice_non_enhancing', 'dice_enhancing', 'CLASS_DICE_METRICS', 'dice_whole_tumor', 'dice_tumor_core',
+           'dice_enhancing_tumor', 'REGION_DICE_METRICS', 'LOSSES', 'single_class_dice_coefficient', 'dice_coefficient',
+           'soft_dice_loss', 'class_dice', 'channel_dice_metric', 'dice_bce_loss']
 
 # %% ../nbs/04_metrics.ipynb #c7b767bc
 def _as_float32(x, name: str) -> tf.Tensor:
@@ -140,28 +142,45 @@ def class_dice(
         raise ValueError(f"class {class_index} asked for, but the class axis has {n_classes} channels")
     return tf.reduce_mean(table[..., class_index])
 
-@keras.saving.register_keras_serializable(package="bts_course")
-def dice_edema(
-    y_true,  # truth `(B, 3, X, Y, Z)`
-    y_pred,  # prediction of the same shape
-) -> tf.Tensor:  # scalar float32
-    "Dice of the edema channel (class 0 of `(B, 3, X, Y, Z)`), named for the training log"
-    return class_dice(y_true, y_pred, 0)
+def channel_dice_metric(
+    name:str,  # the metric's name in the training log and in saved models (registered with Keras under it)
+    index:int,  # which channel of `(B, 3, X, Y, Z)`
+    what:str,  # what the channel holds, for the docstring
+) -> Callable:  # a function `(y_true, y_pred) -> scalar float32`, registered as `bts_course>name`
+    "A Keras metric: the Dice of one output channel (`class_dice`), named for the training log"
+    def metric(
+        y_true,  # truth `(B, 3, X, Y, Z)`
+        y_pred,  # prediction of the same shape
+    ) -> tf.Tensor:  # scalar float32
+        return class_dice(y_true, y_pred, index)
+    metric.__name__ = metric.__qualname__ = name
+    metric.__doc__ = f"Dice of the {what} channel (channel {index} of `(B, 3, X, Y, Z)`), named for the training log"
+    return keras.saving.register_keras_serializable(package="bts_course", name=name)(metric)
 
-@keras.saving.register_keras_serializable(package="bts_course")
-def dice_non_enhancing(
-    y_true,  # truth `(B, 3, X, Y, Z)`
-    y_pred,  # prediction of the same shape
-) -> tf.Tensor:  # scalar float32
-    "Dice of the non-enhancing tumour channel (class 1 of `(B, 3, X, Y, Z)`), named for the training log"
-    return class_dice(y_true, y_pred, 1)
-
-@keras.saving.register_keras_serializable(package="bts_course")
-def dice_enhancing(
-    y_true,  # truth `(B, 3, X, Y, Z)`
-    y_pred,  # prediction of the same shape
-) -> tf.Tensor:  # scalar float32
-    "Dice of the enhancing tumour channel (class 2 of `(B, 3, X, Y, Z)`), named for the training log"
-    return class_dice(y_true, y_pred, 2)
-
+dice_edema = channel_dice_metric("dice_edema", 0, "edema")
+dice_non_enhancing = channel_dice_metric("dice_non_enhancing", 1, "non-enhancing tumour")
+dice_enhancing = channel_dice_metric("dice_enhancing", 2, "enhancing tumour")
 CLASS_DICE_METRICS = (dice_edema, dice_non_enhancing, dice_enhancing)  # in the order of CLASS_NAMES
+
+# %% ../nbs/04_metrics.ipynb #91aa4b95
+dice_whole_tumor = channel_dice_metric("dice_whole_tumor", 0, "whole-tumour region")
+dice_tumor_core = channel_dice_metric("dice_tumor_core", 1, "tumour-core region")
+dice_enhancing_tumor = channel_dice_metric("dice_enhancing_tumor", 2, "enhancing-tumour region")
+
+REGION_DICE_METRICS = (dice_whole_tumor, dice_tumor_core, dice_enhancing_tumor)  # in the order of labels.OUTPUTS["regions"]
+
+# %% ../nbs/04_metrics.ipynb #e9832b1e
+@keras.saving.register_keras_serializable(package="bts_course")
+def dice_bce_loss(
+    y_true,  # truth `(C, X, Y, Z)` or a `(B, C, X, Y, Z)` batch, 0/1
+    y_pred,  # predicted probabilities of the same shape (sigmoid outputs)
+    axis=(1, 2, 3),  # the spatial axes of one sample, as `soft_dice_loss` takes them
+    epsilon:float=1e-5,  # the soft dice's epsilon
+) -> tf.Tensor:  # scalar float32: soft dice loss (in [0, 1]) + mean binary cross-entropy
+    "`soft_dice_loss` plus the mean binary cross-entropy over voxels and channels, nnU-Net's loss: `(C, X, Y, Z)` or `(B, C, X, Y, Z)` -> scalar"
+    y_true, y_pred = _check_pair(y_true, y_pred)
+    p = tf.clip_by_value(y_pred, keras.config.epsilon(), 1.0 - keras.config.epsilon())
+    bce = -tf.reduce_mean(y_true * tf.math.log(p) + (1.0 - y_true) * tf.math.log(1.0 - p))
+    return soft_dice_loss(y_true, y_pred, axis, epsilon) + bce
+
+LOSSES = {"soft_dice": soft_dice_loss, "dice_bce": dice_bce_loss}  # the training losses `bts train --loss` offers, by name

@@ -9,11 +9,13 @@ import numpy as np
 import keras
 from keras import layers
 from .data import check_size
-from .metrics import soft_dice_loss, dice_coefficient, dice_edema, dice_non_enhancing, dice_enhancing
+from .labels import check_outputs
+from .metrics import soft_dice_loss, dice_coefficient, CLASS_DICE_METRICS, REGION_DICE_METRICS
 
 # %% auto #0
-__all__ = ['LAYER_NORMALIZATIONS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible', 'round_to_divisor',
-           'default_metrics', 'unet_model_3d', 'with_input_shape', 'float32_model', 'forward_macs', 'receptive_field']
+__all__ = ['LAYER_NORMALIZATIONS', 'OUTPUT_LAYERS', 'convolution_block', 'model_io', 'model_divisor', 'check_divisible',
+           'round_to_divisor', 'default_metrics', 'model_outputs', 'unet_model_3d', 'with_input_shape', 'float32_model',
+           'forward_macs', 'receptive_field']
 
 # %% ../nbs/05_unet.ipynb #c8355ea2
 LAYER_NORMALIZATIONS = (None, "batch", "instance")  # the choices of `layer_normalization`
@@ -96,9 +98,22 @@ def round_to_divisor(
     return tuple(max(d, s - s % d) for s, d in zip(size, divisor, strict=True))
 
 # %% ../nbs/05_unet.ipynb #82e9c99a
-def default_metrics() -> list:  # metric functions, each `(y_true, y_pred) -> scalar`
-    "The metrics the course logs while training: mean dice and the dice of each tumour class"
-    return [dice_coefficient, dice_edema, dice_non_enhancing, dice_enhancing]
+def default_metrics(
+    outputs:str="classes",  # what the model's channels hold: "classes" or "regions" (`labels.OUTPUTS`)
+) -> list:  # metric functions, each `(y_true, y_pred) -> scalar`
+    "The metrics logged while training: mean dice and the dice of each channel, named for its class (the course's) or region"
+    return [dice_coefficient, *(CLASS_DICE_METRICS if check_outputs(outputs) == "classes" else REGION_DICE_METRICS)]
+
+OUTPUT_LAYERS = {"classes": "probabilities", "regions": "region_probabilities"}  # the name of the output layer says what it holds
+
+def model_outputs(
+    model:keras.Model,  # a U-Net from `unet_model_3d`, built or loaded from a `.keras` file
+) -> str:  # "classes" or "regions" (`labels.OUTPUTS`)
+    "What a model's three output channels hold, read from the name of its output layer (kept in `.keras` files)"
+    layers = getattr(model, "layers", None)  # a plain callable predicts the course's classes
+    if not layers: return "classes"
+    name = layers[-1].name
+    return next((kind for kind, layer in OUTPUT_LAYERS.items() if layer == name), "classes")
 
 # %% ../nbs/05_unet.ipynb #3e46ac67
 def unet_model_3d(
@@ -112,8 +127,9 @@ def unet_model_3d(
     n_base_filters:int=32,  # filters of the first convolution; they double with every level
     batch_normalization:bool=False,  # the course's switch, the same as `layer_normalization="batch"`
     activation_name:str="sigmoid",  # activation of the output layer
-    metrics=None,  # a metric or a list of them (default: `default_metrics()`)
+    metrics=None,  # a metric or a list of them (default: `default_metrics(outputs)`)
     layer_normalization:str|None=None,  # None, 'batch' or 'instance' after every convolution
+    outputs:str="classes",  # what the channels hold: the course's "classes" or BraTS's nested "regions" (`labels.OUTPUTS`)
 ) -> keras.Model:  # compiled; input `(B, C, X, Y, Z)` float32, output `(B, n_labels, X, Y, Z)` float32 probabilities
     "Compiled 3D U-Net: input `(B, C, X, Y, Z)` float32 -> output `(B, n_labels, X, Y, Z)` float32 probabilities"
     input_shape, pool_size = _check_config(input_shape, pool_size, depth, n_base_filters, n_labels)
@@ -124,19 +140,20 @@ def unet_model_3d(
     if layer_normalization not in LAYER_NORMALIZATIONS:
         raise ValueError(f"layer_normalization must be one of {LAYER_NORMALIZATIONS}, got {layer_normalization!r}")
     graph = dict(pool_size=pool_size, n_labels=n_labels, deconvolution=deconvolution, depth=depth,
-                 n_base_filters=n_base_filters, activation_name=activation_name, layer_normalization=layer_normalization)
+                 n_base_filters=n_base_filters, activation_name=activation_name, layer_normalization=layer_normalization,
+                 outputs=check_outputs(outputs))
     try: model = _unet_graph(input_shape, **graph)
     except ValueError:  # sizes the pooling cannot halve evenly break the skips: say which, from the free-size network
         check_divisible(input_shape[1:], model_divisor(_unet_graph((input_shape[0], None, None, None), **graph)),
                         "input_shape")
         raise
-    metrics = default_metrics() if metrics is None else (list(metrics) if isinstance(metrics, (list, tuple)) else [metrics])
+    metrics = default_metrics(outputs) if metrics is None else (list(metrics) if isinstance(metrics, (list, tuple)) else [metrics])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=initial_learning_rate), loss=loss_function, metrics=metrics)
     return model
 
 # %% ../nbs/05_unet.ipynb #9adaad5b
 def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_filters, activation_name,
-                layer_normalization) -> keras.Model:
+                layer_normalization, outputs="classes") -> keras.Model:
     "The U-Net's layers on an input of `input_shape` (C, X, Y, Z), uncompiled"
     inputs = keras.Input(input_shape, name="image")
     x = layers.Permute((2, 3, 4, 1), name="to_channels_last")(inputs)
@@ -159,8 +176,8 @@ def _unet_graph(input_shape, pool_size, n_labels, deconvolution, depth, n_base_f
         x = convolution_block(x, n, layer_normalization, name=f"up{level}_conv2")
     x = layers.Conv3D(n_labels, 1, name="logits")(x)
     x = layers.Permute((4, 1, 2, 3), name="to_channels_first")(x)
-    outputs = layers.Activation(activation_name, dtype="float32", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=f"unet3d_d{depth}_f{n_base_filters}")
+    probs = layers.Activation(activation_name, dtype="float32", name=OUTPUT_LAYERS[outputs])(x)
+    return keras.Model(inputs, probs, name=f"unet3d_d{depth}_f{n_base_filters}")
 
 # %% ../nbs/05_unet.ipynb #1aa3c2b8
 def _check_config(input_shape, pool_size, depth, n_base_filters, n_labels) -> tuple:

@@ -10,20 +10,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import keras
+from matplotlib.figure import Figure
 from .data import MODALITIES, CLASS_NAMES, atomic_write, example_patches, write_json
 from .metrics import dice_coefficient, soft_dice_loss
-from .model import float32_model, unet_model_3d
+from .labels import OUTPUTS, check_outputs, label_channels, regions_to_classes
+from .model import float32_model, model_outputs, unet_model_3d
 from .scores import BRATS_REGIONS
 from .training import model_arrays
 
 # %% auto #0
-__all__ = ['WEIGHTS_FILE', 'CARD_FILE', 'CARD_TEXT', 'CARD_FORMAT', 'shipped_model_dir', 'file_sha256', 'architecture_of',
-           'build_model', 'validation_dice', 'export_model', 'render_card', 'read_card', 'check_weights',
+__all__ = ['WEIGHTS_FILE', 'CARD_FILE', 'CARD_TEXT', 'CURVE_FILE', 'CARD_FORMAT', 'OUTPUTS_ATTRIBUTE', 'shipped_model_dir',
+           'file_sha256', 'save_weights', 'weights_outputs', 'architecture_of', 'outputs_of', 'build_model',
+           'validation_dice', 'export_model', 'render_card', 'learning_curve_figure', 'read_card', 'check_weights',
            'load_pretrained', 'load_for_prediction', 'calibrate_model', 'median_validation_case']
 
 # %% ../nbs/06a_pretrained.ipynb #7768e279
 WEIGHTS_FILE, CARD_FILE, CARD_TEXT = "unet_brats2018.weights.h5", "model.json", "MODEL_CARD.md"  # the files of a model folder
+CURVE_FILE = "learning_curve.png"  # the training run's learning curve, beside the card (when the run logged one)
 CARD_FORMAT = "bts_course model 1"  # the `format` every `model.json` names
+OUTPUTS_ATTRIBUTE = "bts_course_outputs"  # the weights file's HDF5 attribute naming what the channels hold (absent: classes)
 
 def shipped_model_dir() -> Path:  # `bts_course/weights` of the installed package
     "The folder of the model that ships with the package"
@@ -39,10 +44,30 @@ def file_sha256(
         for block in iter(lambda: f.read(1 << 20), b""): digest.update(block)
     return digest.hexdigest()
 
+def save_weights(
+    model:keras.Model,  # the model whose weights to save
+    path,  # a `.weights.h5` file to write
+    outputs:str,  # what the model's channels hold, "classes" or "regions", recorded in the file
+) -> None:  # nothing: the file is written
+    "Keras' weights file, marked with what the output channels hold, so a card and its weights can be checked to agree"
+    import h5py
+    model.save_weights(str(path))
+    with h5py.File(path, "a") as f: f.attrs[OUTPUTS_ATTRIBUTE] = check_outputs(outputs)
+
+def weights_outputs(
+    path,  # a `.weights.h5` file
+) -> str:  # "classes" or "regions"
+    "What the output channels of a weights file hold, as `save_weights` recorded it (files without the mark: classes)"
+    import h5py
+    try:
+        with h5py.File(path, "r") as f: found = f.attrs.get(OUTPUTS_ATTRIBUTE, "classes")
+    except OSError as e: raise ValueError(f"{path}: not a readable HDF5 weights file ({' '.join(str(e).split())})") from None
+    return check_outputs(found.decode() if isinstance(found, bytes) else str(found))
+
 # %% ../nbs/06a_pretrained.ipynb #7f5637b4
 def architecture_of(
     run_dir,  # a `bts train` run folder, holding `train_args.json`
-) -> dict:  # keyword arguments of `unet_model_3d`: depth, n_base_filters, layer_normalization, deconvolution, n_labels
+) -> dict:  # keyword arguments of `unet_model_3d`: depth, n_base_filters, layer_normalization, deconvolution, n_labels, outputs
     "The U-Net's architecture as `bts train` recorded it in `train_args.json`"
     path = Path(run_dir) / "train_args.json"
     if not path.is_file(): raise FileNotFoundError(f"{run_dir}: no train_args.json; expected a run folder made by 'bts train'")
@@ -50,7 +75,13 @@ def architecture_of(
     norm = args.get("layer_normalization", "none")
     return {"depth": int(args["depth"]), "n_base_filters": int(args["base_filters"]),
             "layer_normalization": None if norm == "none" else norm, "deconvolution": bool(args.get("deconvolution", False)),
-            "n_labels": len(CLASS_NAMES)}
+            "n_labels": len(CLASS_NAMES), "outputs": check_outputs(args.get("outputs", "classes"))}
+
+def outputs_of(
+    card:dict,  # a model card (`model.json`)
+) -> str:  # "classes" or "regions" (`labels.OUTPUTS`)
+    "What the three channels of a card's model hold (cards written before region models existed: the course's classes)"
+    return check_outputs(card["architecture"].get("outputs", "classes"))
 
 def build_model(
     architecture:dict,  # keyword arguments of `unet_model_3d`, as `architecture_of` gives them
@@ -65,7 +96,9 @@ def _patch_dice(model: keras.Model, patches: list) -> float:
     values = []
     for p in patches:
         X, y = model_arrays(p.x, p.y)
-        values.append(float(dice_coefficient(y[None], model.predict_on_batch(X[None]))))
+        pred = np.asarray(model.predict_on_batch(X[None]))
+        if model_outputs(model) == "regions": pred = regions_to_classes(pred, axis=1)  # the course's metric compares classes
+        values.append(float(dice_coefficient(y[None], pred)))
     return float(np.mean(values))
 
 def _validation(scores) -> dict | None:
@@ -123,7 +156,7 @@ def export_model(
     stage = out_dir.parent / f".{out_dir.name}.exporting"  # everything is written here first, then moved in
     shutil.rmtree(stage, ignore_errors=True)
     try:
-        weights = atomic_write(stage / WEIGHTS_FILE, lambda tmp: model.save_weights(str(tmp)))
+        weights = atomic_write(stage / WEIGHTS_FILE, lambda tmp: save_weights(model, tmp, architecture["outputs"]))
         card = _card(model, architecture, run_dir, weights, scores, split, recipe, course_patches, threshold, description)
         if if_better and (out_dir / CARD_FILE).is_file() and not _beats(card, read_card(out_dir)):
             print(f"kept the model in {out_dir}: its mean validation Dice {validation_dice(read_card(out_dir)):.4f} is at "
@@ -131,8 +164,11 @@ def export_model(
             return None
         write_json(card, stage / CARD_FILE)
         (stage / CARD_TEXT).write_text(render_card(card))
+        if card["training"]["curve"]: learning_curve_figure(card).savefig(stage / CURVE_FILE)
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in (WEIGHTS_FILE, CARD_FILE, CARD_TEXT): os.replace(stage / name, out_dir / name)
+        (out_dir / CURVE_FILE).unlink(missing_ok=True)  # a curve left from the model this one replaces
+        for name in (WEIGHTS_FILE, CARD_FILE, CARD_TEXT, CURVE_FILE):
+            if (stage / name).exists(): os.replace(stage / name, out_dir / name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out_dir
@@ -172,10 +208,19 @@ def _card(model, architecture, run_dir, weights, scores, split, recipe, course_p
 # %% ../nbs/06a_pretrained.ipynb #d9b485d1
 def _threshold_sentence(card: dict) -> str:
     "How the card turns probabilities into labels, in one sentence"
-    t = card["threshold"]
-    if np.ndim(t) == 0: return f"A class is predicted where its probability exceeds {t:g}."
-    return ("A class is predicted where its probability exceeds its threshold: "
-            + ", ".join(f"{n.lower()} {v:g}" for n, v in zip(CLASS_NAMES, t, strict=True)) + " (chosen on the validation cases).")
+    t, kind = card["threshold"], "region" if outputs_of(card) == "regions" else "class"
+    if np.ndim(t) == 0: return f"A {kind} is predicted where its probability exceeds {t:g}."
+    return (f"A {kind} is predicted where its probability exceeds its threshold: "
+            + ", ".join(f"{n.lower()} {v:g}" for n, v in zip(OUTPUTS[outputs_of(card)], t, strict=True))
+            + " (chosen on the validation cases).")
+
+def _postprocess_sentence(card: dict) -> str:
+    "What the card's post-processing does to a label map, in one sentence"
+    pp = {"min_component_voxels": 0, "min_enhancing_voxels": 0, **(card.get("postprocess") or {})}
+    done = ([f"tumour pieces under {pp['min_component_voxels']:,} voxels are dropped"] if pp["min_component_voxels"] else []) + \
+           ([f"an enhancing tumour under {pp['min_enhancing_voxels']:,} voxels is called non-enhancing"] if pp["min_enhancing_voxels"] else [])
+    if not done: return "No post-processing (none paid on the validation cases)." if "postprocess" in card else ""
+    return f"Post-processing (`labels.postprocess`, chosen on the validation cases): {'; '.join(done)}."
 
 def _decisions_lines(card: dict) -> list:
     "The card's section on thresholds and temperatures, from `card['decisions']`"
@@ -186,7 +231,7 @@ def _decisions_lines(card: dict) -> list:
             f"Thresholds chosen on the {len(d['cases'])} validation cases for {d['purpose']}; the held-out column scores each case with "
             "thresholds chosen on the others.", "",
             "| region | Dice at 0.5 | at the chosen thresholds | held out |", "|---|---|---|---|", *rows, "",
-            f"- Temperatures per class: {', '.join(f'{n.lower()} {t:g}' for n, t in zip(CLASS_NAMES, card['temperature'], strict=True))}; "
+            f"- Temperatures per channel: {', '.join(f'{n.lower()} {t:g}' for n, t in zip(OUTPUTS[outputs_of(card)], card['temperature'], strict=True))}; "
             f"expected calibration error on held-out cases {d['ece_held_out']['before']:.4f} before, "
             f"{d['ece_held_out']['after temperature scaling']:.4f} after"
             + ("." if d["ece_held_out"]["after temperature scaling"] < d["ece_held_out"]["before"] else
@@ -203,9 +248,11 @@ def render_card(
              "## The model", "",
              f"- 3D U-Net (Çiçek et al. 2016), depth {a['depth']}, {a['n_base_filters']} base filters, "
              f"{a['layer_normalization'] or 'no'} normalisation, {'transposed convolutions' if a['deconvolution'] else 'upsampling'}; "
-             f"{card['n_parameters']:,} parameters; three sigmoid outputs (edema, non-enhancing tumour, enhancing tumour).",
+             f"{card['n_parameters']:,} parameters; " + ("three sigmoid outputs for the BraTS regions (whole tumour, tumour core, "
+             "enhancing tumour, nested), turned into the course's classes and codes where its API needs them."
+             if outputs_of(card) == "regions" else "three sigmoid outputs (edema, non-enhancing tumour, enhancing tumour)."),
              f"- Input: {card['input']}; each channel and z-slice standardised (`{card['intensity_normalization']}`), as "
-             f"the course's `standardize`. " + _threshold_sentence(card),
+             f"the course's `standardize`. " + _threshold_sentence(card) + (" " + _postprocess_sentence(card)).rstrip(),
              f"- Weights: `{card['weights']}`, {card['bytes'] / 1e6:.1f} MB, float32, SHA-256 `{card['sha256']}`.", ""]
     for key, title in (("data", "Data"), ("citations", "Citations")):
         if card.get(key): lines += [f"## {title}", "", *[f"- {item}" for item in card[key]], ""]
@@ -218,7 +265,8 @@ def render_card(
               f"- Seed {args.get('seed')}; bts_course {args.get('bts_course')}, commit `{args.get('commit')}`",
               f"- Machine: {args.get('machine')}",
               f"- {t['epochs']} epochs in {(t.get('seconds') or 0) / 3600:.1f} h; best epoch {t['best_epoch']} "
-              f"(mean validation-patch dice {t['best_valid_patch_dice'] or float('nan'):.4f})", ""]
+              f"(mean validation-patch dice {t['best_valid_patch_dice'] or float('nan'):.4f})"
+              + (f"; the learning curve is `{CURVE_FILE}` beside this card" if t.get("curve") else ""), ""]
     v = card.get("validation")
     if v:
         cols = [f"{r} {s}" for r in BRATS_REGIONS for s in ("Dice", "HD95")]
@@ -237,6 +285,27 @@ def render_card(
     if card.get("decisions"): lines += _decisions_lines(card)
     if card.get("limitations"): lines += ["## Limitations", "", *[f"- {item}" for item in card["limitations"]], ""]
     return "\n".join(lines)
+
+# %% ../nbs/06a_pretrained.ipynb #a273e071
+def learning_curve_figure(
+    card:dict,  # a model card whose `training.curve` holds the run's log (`log.csv` as lists)
+) -> Figure:  # two panels: loss per epoch, and validation-patch dice per channel and their mean
+    "The learning curve of the run that made a model, from its card"
+    curve = (card.get("training") or {}).get("curve") or {}
+    if not curve.get("epoch"): raise ValueError("the card holds no learning curve (training.curve is empty)")
+    epochs = np.asarray(curve["epoch"]) + 1
+    fig = Figure(figsize=(9, 3.2), dpi=80, layout="constrained")
+    loss_ax, dice_ax = fig.subplots(1, 2)
+    for key, style, name in (("loss", "-", "training patches"), ("val_loss", "--", "validation patches")):
+        if key in curve: loss_ax.plot(epochs, curve[key], style, color="k", label=name)
+    channels = [k for k in curve if k.startswith("val_dice_") and k != "val_dice_coefficient"]
+    for key in channels: dice_ax.plot(epochs, curve[key], label=key.removeprefix("val_dice_").replace("_", " "))
+    if "val_dice_coefficient" in curve: dice_ax.plot(epochs, curve["val_dice_coefficient"], color="k", lw=2, label="mean")
+    best = card["training"].get("best_epoch")
+    for ax, title in ((loss_ax, "loss"), (dice_ax, "validation-patch dice")):
+        if best: ax.axvline(best, color="grey", ls=":", label=f"kept: epoch {best}")
+        ax.set(xlabel="epoch", title=title); ax.legend(fontsize=7)
+    return fig
 
 # %% ../nbs/06a_pretrained.ipynb #35c099db
 def read_card(
@@ -273,6 +342,12 @@ def load_pretrained(
     "The shipped model (or another model folder), checked and ready: rebuilt from its card, weights loaded, compiled"
     weights = check_weights(folder)
     card = read_card(weights.parent)
+    try: found = weights_outputs(weights)
+    except ValueError as e: raise ValueError(f"{e}: the weights do not fit the architecture in its card") from None
+    expected = outputs_of(card)
+    if found != expected:
+        raise ValueError(f"{weights}: its output channels are the {found} ({', '.join(OUTPUTS[found])}) but its card "
+                         f"{CARD_FILE} says {expected} ({', '.join(OUTPUTS[expected])}); the card and the weights are not of one model")
     model = build_model(card["architecture"])
     try: model.load_weights(str(weights))
     except Exception as e:
@@ -291,7 +366,7 @@ def load_for_prediction(
     return load_segmentation_model(path), {}
 
 # %% ../nbs/06a_pretrained.ipynb #16cb1f02
-def _region_dice(cases: list, thresholds) -> dict:
+def _region_dice(cases: list, thresholds, outputs: str = "classes") -> dict:
     "Mean whole-scan Dice of each BraTS region over `cases` (probs, labels, mask) at `thresholds` (BraTS conventions)"
     from bts_course.labels import probabilities_to_labels
     from bts_course.scores import binary_dice
@@ -299,35 +374,33 @@ def _region_dice(cases: list, thresholds) -> dict:
     for region, codes in BRATS_REGIONS.items():
         values = []
         for probs, labels, _ in cases:
-            pred, true = np.isin(probabilities_to_labels(probs, thresholds), codes), np.isin(labels, codes)
+            pred, true = np.isin(probabilities_to_labels(probs, thresholds, outputs=outputs), codes), np.isin(labels, codes)
             if pred.any() or true.any(): values.append(binary_dice(pred, true))
         out[region] = float(np.mean(values)) if values else math.nan
     return out
 
-def _held_out(cases: list, purpose) -> tuple:
+def _held_out(cases: list, purpose, outputs: str) -> tuple:
     "Each case scored with thresholds and temperatures chosen on the other cases: `(mean region Dice, ECE before, ECE after)`"
     from bts_course.decisions import apply_temperature, choose_thresholds, expected_calibration_error
     dice, before, after = {r: [] for r in BRATS_REGIONS}, [], []
     for k, (probs, labels, mask) in enumerate(cases):
         others = cases[:k] + cases[k + 1:]
         chosen, _ = choose_thresholds(others, purpose)
-        for r, d in _region_dice([(probs, labels, mask)], chosen).items():
+        for r, d in _region_dice([(probs, labels, mask)], chosen, outputs).items():
             if not math.isnan(d): dice[r].append(d)
-        temps = _fit_temperatures(others)
-        calibrated = apply_temperature(probs, temps)
+        calibrated, truth = apply_temperature(probs, _fit_temperatures(others, outputs)), label_channels(labels, outputs)
         for c in range(len(CLASS_NAMES)):
-            truth = labels == c + 1
-            before.append(expected_calibration_error(probs[..., c], truth, mask=mask))
-            after.append(expected_calibration_error(calibrated[..., c], truth, mask=mask))
+            before.append(expected_calibration_error(probs[..., c], truth[..., c], mask=mask))
+            after.append(expected_calibration_error(calibrated[..., c], truth[..., c], mask=mask))
     return {r: float(np.mean(v)) if v else math.nan for r, v in dice.items()}, float(np.nanmean(before)), float(np.nanmean(after))
 
-def _fit_temperatures(cases: list) -> list:
-    "One temperature per tumour class, fitted on the brain voxels of `cases`"
+def _fit_temperatures(cases: list, outputs: str) -> list:
+    "One temperature per output channel (class or region), fitted on the brain voxels of `cases`"
     from bts_course.decisions import fit_temperature
-    temps = []
+    temps, truths = [], [label_channels(labels, outputs)[mask] for _, labels, mask in cases]
     for c in range(len(CLASS_NAMES)):
         p = np.concatenate([probs[..., c][mask] for probs, _, mask in cases])
-        t = np.concatenate([(labels == c + 1)[mask] for _, labels, mask in cases])
+        t = np.concatenate([truth[:, c] for truth in truths])
         temps.append(round(fit_temperature(p, t), 4))
     return temps
 
@@ -337,14 +410,16 @@ def calibrate_model(
     cases:list,  # paths of labelled validation cases (MSD image files or BraTS folders), e.g. the split's "valid"
     purpose="dice",  # "dice" or ("sensitivity", target), as `decisions.choose_thresholds` takes it
     progress:bool=True,  # a progress bar over the cases
-) -> dict:  # the updated card: `threshold` per class, `temperature` per class, and `decisions` with their evidence
-    "Choose the model's thresholds and fit its temperatures on validation cases, and record them in its card"
+) -> dict:  # the updated card: `threshold` and `temperature` per channel, `postprocess`, and `decisions` with their evidence
+    "Choose the model's thresholds and post-processing and fit its temperatures on validation cases; record them in its card"
     from tqdm.auto import tqdm
     from bts_course.data import read_case
-    from bts_course.decisions import choose_thresholds
+    from bts_course.decisions import choose_postprocessing, choose_thresholds
     from bts_course.inference import predict_volume
+    from bts_course.labels import probabilities_to_labels
     folder = Path(folder)
     card, model = read_card(folder), load_pretrained(folder)
+    outputs = outputs_of(card)
     if len(cases) < 2: raise ValueError(f"calibrating needs at least 2 labelled cases (one is held out at a time); got {len(cases)}")
     data = []
     for path in tqdm(cases, desc="calibrate", unit="case", disable=not progress):
@@ -352,16 +427,19 @@ def calibrate_model(
         if case.label is None: raise ValueError(f"{path}: a calibration case needs its label map")
         data.append((predict_volume(model, case.image, progress=False), case.label, case.image.any(-1)))
     thresholds, table = choose_thresholds(data, purpose)
-    held_dice, ece_before, ece_after = _held_out(data, purpose)
+    held_dice, ece_before, ece_after = _held_out(data, purpose, outputs)
     card["threshold"] = [round(t, 2) for t in thresholds]
-    card["temperature"] = _fit_temperatures(data)
+    card["temperature"] = _fit_temperatures(data, outputs)
+    card["postprocess"], cleaning = choose_postprocessing(
+        [probabilities_to_labels(probs, card["threshold"], outputs=outputs) for probs, _, _ in data], [labels for _, labels, _ in data])
     card["decisions"] = {
         "purpose": purpose if isinstance(purpose, str) else list(purpose), "cases": [Path(p).name for p in cases],
-        "thresholds": dict(zip(CLASS_NAMES, card["threshold"], strict=True)),
-        "dice_at_0.5": {r: round(d, 4) for r, d in _region_dice(data, 0.5).items()},
+        "thresholds": dict(zip(OUTPUTS[outputs], card["threshold"], strict=True)),
+        "dice_at_0.5": {r: round(d, 4) for r, d in _region_dice(data, 0.5, outputs).items()},
         "dice_at_thresholds": {r: round(float(table.loc[r, "Dice"]), 4) for r in BRATS_REGIONS},
         "dice_at_thresholds_held_out": {r: round(d, 4) for r, d in held_dice.items()},
-        "ece_held_out": {"before": round(ece_before, 4), "after temperature scaling": round(ece_after, 4)}}
+        "ece_held_out": {"before": round(ece_before, 4), "after temperature scaling": round(ece_after, 4)},
+        "postprocessing": cleaning.round(4).to_dict(orient="records")}
     write_json(card, folder / CARD_FILE)
     atomic_write(folder / CARD_TEXT, lambda tmp: Path(tmp).write_text(render_card(card)))
     return card

@@ -12,6 +12,7 @@ import keras
 import pandas as pd
 from fastcore.basics import patch
 from .data import MODALITIES, CLASS_NAMES, atomic_write, check_size, write_json
+from .labels import check_outputs, classes_to_regions
 from .model import check_divisible, model_divisor  # importing the model registers the metrics
 from .preprocess import standardize
 
@@ -67,15 +68,17 @@ def patch_files(
 # %% ../nbs/06_training.ipynb #feafb584
 def read_patch(
     path,  # an HDF5 patch file holding datasets `x` and `y`
+    box=None,  # three spatial slices: read only this window of the patch (None: all of it)
 ) -> tuple:  # `(x (C, X, Y, Z), y (X, Y, Z, K))`, float32
-    "One course patch file: `x (C, X, Y, Z)` float32 raw intensities, `y (X, Y, Z, K)` float32 one-hot with background"
+    "One course patch file (or a window of it): `x (C, X, Y, Z)` float32 raw intensities, `y (X, Y, Z, K)` float32 one-hot with background"
     import h5py
     path = Path(path)
+    where = (slice(None),) * 3 if box is None else tuple(box)
     try:
         with h5py.File(path, "r") as f:
             if "x" not in f or "y" not in f:
                 raise ValueError(f"{path}: expected datasets 'x' and 'y' in a course patch file, found {sorted(f)}")
-            x, y = np.asarray(f["x"], np.float32), np.asarray(f["y"], np.float32)
+            x, y = np.asarray(f["x"][(slice(None), *where)], np.float32), np.asarray(f["y"][where], np.float32)
     except OSError as e: raise ValueError(f"{path}: not a readable HDF5 patch file ({e})") from e
     if x.ndim != 4 or y.ndim != 4 or x.shape[1:] != y.shape[:3]:
         raise ValueError(f"{path}: expected x (C, X, Y, Z) and y (X, Y, Z, K) of the same spatial size, "
@@ -104,7 +107,7 @@ def random_flip(
 
 # %% ../nbs/06_training.ipynb #b1dfbf96
 class VolumeDataGenerator(keras.utils.PyDataset):
-    "Batches of course patches from `data_dir`: X `(B, C, x, y, z)` standardised float32 and y `(B, n_classes, x, y, z)` float32"
+    "Batches of course patches from `data_dir`: X `(B, C, x, y, z)` standardised float32, y `(B, 3, x, y, z)` float32 classes or regions"
     def __init__(self,
                  data_dir,  # a patch folder with `config.json` (either layout, see `patch_files`)
                  split:str="train",  # 'train' or 'valid'
@@ -120,6 +123,7 @@ class VolumeDataGenerator(keras.utils.PyDataset):
                  cache:bool=False,  # keep the patches in memory after the first read
                  batches_per_epoch:int|None=None,  # full batches per epoch, drawn from an endless stream of shuffled passes (default: one pass)
                  intensity_jitter:float=0.0,  # scale each standardised channel by 1 ± this and shift it by ± this, at random
+                 outputs:str="classes",  # the targets: the course's "classes", or BraTS's nested "regions" (`labels.OUTPUTS`)
                  **kwargs):  # `workers`, `use_multiprocessing`, `max_queue_size` of `keras.utils.PyDataset`
         super().__init__(**kwargs)
         if int(batch_size) < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -136,6 +140,7 @@ class VolumeDataGenerator(keras.utils.PyDataset):
         self.batches_per_epoch = None if batches_per_epoch is None else int(batches_per_epoch)
         if not 0 <= float(intensity_jitter) < 1: raise ValueError(f"intensity_jitter must lie in [0, 1), got {intensity_jitter}")
         self.intensity_jitter = float(intensity_jitter)
+        self.outputs = check_outputs(outputs)
         stored = self._shape_of(self.files[0])
         self.stored_size = stored
         self.patch_size = stored if patch_size is None else check_size(patch_size, "patch_size")
@@ -173,16 +178,24 @@ def __repr__(self:VolumeDataGenerator) -> str:  # the folder, the split, the num
 @patch
 def load(self:VolumeDataGenerator,
          i:int,  # index of the patch in file order (`self.files[i]`)
-        ) -> tuple:  # `(x (C, X, Y, Z) raw intensities, y (K, X, Y, Z))`, float32
-    "Patch `i` (in file order) prepared for the model, before cropping and flipping: `(X (C, X, Y, Z), y (K, X, Y, Z))`"
-    if self._cache is not None and i in self._cache: return self._cache[i]
-    x, y = read_patch(self.files[i])
-    if x.shape[0] != self.num_channels or y.shape[-1] != self.num_classes + 1 or x.shape[1:] != self.stored_size:
-        raise ValueError(f"{self.files[i]}: expected x ({self.num_channels}, {', '.join(map(str, self.stored_size))}) "
+         box=None,  # three spatial slices: only this window (read alone from the file, unless the patches are cached)
+        ) -> tuple:  # `(x (C, X, Y, Z) raw intensities, y (K, X, Y, Z) classes or regions, as `outputs` says)`, float32
+    "Patch `i` (in file order), or its window `box`, prepared for the model, before standardising and flipping"
+    if self._cache is not None:
+        if i not in self._cache: self._cache[i] = self._prepared(i, *read_patch(self.files[i]), self.stored_size)
+        x, y = self._cache[i]
+        return (x, y) if box is None else (x[(slice(None), *box)], y[(slice(None), *box)])
+    size = self.stored_size if box is None else tuple(s.stop - s.start for s in box)
+    return self._prepared(i, *read_patch(self.files[i], box), size)
+
+@patch
+def _prepared(self:VolumeDataGenerator, i: int, x, y, size: tuple) -> tuple:
+    "`(x, y (K, ...))` of file `i` checked to be like the first patch, the labels as `outputs` says"
+    if x.shape[0] != self.num_channels or y.shape[-1] != self.num_classes + 1 or x.shape[1:] != size:
+        raise ValueError(f"{self.files[i]}: expected x ({self.num_channels}, {', '.join(map(str, size))}) "
                          f"and y (..., {self.num_classes + 1}) like the first patch; found x {x.shape} and y {y.shape}")
     y = np.ascontiguousarray(np.moveaxis(y[..., 1:], -1, 0))
-    if self._cache is not None: self._cache[i] = (x, y)
-    return x, y
+    return x, (classes_to_regions(y, axis=0) if self.outputs == "regions" else y)
 
 # %% ../nbs/06_training.ipynb #8ce9a41b
 @patch
@@ -192,13 +205,13 @@ def sample(self:VolumeDataGenerator,
           ) -> tuple:  # `(X (C, x, y, z) standardised, y (K, x, y, z))`, float32, at `patch_size`
     "Patch `i` (in file order) as the network sees it in `epoch`: cropped, standardised, flipped"
     epoch = self.epoch if epoch is None else epoch
-    x, y = self.load(i)
     rng = np.random.default_rng([self.seed, epoch, i])
+    box = None
     if self.patch_size != self.stored_size:
         room = [s - p for s, p in zip(self.stored_size, self.patch_size, strict=True)]
         corner = [int(rng.integers(0, r + 1)) if self.random_crop else r // 2 for r in room]
-        box = (slice(None),) + tuple(slice(c, c + p) for c, p in zip(corner, self.patch_size, strict=True))
-        x, y = x[box], y[box]
+        box = tuple(slice(c, c + p) for c, p in zip(corner, self.patch_size, strict=True))
+    x, y = self.load(i, box)  # only the window is read and converted
     X = standardize(x)
     if self.flip: X, y, _ = random_flip(X, y, rng)
     if self.intensity_jitter:

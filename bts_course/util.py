@@ -174,10 +174,10 @@ class VolumeDataGenerator(training.VolumeDataGenerator):
         self.patch_size = dim  # the parent crops every patch to this size, around its centre
         self.sample_list, self.base_dir, self.dim, self.verbose = names, base_dir, dim, verbose
 
-    def load(self, i: int) -> tuple:
-        "Patch `i` as stored, printing its file with `verbose=1`: `(x (C, X, Y, Z), y (num_classes, X, Y, Z))`"
+    def load(self, i: int, box=None) -> tuple:
+        "Patch `i` as stored (or its window `box`), printing its file with `verbose=1`: `(x (C, X, Y, Z), y (num_classes, X, Y, Z))`"
         if self.verbose == 1: print(f"Training on: {self.files[i]}")
-        return super().load(i)
+        return super().load(i, box)
 
 # %% ../nbs/11_util.ipynb #c0260513
 def predict_and_viz(

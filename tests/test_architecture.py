@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bts_course"
 LIBRARY = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "_modidx", "cli"))
-WITHOUT_TENSORFLOW = ("data", "download", "phantom", "viz", "sampling", "preprocess", "dataset", "scores", "labels", "widgets",
+WITHOUT_TENSORFLOW = ("data", "download", "phantom", "viz", "sampling", "preprocess", "dataset", "scores", "labels", "widgets", "native",
                       "doctor", "lessons")
 
 

@@ -63,3 +63,30 @@ def test_unknown_option(command):
 def test_debug_shows_traceback(tmp_path):
     result = run("--debug", "gif", tmp_path / "nothing-here", "-o", tmp_path / "x.gif")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def two_cases(tmp_path_factory):
+    "Two small phantom cases in the MSD layout, and their names as a split file names them"
+    from bts_course.data import case_file_name, find_cases, save_nifti
+    from bts_course.phantom import make_phantom
+    root = tmp_path_factory.mktemp("cases")
+    for seed in (1, 2):
+        case = make_phantom(seed, (48, 48, 32))
+        save_nifti(case.image, root / "imagesTr" / f"BRATS_{seed:03d}.nii.gz")
+        save_nifti(case.label, root / "labelsTr" / f"BRATS_{seed:03d}.nii.gz")
+    return root, [case_file_name(p) for p in find_cases(root)]
+
+
+@pytest.mark.parametrize("split, needle", [
+    ({"train": ["{0}", "{1}"], "valid": ["{1}"]}, "is listed twice"),
+    ({"train": ["{0}"], "valid": ["{1}", "Brats18_NOT_HERE_1"]}, "in the split but not found, e.g. Brats18_NOT_HERE_1"),
+])
+def test_a_bad_split_is_one_line_before_any_work(split, needle, two_cases, tmp_path):
+    import json
+    root, names = two_cases
+    path = tmp_path / "split.json"
+    path.write_text(json.dumps({side: [n.format(*names) for n in cases] for side, cases in split.items()}))
+    result = run("preprocess", root, tmp_path / "patches", "--split", path, "--patches-per-case", "2", "--patch-size", "32", "32", "16")
+    assert_one_line_error(result, "split.json", needle)
+    assert not (tmp_path / "patches").exists()

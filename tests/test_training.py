@@ -10,7 +10,7 @@ from bts_course.phantom import make_phantom
 from bts_course.data import save_nifti, write_json
 from bts_course.dataset import write_course_dataset, write_patch_file
 from bts_course.metrics import soft_dice_loss
-from bts_course.model import unet_model_3d
+from bts_course.model import model_outputs, unet_model_3d
 from bts_course.dataset import build_patch_dataset
 from bts_course.preprocess import standardize
 from bts_course.training import (VolumeDataGenerator, TrainingState, model_arrays, patch_files, read_config, read_patch, train)
@@ -254,17 +254,23 @@ def bts(*args):
     return subprocess.run([BTS, *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
-def test_bts_train_on_a_tiny_dataset(phantoms, tmp_path):
+@pytest.mark.parametrize("outputs, loss", [("classes", "soft_dice"), ("regions", "dice_bce")])
+def test_bts_train_on_a_tiny_dataset(phantoms, tmp_path, outputs, loss):
     out = tmp_path / "cli"
     result = bts("train", phantoms, "--out", out, "--depth", "2", "--base-filters", "4", "--patch-size", "16", "16", "16",
-                 "--epochs", "1", "--batch-size", "2", "--learning-rate", "1e-3", "--flip")
+                 "--epochs", "1", "--batch-size", "2", "--learning-rate", "1e-3", "--flip", "--outputs", outputs, "--loss", loss)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "best model:" in result.stdout
     assert {"best.keras", "last.keras", "log.csv", "state.json", "train_args.json"} <= {p.name for p in out.iterdir()}
-    assert len(pd.read_csv(out / "log.csv")) == 1
+    log = pd.read_csv(out / "log.csv")
+    assert len(log) == 1
+    names = ("whole_tumor", "tumor_core", "enhancing_tumor") if outputs == "regions" else ("edema",)
+    assert all(any(name in column for column in log.columns) for name in names), list(log.columns)
     args = json.loads((out / "train_args.json").read_text())
     assert args["depth"] == 2 and args["patch_size"] == [16, 16, 16]
+    assert args["outputs"] == outputs and args["loss"] == loss
     model = keras.models.load_model(out / "best.keras")
+    assert model_outputs(model) == outputs
     assert model.count_params() == unet_model_3d(soft_dice_loss, (4, 32, 32, 16), depth=2, n_base_filters=4).count_params()
 
 
