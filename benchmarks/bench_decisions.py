@@ -12,7 +12,7 @@ On the shipped model's validation cases (recipes/brats2018/split.json), each cas
    area under its ROC curve (0.5: no better than chance), and the error rate among the most uncertain 1 % of
    brain voxels against the error rate overall.
 """
-import json, time
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +26,16 @@ def main():
         print(f"skipped: no real cases at {SHARED}")
         return
     from bts_course.data import CLASS_NAMES, read_case
+    from bts_course.dataset import read_split, split_lists
     from bts_course.decisions import (apply_temperature, choose_thresholds, error_detection_auc, expected_calibration_error,
-                                      fit_temperature)
+                                      fit_temperature, leave_one_case_out)
     from bts_course.inference import predict_volume
-    from bts_course.labels import probabilities_to_labels
+    from bts_course.labels import THRESHOLD, probabilities_to_labels
     from bts_course.pretrained import load_pretrained
-    from bts_course.scores import BRATS_REGIONS, binary_dice
+    from bts_course.preprocess import brain_mask
+    from bts_course.scores import BRATS_REGIONS, mean_region_dice
     model = load_pretrained()
-    names = json.loads((REPO / "recipes" / "brats2018" / "split.json").read_text())["valid"]
+    names = split_lists(read_split(REPO / "recipes" / "brats2018" / "split.json"))["valid"]
     plain, tta, stds, seconds = [], [], [], []
     for name in names:
         case = read_case(SHARED / name)
@@ -41,40 +43,35 @@ def main():
         start = time.perf_counter(); p = predict_volume(model, case.image, progress=False); t_plain = time.perf_counter() - start
         start = time.perf_counter(); m, s = predict_volume(model, case.image, flips="all", return_std=True, progress=False)
         t_tta = time.perf_counter() - start
-        brain = case.image.any(-1)
+        brain = brain_mask(case.image)
         plain.append((p, case.label, brain)); tta.append((m, case.label, brain)); stds.append(s); seconds.append((t_plain, t_tta))
         print(f"{name}: plain {t_plain:.1f} s, eight mirrorings {t_tta:.1f} s ({t_tta / t_plain:.1f}x)", flush=True)
 
     def dice(cases, thresholds_of):
         "Mean Dice per region, case k labelled with thresholds_of(k)"
-        out = {r: [] for r in BRATS_REGIONS}
-        for k, (p, labels, _) in enumerate(cases):
-            pred = probabilities_to_labels(p, thresholds_of(k))
-            for r, codes in BRATS_REGIONS.items():
-                a, b = np.isin(pred, codes), np.isin(labels, codes)
-                if a.any() or b.any(): out[r].append(binary_dice(a, b))
-        return {r: float(np.mean(v)) for r, v in out.items()}
+        return mean_region_dice([probabilities_to_labels(p, thresholds_of(k)) for k, (p, _, _) in enumerate(cases)],
+                                [labels for _, labels, _ in cases])
 
-    held_out = [choose_thresholds(plain[:k] + plain[k + 1:])[0] for k in range(len(plain))]
-    at_half, at_chosen = dice(plain, lambda k: 0.5), dice(plain, lambda k: held_out[k])
+    held_out = leave_one_case_out(plain, lambda others: choose_thresholds(others)[0], lambda case, chosen: chosen)
+    at_half, at_chosen = dice(plain, lambda k: THRESHOLD), dice(plain, lambda k: held_out[k])
     print(f"\n--- thresholds ({len(plain)} validation cases, each scored with thresholds chosen on the other {len(plain) - 1})")
     for r in BRATS_REGIONS:
         print(f"{r:16s} Dice at 0.5 {at_half[r]:.4f}, at the held-out thresholds {at_chosen[r]:.4f} ({at_chosen[r] - at_half[r]:+.4f})")
 
     print("\n--- calibration (expected calibration error over the brain, temperatures fitted on the other cases)")
     for c, cls in enumerate(CLASS_NAMES):
-        before, after, temps = [], [], []
-        for k, (p, labels, brain) in enumerate(plain):
-            others = plain[:k] + plain[k + 1:]
-            t = fit_temperature(np.concatenate([q[..., c][b] for q, _, b in others]),
-                                np.concatenate([(lab == c + 1)[b] for _, lab, b in others]))
-            temps.append(t)
-            before.append(expected_calibration_error(p[..., c], labels == c + 1, mask=brain))
-            after.append(expected_calibration_error(apply_temperature(p[..., c], t), labels == c + 1, mask=brain))
+        def fit(others, c=c):
+            return fit_temperature(np.concatenate([q[..., c][b] for q, _, b in others]),
+                                   np.concatenate([(lab == c + 1)[b] for _, lab, b in others]))
+        def score(case, t, c=c):
+            p, labels, brain = case
+            return (t, expected_calibration_error(p[..., c], labels == c + 1, mask=brain),
+                    expected_calibration_error(apply_temperature(p[..., c], t), labels == c + 1, mask=brain))
+        temps, before, after = zip(*leave_one_case_out(plain, fit, score), strict=True)
         print(f"{cls:20s} temperature {np.mean(temps):.2f}; ECE {np.mean(before):.4f} -> {np.mean(after):.4f} "
               f"({np.mean(after) / np.mean(before):.2f}x)")
 
-    with_tta = dice(tta, lambda k: 0.5)
+    with_tta = dice(tta, lambda k: THRESHOLD)
     ratio = np.mean([t / p for p, t in seconds])
     print(f"\n--- test-time augmentation (eight mirrorings, the same window plan): {ratio:.1f}x the time of one prediction")
     for r in BRATS_REGIONS: print(f"{r:16s} Dice at 0.5: plain {at_half[r]:.4f}, mirrored {with_tta[r]:.4f} ({with_tta[r] - at_half[r]:+.4f})")

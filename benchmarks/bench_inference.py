@@ -106,7 +106,7 @@ def matmul_gflops(n: int = 4096, repeats: int = 5) -> tuple:
 # ---------------------------------------------------------------- the runs, each in a fresh process
 def child(method: str, scan_file: str, spec: dict, quick: bool) -> dict:
     "Run one method on one scan in this (fresh) process; report time (wall and CPU), plan and memory"
-    from bts_course import evaluation as ev
+    from bts_course import costs, evaluation as ev
     from bts_course import inference as inf
     from bts_course.model import model_divisor, round_to_divisor, with_input_shape
     from bts_course.preprocess import brain_box, normalize_crop
@@ -114,14 +114,14 @@ def child(method: str, scan_file: str, spec: dict, quick: bool) -> dict:
     d = model_divisor(model)
     if method == "cost":  # measure the forward cost (kept in $BTS_CACHE_DIR for every later run), and one pass to compare
         start = time.perf_counter()
-        cost = inf.forward_cost(model)
+        cost = costs.forward_cost(model)
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "coefficients": {k: getattr(cost, k) for k in inf.COST_TERMS},
+        return {"seconds": seconds, "coefficients": {k: getattr(cost, k) for k in costs.COST_TERMS},
                 "parallelism": cost.parallelism, "fit_error": cost.fit_error}
     net = with_input_shape(model)
     net.predict_on_batch(np.zeros((1, 4) + tuple(2 * k for k in d), np.float32))  # start TensorFlow
     if method == "throughput":  # the network's GFLOP/s at several windows, beside the matmul peak
-        cost = inf.forward_cost(model)
+        cost = costs.forward_cost(model)
         rows, peaks = [], [matmul_gflops()]
         for window in map(tuple, spec["windows"]):
             x = np.random.default_rng(0).standard_normal((1, 4) + window, dtype=np.float32)
@@ -153,7 +153,7 @@ def child(method: str, scan_file: str, spec: dict, quick: bool) -> dict:
         kwargs["max_memory_gb"] = plan.budget_gb  # the second call keeps the plan, though TensorFlow now holds memory
         report.update(plan=str(plan), windows=plan.n_windows, window=plan.window, batch=plan.batch_size, budget_gb=plan.budget_gb,
                       estimate_gb=plan.needed_gb, cost=plan.cost, predicted=plan.predicted_s,
-                      gflop=plan.n_windows * float(inf.forward_cost(model).gflops(plan.window)[0]))
+                      gflop=plan.n_windows * float(costs.forward_cost(model).gflops(plan.window)[0]))
         run = lambda: inf.predict_volume(model, image, progress=False, **kwargs)
     before, usage = rss_gb(), resource.getrusage(resource.RUSAGE_SELF)
     c, start = time.process_time(), time.perf_counter()
@@ -180,9 +180,9 @@ def run_child(method: str, scan_file=None, quick: bool = False, **spec) -> dict:
 
 def candidate_plans(quick: bool, box, scan_shape, gb, n: int) -> list:
     "The `n` plans (window, batch) the cost model predicts fastest for `box` within `gb` (None: the machine's budget)"
-    from bts_course import inference as inf
+    from bts_course import costs, inference as inf
     model = course_network(quick)
-    cost = inf.forward_cost(model)
+    cost = costs.forward_cost(model)
     best = inf.plan_windows(model, box, max_memory_gb=gb, scan_shape=scan_shape)
     fits, _ = inf.window_candidates(box, best.divisor, 1e12, best.overlap_voxels, 48)  # windows as wide as the halo, as the planner prefers
     plans = []
@@ -278,7 +278,7 @@ def quality(quick: bool = False) -> tuple:
 
 # ---------------------------------------------------------------- main
 def main(quick: bool = False, candidates: int | None = None):
-    from bts_course.inference import activation_bytes, default_memory_gb
+    from bts_course.costs import activation_bytes, default_memory_gb
     fixed_gb = QUICK_GB if quick else FULL_GB
     candidates = candidates or (2 if quick else 4)
     names = ["small", "large"] if quick else ["small", "usual", "large"]

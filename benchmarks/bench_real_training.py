@@ -20,7 +20,7 @@
 Uses the recipe's patches if `recipes/brats2018/train.sh` has cut them (`$BTS_WORK/patches`), else cuts a few
 cases of `../shared/data/brats2018` into a temporary folder.
 """
-import json, os, tempfile, time
+import os, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +34,8 @@ PATCH, BATCH, STEPS = (128, 128, 64), 2, 120
 def patches(tmp: Path) -> Path:
     "The recipe's patch folder, or a small one cut here from four of the real cases"
     if (WORK / "patches" / "config.json").is_file(): return WORK / "patches"
-    from bts_course.dataset import build_patch_dataset
-    split = json.loads((REPO / "recipes" / "brats2018" / "split.json").read_text())
+    from bts_course.dataset import build_patch_dataset, read_split, split_lists
+    split = split_lists(read_split(REPO / "recipes" / "brats2018" / "split.json"))
     src = tmp / "cases"; src.mkdir()
     chosen = {"train": split["train"][:3], "valid": split["valid"][:1]}
     for name in chosen["train"] + chosen["valid"]: (src / name).symlink_to(SHARED / name)

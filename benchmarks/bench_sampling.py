@@ -17,7 +17,7 @@ import numpy as np
 
 from bts_course.phantom import make_phantom
 from bts_course.data import one_hot
-from bts_course.sampling import SamplingError, get_sub_volume, sample_patches, summed_volume_table, window_sums
+from bts_course.sampling import BACKGROUND_THRESHOLD, SamplingError, get_sub_volume, sample_patches, summed_volume_table, window_sums
 
 SIZE = (160, 160, 16)
 N_EXACT = 20
@@ -80,14 +80,14 @@ def main():
     print(f"summed-volume table of a 240x240x155 label: {t_table * 1e3:.0f} ms; copying one 160x160x16x4 patch: "
           f"{t_copy * 1e3:.1f} ms; exact sampler spreads the table over {N_EXACT} patches")
 
-    common = regime("common", image, label, 0.95, n_rejection=20)
+    common = regime("common", image, label, BACKGROUND_THRESHOLD, n_rejection=20)
     fg = window_sums(summed_volume_table(label), SIZE)
     rare_threshold = float(np.quantile(1 - fg / np.prod(SIZE), 0.01))  # about 1 % of corners meet it
     rare = regime("rare", image, label, rare_threshold, n_rejection=5)
 
     small = np.where(label == 3, 3, 0).astype(np.uint8)  # enhancing tumour only: too small for any 160x160x16 patch
     start = time.perf_counter()
-    try: sample_patches(image, small, N_EXACT, SIZE, 0.95, rng=0); raise AssertionError("a patch qualified")
+    try: sample_patches(image, small, N_EXACT, SIZE, BACKGROUND_THRESHOLD, rng=0); raise AssertionError("a patch qualified")
     except SamplingError as e: message = str(e)
     t_exact_error = time.perf_counter() - start
     np.random.seed(0)

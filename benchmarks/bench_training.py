@@ -19,7 +19,7 @@ from bts_course.model import unet_model_3d
 from bts_course.metrics import soft_dice_loss
 from bts_course.data import CLASS_NAMES
 from bts_course.training import VolumeDataGenerator, train
-from bts_course.dataset import write_phantom_dataset
+from bts_course.demo import write_phantom_dataset
 import keras
 
 BUDGET_S = 300          # training time limit of the quality run

@@ -8,11 +8,11 @@ import argparse, contextlib, importlib, inspect, json, os, subprocess, sys
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'demo_parser', 'demo_command', 'download_parser', 'download_command',
-           'preprocess_parser', 'preprocess_command', 'train_parser', 'train_command', 'predict_parser',
-           'predict_command', 'prepare_parser', 'prepare_command', 'export_parser', 'export_command',
-           'calibrate_parser', 'calibrate_command', 'doctor_parser', 'doctor_command', 'gif_parser', 'gif_command',
-           'exercises_parser', 'exercises_command', 'main']
+__all__ = ['COMMANDS', 'CommandError', 'CommandParser', 'add_quiet', 'show_progress', 'demo_parser', 'demo_command',
+           'download_parser', 'download_command', 'preprocess_parser', 'preprocess_command', 'train_parser',
+           'train_command', 'predict_parser', 'predict_command', 'prepare_parser', 'prepare_command', 'export_parser',
+           'export_command', 'calibrate_parser', 'calibrate_command', 'doctor_parser', 'doctor_command', 'gif_parser',
+           'gif_command', 'exercises_parser', 'exercises_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #a6291127
 class CommandError(Exception):
@@ -60,6 +60,21 @@ def _positive_int(text: str) -> int:
     if value < 1: raise ValueError(f"expected a positive integer, got {text}")
     return value
 
+# %% ../nbs/10_cli.ipynb #d2c2ba6a
+def add_quiet(
+    p:CommandParser,  # a command's parser
+) -> CommandParser:  # `p`, with `--quiet`
+    "Give a long command the `--quiet` option"
+    p.add_argument("--quiet", action="store_true", help="no progress bar (there is none when the output is not a terminal either)")
+    return p
+
+def show_progress(
+    args,  # a command's parsed arguments
+    stream=None,  # where the bar goes (None: standard error)
+) -> bool:  # whether to draw progress bars
+    "The one progress policy of every command: a bar on a terminal, none in a log or a pipe, none with `--quiet`"
+    return (sys.stderr if stream is None else stream).isatty() and not getattr(args, "quiet", False)
+
 # %% ../nbs/10_cli.ipynb #11ec6625
 def demo_parser() -> CommandParser:  # the parser of `bts demo`
     "The options of `bts demo`"
@@ -69,7 +84,7 @@ def demo_parser() -> CommandParser:  # the parser of `bts demo`
     p.add_argument("--out", default="bts_demo", help="output folder (default: ./bts_demo)")
     p.add_argument("--quick", action="store_true", help="toy sizes and one short epoch, for a smoke test (seconds)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the cases and of training (default 0)")
-    return p
+    return add_quiet(p)
 
 def demo_command(
     argv:list,  # the arguments after `bts demo`
@@ -77,7 +92,7 @@ def demo_command(
     "`bts demo [--out DIR] [--quick] [--seed N]`: run the whole course on phantoms, outputs in one folder"
     from bts_course.demo import run_demo
     args = demo_parser().parse_args(argv)
-    run_demo(args.out, quick=args.quick, seed=args.seed, progress=True)
+    run_demo(args.out, quick=args.quick, seed=args.seed, progress=show_progress(args))
     return 0
 
 # %% ../nbs/10_cli.ipynb #485a3ace
@@ -89,8 +104,7 @@ def download_parser() -> CommandParser:  # the parser of `bts download`
     p.add_argument("--url", help="download from this address instead of the official one")
     p.add_argument("--md5", help="expected md5 of the archive at --url")
     p.add_argument("--keep-archive", action="store_true", help="keep the .tar after extracting")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    return add_quiet(p)
 
 def download_command(
     argv:list,  # the arguments after `bts download`
@@ -101,7 +115,7 @@ def download_command(
     args = p.parse_args(argv)
     if bool(args.url) != bool(args.md5): p.error("--url and --md5 go together")
     print(download_decathlon(args.dest, args.task, args.url, args.md5, keep_archive=args.keep_archive,
-                             progress=not args.quiet))
+                             progress=show_progress(args)))
     return 0
 
 # %% ../nbs/10_cli.ipynb #d5c109f4
@@ -132,8 +146,7 @@ def preprocess_parser() -> CommandParser:  # the parser of `bts preprocess`
                    help="share of each case's patches held to --background-threshold; the rest are drawn from "
                    "anywhere in the scan (default %(default)s: all)")
     p.add_argument("--pad", action="store_true", help="zero-pad cases smaller than the patch instead of failing")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    return add_quiet(p)
 
 def preprocess_command(
     argv:list,  # the arguments after `bts preprocess`
@@ -144,7 +157,7 @@ def preprocess_command(
     dest = build_patch_dataset(args.src, args.dest, patches_per_case=args.patches_per_case,
                                valid_fraction=args.valid_fraction, seed=args.seed, workers=args.workers,
                                patch_size=tuple(args.patch_size), background_threshold=args.background_threshold,
-                               pad=args.pad, progress=not args.quiet, split=args.split,
+                               pad=args.pad, progress=show_progress(args), split=args.split,
                                tumour_patch_fraction=args.tumour_patch_fraction)
     config = json.loads((dest / CONFIG).read_text())
     print(f"{len(config['train'])} training and {len(config['valid'])} validation patches in {dest}")
@@ -202,7 +215,7 @@ def train_parser() -> CommandParser:  # the parser of `bts train`
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
     p.add_argument("--workers", type=_positive_int, default=1, help="threads reading patches ahead of the model (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffles and the flips (default 0)")
-    return p
+    return add_quiet(p)
 
 def train_command(
     argv:list,  # the arguments after `bts train`
@@ -242,13 +255,13 @@ def train_command(
         return unet_model_3d(LOSSES[a.loss], input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
                              n_base_filters=a.base_filters, initial_learning_rate=learning_rate,
                              deconvolution=a.deconvolution, layer_normalization=layer_normalization, outputs=a.outputs)
-    record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out")},
+    record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out", "quiet")},
               "bts_course": _version(), "commit": _git_commit(), "machine": machine_description()}
     record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
     result = train(build, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
                    strategy=strategy, mixed_precision=a.mixed_precision, resume=not a.no_resume,
                    time_limit=a.time_limit,
-                   verbose=1 if sys.stdout.isatty() else 2, callbacks=[record_args])
+                   verbose=1 if show_progress(a, sys.stdout) else 2, callbacks=[record_args])
     print(f"best model: {result.best_path}" if result.best_path.is_file() else "no checkpoint written")
     return 0
 
@@ -269,7 +282,7 @@ def _native_options(
     g.add_argument("--seed", type=int, default=_default(prepare_case, "seed"), help="seeds the registrations (default %(default)s)")
     g.add_argument("--allow-unstripped", action="store_true", help="go on, with a warning, when a sequence does not look "
                    "skull-stripped (the model was trained on skull-stripped brains: expect false tumour in the skull)")
-    return p
+    return add_quiet(p)
 
 def _pairs(values, option: str) -> dict:
     "NAME=VALUE items of an option as a dict, or a usage error naming the option"
@@ -295,7 +308,7 @@ def _prepare_from_args(args, name: str):
     if unknown: raise CommandError(f"--series names {', '.join(unknown)}, which no --sequence gives")
     sources = {m: (p, uids[m]) if m in uids else p for m, p in sequences.items()}
     return prepare_case(sources, reference=args.reference, seed=args.seed, allow_unstripped=args.allow_unstripped,
-                        name=name, progress=sys.stderr.isatty())
+                        name=name, progress=show_progress(args))
 
 def _print_registrations(prepared):
     "One line per sequence: the motion found, its similarity and the alignment check"
@@ -310,7 +323,8 @@ def _print_registrations(prepared):
 # %% ../nbs/10_cli.ipynb #e0e045cf
 def predict_parser() -> CommandParser:  # the parser of `bts predict`
     "The options of `bts predict`"
-    from bts_course.inference import check_flips, default_memory_gb, predict_volume
+    from bts_course.costs import default_memory_gb
+    from bts_course.inference import check_flips, predict_volume
     from bts_course.labels import probabilities_to_labels
     from bts_course.preprocess import INTENSITY_NORMALIZATIONS
     from bts_course.scores import REGION_CONVENTIONS
@@ -405,7 +419,7 @@ def predict_command(
         counts = ", ".join(f"{name.lower()} {int((labels == k).sum()):,}" for k, name in enumerate(CLASS_NAMES, 1))
         print(f"{case.name}: {target} ({counts} voxels; {seconds:.1f} s)", flush=True)
     table = predict_folder(model, paths, targets, threshold, args.mode, score=args.scores is not None, convention=convention,
-                           progress=sys.stderr.isatty(), on_case=report, postprocessing=card.get("postprocess"), **kwargs)
+                           progress=show_progress(args), on_case=report, postprocessing=card.get("postprocess"), **kwargs)
     if args.scores is not None:
         if table.empty: raise CaseError(f"--scores: none of the {len(paths)} case(s) has a label map to score against")
         write_scores(table, args.scores)
@@ -427,7 +441,7 @@ def _predict_native(args, p) -> int:
     model, card = load_for_prediction(args.model)
     if args.threshold is not None: card = {**card, "threshold": args.threshold[0] if len(args.threshold) == 1 else args.threshold}
     kwargs = dict(window=args.window, overlap=args.overlap, batch_size=args.batch_size, flips=args.flips,
-                  progress=sys.stderr.isatty())
+                  progress=show_progress(args))
     if args.intensity_normalization: kwargs["intensity_normalization"] = args.intensity_normalization
     if args.max_memory_gb is not None: kwargs["max_memory_gb"] = args.max_memory_gb
     result = predict_native(model, prepared, card, all_grids=args.all_grids, mode=args.mode, **kwargs)
@@ -502,8 +516,7 @@ def calibrate_parser() -> CommandParser:  # the parser of `bts calibrate`
     p.add_argument("--split", metavar="FILE.json", help="use only the split's validation cases ('valid') found in CASES")
     p.add_argument("--sensitivity", type=float, metavar="S", help="choose the highest thresholds keeping mean sensitivity >= S "
                    "(default: the best mean Dice)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
+    return add_quiet(p)
 
 def calibrate_command(
     argv:list,  # the arguments after `bts calibrate`
@@ -520,7 +533,7 @@ def calibrate_command(
         missing = valid - {case_file_name(c) for c in cases}
         if missing: raise CommandError(f"{args.cases}: the split's validation cases {sorted(missing)[:3]} are not there")
     purpose = "dice" if args.sensitivity is None else ("sensitivity", args.sensitivity)
-    card = calibrate_model(args.model, cases, purpose, progress=not args.quiet)
+    card = calibrate_model(args.model, cases, purpose, progress=show_progress(args))
     d = card["decisions"]
     print(f"thresholds {d['thresholds']}; temperatures {card['temperature']}; written to {Path(args.model) / 'model.json'}")
     print(f"held-out mean Dice at these thresholds: {d['dice_at_thresholds_held_out']} (at 0.5: {d['dice_at_0.5']})")

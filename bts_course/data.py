@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_data.ipynb #546e726c
 from __future__ import annotations
-import gzip, json, os, zlib
+import gzip, importlib, json, os, warnings, zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from importlib import resources
@@ -12,11 +13,11 @@ import numpy as np
 import nibabel as nib
 
 # %% auto #0
-__all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSES', 'LAYOUTS', 'MAX_VOXELS', 'load_case',
-           'count_nonfinite', 'check_size', 'check_image', 'check_patch', 'check_codes', 'check_label', 'one_hot',
-           'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'Case', 'detect_layout',
-           'nii_stem', 'find_modality', 'label_file_of', 'read_case', 'case_file_name', 'find_cases', 'Patch',
-           'example_patches']
+__all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSES', 'SPLITS', 'LAYOUTS', 'MAX_VOXELS',
+           'load_case', 'count_nonfinite', 'check_size', 'check_choice', 'check_image', 'check_patch', 'check_codes',
+           'check_label', 'one_hot', 'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json',
+           'Case', 'detect_layout', 'nii_stem', 'find_modality', 'label_file_of', 'read_case', 'case_file_name',
+           'find_cases', 'Patch', 'example_patches', 'moved_names']
 
 # %% ../nbs/00_data.ipynb #1220b336
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")  # channel order of every image in this package
@@ -61,6 +62,18 @@ def check_size(
                                    and float(v).is_integer() and v >= 1 for v in values):
         raise ValueError(f"{name} must be a positive integer or 3 positive integers (x, y, z), got {size!r}")
     return tuple(int(v) for v in values)
+
+# %% ../nbs/00_data.ipynb #023d913d
+def check_choice(
+    value,  # what was asked for
+    choices,  # the options (a tuple, or a dict whose keys are the options)
+    name:str,  # what the value is, for the message (a parameter's name)
+) -> object:  # `value` itself
+    "`value` if it is one of `choices`; else a ValueError naming `name`, the options and what came"
+    try: known = value in choices
+    except TypeError: known = False  # an unhashable value (a list, say) against a dict's keys
+    if not known: raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
 
 # %% ../nbs/00_data.ipynb #d57d6895
 def check_image(
@@ -183,6 +196,9 @@ def bounding_box(
         if hits.size == 0: raise ValueError(f"the mask of shape {mask.shape} is empty: no box holds it")
         box.append(slice(max(int(hits[0]) - int(margin), 0), min(int(hits[-1]) + 1 + int(margin), mask.shape[axis])))
     return tuple(box)
+
+# %% ../nbs/00_data.ipynb #2a6923f3
+SPLITS = ("train", "valid")  # the two sides of a split by case, as every config.json and split file names them
 
 # %% ../nbs/00_data.ipynb #68127716
 @dataclass(frozen=True)
@@ -477,3 +493,16 @@ def example_patches(
         data = np.load(f)
         return [Patch(x.astype(np.float32), one_hot(lab), str(n), str(s))
                 for x, lab, n, s in zip(data["x"], data["label"], data["names"], data["split"], strict=True)]
+
+# %% ../nbs/00_data.ipynb #6ced480b
+def moved_names(
+    module:str,  # the module the names left, e.g. "bts_course.dataset"
+    moved:dict,  # name -> the module it lives in now, e.g. {"write_phantom_dataset": "bts_course.demo"}
+) -> Callable:  # a module `__getattr__` (PEP 562): assign it as `__getattr__` in the old module
+    "The old module's `__getattr__`: a moved name fetched from its new module with a `DeprecationWarning` naming both"
+    def __getattr__(name:str):
+        if name not in moved: raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        warnings.warn(f"{module}.{name} moved to {moved[name]}.{name}; import it from there", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(moved[name]), name)  # fetched when asked: no import at load, no circle
+    __getattr__.__doc__ = f"Names that moved out of {module} ({', '.join(sorted(moved))}), with a DeprecationWarning"
+    return __getattr__

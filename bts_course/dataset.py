@@ -9,14 +9,13 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
-from .data import (CaseError, Patch, atomic_write, case_file_name, check_size, example_patches, find_cases,
-                             label_file_of, read_case, write_json)
-from .phantom import PHANTOM_BACKGROUND_THRESHOLD, make_phantom
-from .sampling import sample_patches
+from .data import (SPLITS, CaseError, atomic_write, case_file_name, check_size, example_patches, find_cases, label_file_of,
+                             moved_names, read_case, write_json)
+from .sampling import BACKGROUND_THRESHOLD, sample_patches
 
 # %% auto #0
 __all__ = ['MANIFEST', 'CONFIG', 'VALID_FRACTION', 'course_y', 'write_patch_file', 'write_course_dataset', 'build_patch_dataset',
-           'split_cases', 'read_split', 'write_phantom_dataset']
+           'split_cases', 'read_split', 'split_lists']
 
 # %% ../nbs/03a_dataset.ipynb #c46db4ff
 def course_y(
@@ -69,7 +68,7 @@ def build_patch_dataset(
     seed:int=0,  # seed of the split and of every case's patch corners
     workers:int=2,  # processes cutting cases in parallel
     patch_size=(160, 160, 16),  # voxels per patch (x, y, z), or one int for all three
-    background_threshold:float=0.95,  # largest share of background voxels in a tumour patch
+    background_threshold:float=BACKGROUND_THRESHOLD,  # largest share of background voxels in a tumour patch
     pad:bool=False,  # pad cases smaller than `patch_size` with zeros instead of refusing them
     progress:bool=True,  # show a progress bar over the cases
     split=None,  # the split to use instead of drawing one: a JSON file or dict `{"train": [case names], "valid": [...]}` (`read_split`)
@@ -84,7 +83,7 @@ def build_patch_dataset(
     settings = {"patches_per_case": int(patches_per_case), "valid_fraction": float(valid_fraction), "seed": int(seed),
                 "patch_size": list(patch_size), "background_threshold": float(background_threshold), "pad": bool(pad),
                 "tumour_patch_fraction": float(tumour_patch_fraction),
-                "split": None if split is None else {s: sorted(n for n in names if splits[n] == s) for s in ("train", "valid")}}
+                "split": None if split is None else split_lists(splits)}
     dest = Path(dest)
     if dest.exists() and not dest.is_dir(): raise NotADirectoryError(f"{dest}: exists and is not a folder")
     dest.mkdir(parents=True, exist_ok=True)
@@ -138,11 +137,11 @@ def read_split(
         if not source.is_file(): raise FileNotFoundError(f"{source}: no such split file")
         try: source = json.loads(source.read_text())
         except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{split}: not valid JSON ({e})") from None
-    if not isinstance(source, dict) or set(source) - {"train", "valid"} or not all(
-            isinstance(source.get(s, []), list) and all(isinstance(n, str) for n in source.get(s, [])) for s in ("train", "valid")):
+    if not isinstance(source, dict) or set(source) - set(SPLITS) or not all(
+            isinstance(source.get(s, []), list) and all(isinstance(n, str) for n in source.get(s, [])) for s in SPLITS):
         raise ValueError(f"{split}: expected {{\"train\": [case names], \"valid\": [case names]}}")
     splits = {}
-    for s in ("train", "valid"):
+    for s in SPLITS:
         for n in source.get(s, []):
             if n in splits: raise ValueError(f"{split}: case {n} is listed twice ({splits[n]} and {s})")
             splits[n] = s
@@ -151,6 +150,13 @@ def read_split(
         if missing: raise ValueError(f"{split}: {len(missing)} case(s) found but not in the split, e.g. {', '.join(missing[:3])}")
         if unknown: raise ValueError(f"{split}: {len(unknown)} case(s) in the split but not found, e.g. {', '.join(unknown[:3])}")
     return splits
+
+# %% ../nbs/03a_dataset.ipynb #73ed9d8d
+def split_lists(
+    splits:dict,  # `{name: 'train' or 'valid'}`, as `read_split` and `split_cases` give it
+) -> dict:  # `{'train': [names], 'valid': [names]}`, each sorted
+    "The inverse of `read_split`: the cases of each side of `SPLITS`, sorted by name"
+    return {side: sorted(n for n, s in splits.items() if s == side) for side in SPLITS}
 
 # %% ../nbs/03a_dataset.ipynb #e40b71e4
 def _check_build_settings(patches_per_case, valid_fraction, background_threshold, workers, tumour_patch_fraction):
@@ -269,28 +275,5 @@ def _finish(dest: Path, manifest: dict) -> dict:
     write_json(manifest, dest / MANIFEST)
     return config
 
-# %% ../nbs/03a_dataset.ipynb #a4ada60f
-def write_phantom_dataset(
-    dest,  # the folder to write (created)
-    n_cases:int=8,  # phantom cases, seeds `seed`, `seed + 1`, ...
-    patches_per_case:int=4,  # patches cut from each case
-    shape:tuple=(128, 128, 64),  # voxels per case
-    patch_size:tuple=(64, 64, 16),  # voxels per patch
-    valid_fraction:float=VALID_FRACTION,  # share of cases for validation (`split_cases`)
-    seed:int=0,  # seed of the cases, the split and the patch corners
-    background_threshold:float=PHANTOM_BACKGROUND_THRESHOLD,  # largest share of background voxels in a patch
-    progress:bool=False,  # show a progress bar over the cases
-) -> Path:  # `dest`, holding the `.h5` patches and `config.json`
-    "Cut `n_cases` phantom cases into course-format patches in `dest`, split by case as `build_patch_dataset` splits"
-    from tqdm.auto import tqdm
-    if int(n_cases) < 1 or int(patches_per_case) < 1: raise ValueError("n_cases and patches_per_case must be at least 1")
-    patch_size = check_size(patch_size, "patch_size")
-    cases = [make_phantom(seed + i, shape) for i in tqdm(range(int(n_cases)), desc="phantoms", disable=not progress)]
-    splits = split_cases([c.name for c in cases], valid_fraction, seed)
-    patches = []
-    for i, case in enumerate(cases):
-        rng = np.random.default_rng([seed, i])
-        picks = sample_patches(case.image, case.label, patches_per_case, patch_size, background_threshold, rng=rng)
-        for k, (X, y, corner) in enumerate(picks, 1):
-            patches.append(Patch(X, course_y(y), _patch_file_name(case.name, k, corner), splits[case.name]))
-    return write_course_dataset(dest, patches)
+# %% ../nbs/03a_dataset.ipynb #92fc61b3
+__getattr__ = moved_names("bts_course.dataset", {"write_phantom_dataset": "bts_course.demo"})  # for one release

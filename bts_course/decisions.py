@@ -7,12 +7,12 @@ from __future__ import annotations
 import math
 import numpy as np
 import pandas as pd
-from .data import CLASS_NAMES, check_label
+from .data import CLASS_NAMES, check_choice, check_label
 from .labels import check_probabilities, postprocess
-from .scores import BRATS_REGIONS
+from .scores import BRATS_REGIONS, mean_region_dice
 
 # %% auto #0
-__all__ = ['REGION_CLASSES', 'region_score', 'sweep_counts', 'rates', 'region_curves', 'choose_thresholds',
+__all__ = ['REGION_CLASSES', 'region_score', 'sweep_counts', 'rates', 'region_curves', 'choose_thresholds', 'leave_one_case_out',
            'choose_postprocessing', 'curve_areas', 'reliability_table', 'expected_calibration_error',
            'apply_temperature', 'negative_log_likelihood', 'fit_temperature', 'error_detection_auc']
 
@@ -24,7 +24,7 @@ def region_score(
     region:str,  # one of `BRATS_REGIONS`
 ) -> np.ndarray:  # `(...)` the largest probability of the region's classes, `probs`' dtype
     "A BraTS region's score: the largest probability among its classes (the region is predicted where it exceeds the threshold)"
-    if region not in REGION_CLASSES: raise ValueError(f"unknown region {region!r}; expected one of {list(REGION_CLASSES)}")
+    check_choice(region, REGION_CLASSES, "region")
     probs = check_probabilities(probs)
     if probs.shape[-1] != len(CLASS_NAMES): raise ValueError(f"expected {len(CLASS_NAMES)} class probabilities last, found shape {probs.shape}")
     return probs[..., list(REGION_CLASSES[region])].max(-1)
@@ -121,6 +121,16 @@ def choose_thresholds(
                         "Specificity": spec[k]}
     return tuple(chosen), pd.DataFrame.from_dict(rows, orient="index").loc[list(REGION_CLASSES)]
 
+# %% ../nbs/07b_decisions.ipynb #1f98cd64
+def leave_one_case_out(
+    cases:list,  # one item per validation case (at least 2), e.g. `(probabilities, labels, mask)` triples
+    choose,  # a function of the other cases -> what is chosen on them (thresholds, temperatures, ...)
+    score,  # a function of `(the case, what was chosen without it)` -> its score
+) -> list:  # one score per case, in the order of `cases`
+    "Each case scored with what was chosen on the other cases: an honest figure from few validation cases"
+    if len(cases) < 2: raise ValueError(f"leaving one case out needs at least 2 cases; got {len(cases)}")
+    return [score(case, choose(cases[:k] + cases[k + 1:])) for k, case in enumerate(cases)]
+
 # %% ../nbs/07b_decisions.ipynb #15872eab
 def choose_postprocessing(
     predictions:list,  # label maps `(X, Y, Z)` of codes 0-3, one per validation case (before cleaning)
@@ -129,7 +139,6 @@ def choose_postprocessing(
     enhancing_sizes=(0, 50, 200, 500),  # candidates for `postprocess`' `min_enhancing_voxels` (0: off)
 ) -> tuple:  # `(settings, table)`: `postprocess` keyword arguments, and mean region Dice for every pair of sizes
     "The cleaning of label maps that scores best on validation cases; off where it does not pay"
-    from bts_course.scores import binary_dice
     if len(predictions) != len(truths) or not predictions:
         raise ValueError(f"expected as many truths as predictions, at least one; got {len(predictions)} and {len(truths)}")
     truths = [check_label(t, "truth", np.shape(p)) for p, t in zip(predictions, truths, strict=True)]
@@ -137,12 +146,8 @@ def choose_postprocessing(
     for components in sorted(component_sizes):
         for enhancing in sorted(enhancing_sizes):
             cleaned = [postprocess(p, components, enhancing) for p in predictions]
-            row = {"min_component_voxels": int(components), "min_enhancing_voxels": int(enhancing)}
-            for region, codes in BRATS_REGIONS.items():
-                pairs = [(np.isin(c, codes), np.isin(t, codes)) for c, t in zip(cleaned, truths, strict=True)]
-                values = [binary_dice(c, t) for c, t in pairs if c.any() or t.any()]
-                row[region] = float(np.mean(values)) if values else math.nan
-            rows.append(row)
+            rows.append({"min_component_voxels": int(components), "min_enhancing_voxels": int(enhancing),
+                         **mean_region_dice(cleaned, truths)})
     table = pd.DataFrame(rows)
     table["mean"] = table[list(BRATS_REGIONS)].mean(axis=1)
     best = table.loc[table["mean"].round(6).idxmax()]  # the first of the best: the smallest sizes, since rows go up

@@ -7,35 +7,43 @@ from __future__ import annotations
 import shutil, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
+import keras
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from .data import save_nifti, write_json
+from .data import MODALITIES, Patch, check_size, save_nifti, write_json
+from .dataset import VALID_FRACTION, _patch_file_name, build_patch_dataset, course_y, split_cases, write_course_dataset
 from .evaluation import evaluate_case, plot_prediction
 from .inference import load_segmentation_model
-from .phantom import make_phantom
+from .metrics import soft_dice_loss
+from .model import unet_model_3d
+from .phantom import PHANTOM_BACKGROUND_THRESHOLD, make_phantom
+from .preprocess import standardize
+from .sampling import sample_patches
+from .training import VolumeDataGenerator, train
 from .viz import get_labeled_image, save_gif
 
 # %% auto #0
-__all__ = ['FULL', 'QUICK', 'MARKER', 'OUTPUTS', 'DemoSettings', 'training_figure', 'side_by_side', 'run_demo']
+__all__ = ['FULL', 'QUICK', 'MARKER', 'OUTPUTS', 'DemoSettings', 'training_figure', 'side_by_side', 'run_demo',
+           'write_phantom_dataset', 'train_small_unet']
 
 # %% ../nbs/09_demo.ipynb #397c2837
 @dataclass(frozen=True)
 class DemoSettings:
     "Sizes of a demo run"
-    n_cases: int = 10                  # phantom cases for training and validation
-    shape: tuple = (96, 96, 64)        # voxels per case
-    patch_size: tuple = (64, 64, 16)   # voxels per training patch
-    patches_per_case: int = 4          # patches cut from each case
-    valid_fraction: float = 0.2        # the share of cases held out for validation
-    background_threshold: float = 0.99  # phantoms' tumours are small: keep patches with at least 1 % tumour
-    depth: int = 3                     # U-Net levels
-    n_base_filters: int = 8            # filters of the first level
-    learning_rate: float = 3e-3        # Adam's learning rate
-    batch_size: int = 2                # training patches per batch
-    epochs: int = 20                   # training epochs at most
-    time_limit: float = 240.0          # seconds of training at most
-    test_seed: int = 1000              # the unseen case
+    n_cases: int = 10                                           # phantom cases for training and validation
+    shape: tuple = (96, 96, 64)                                 # voxels per case
+    patch_size: tuple = (64, 64, 16)                            # voxels per training patch
+    patches_per_case: int = 4                                   # patches cut from each case
+    valid_fraction: float = VALID_FRACTION                      # the share of cases held out for validation
+    background_threshold: float = PHANTOM_BACKGROUND_THRESHOLD  # phantoms' tumours are small: keep patches with at least 1 % tumour
+    depth: int = 3                                              # U-Net levels
+    n_base_filters: int = 8                                     # filters of the first level
+    learning_rate: float = 3e-3                                 # Adam's learning rate
+    batch_size: int = 2                                         # training patches per batch
+    epochs: int = 20                                            # training epochs at most
+    time_limit: float = 240.0                                   # seconds of training at most
+    test_seed: int = 1000                                       # the unseen case
 
 # %% ../nbs/09_demo.ipynb #2e01ebc0
 FULL = DemoSettings()  # what `bts demo` runs
@@ -103,8 +111,6 @@ def side_by_side(
 # %% ../nbs/09_demo.ipynb #0f1d98af
 def _cut_patches(out: Path, s: DemoSettings, seed: int, progress: bool) -> tuple:
     "Step 2: the cases cut into course patches in `out/patches`; `(training, validation)` generators over them"
-    from bts_course.dataset import build_patch_dataset
-    from bts_course.training import VolumeDataGenerator
     build_patch_dataset(out / "cases", out / "patches", patches_per_case=s.patches_per_case,
                         valid_fraction=s.valid_fraction, seed=seed, workers=1, patch_size=s.patch_size,
                         background_threshold=s.background_threshold, progress=progress)
@@ -115,10 +121,6 @@ def _cut_patches(out: Path, s: DemoSettings, seed: int, progress: bool) -> tuple
 
 def _train_model(out: Path, s: DemoSettings, seed: int, train_data, valid_data, progress: bool) -> tuple:
     "Step 3: a small U-Net trained in `out/run`; `(TrainResult, the best model)`"
-    import keras
-    from bts_course.metrics import soft_dice_loss
-    from bts_course.model import unet_model_3d
-    from bts_course.training import train
     keras.utils.set_random_seed(seed)
     build = lambda: unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=s.depth,
                                   n_base_filters=s.n_base_filters, initial_learning_rate=s.learning_rate)
@@ -196,3 +198,54 @@ def run_demo(
     for what, path in outputs.items(): print(f"  {what:<{width}}  {path}")
     print(f"\nnext: bts predict {out / 'test'} -o {out / 'predictions'} --model {outputs['model']}")
     return outputs
+
+# %% ../nbs/09_demo.ipynb #a4ada60f
+def write_phantom_dataset(
+    dest,  # the folder to write (created)
+    n_cases:int=8,  # phantom cases, seeds `seed`, `seed + 1`, ...
+    patches_per_case:int=4,  # patches cut from each case
+    shape:tuple=(128, 128, 64),  # voxels per case
+    patch_size:tuple=(64, 64, 16),  # voxels per patch
+    valid_fraction:float=VALID_FRACTION,  # share of cases for validation (`split_cases`)
+    seed:int=0,  # seed of the cases, the split and the patch corners
+    background_threshold:float=PHANTOM_BACKGROUND_THRESHOLD,  # largest share of background voxels in a patch
+    progress:bool=False,  # show a progress bar over the cases
+) -> Path:  # `dest`, holding the `.h5` patches and `config.json`
+    "Cut `n_cases` phantom cases into course-format patches in `dest`, split by case as `build_patch_dataset` splits"
+    from tqdm.auto import tqdm
+    if int(n_cases) < 1 or int(patches_per_case) < 1: raise ValueError("n_cases and patches_per_case must be at least 1")
+    patch_size = check_size(patch_size, "patch_size")
+    cases = [make_phantom(seed + i, shape) for i in tqdm(range(int(n_cases)), desc="phantoms", disable=not progress)]
+    splits = split_cases([c.name for c in cases], valid_fraction, seed)
+    patches = []
+    for i, case in enumerate(cases):
+        rng = np.random.default_rng([seed, i])
+        picks = sample_patches(case.image, case.label, patches_per_case, patch_size, background_threshold, rng=rng)
+        for k, (X, y, corner) in enumerate(picks, 1):
+            patches.append(Patch(X, course_y(y), _patch_file_name(case.name, k, corner), splits[case.name]))
+    return write_course_dataset(dest, patches)
+
+# %% ../nbs/09_demo.ipynb #c63b18e4
+def train_small_unet(
+    n_cases:int=6,  # phantom cases, seeds `seed`, `seed + 1`, ...
+    patches_per_case:int=4,  # patches cut from each case
+    shape:tuple=(64, 64, 48),  # voxels per phantom
+    patch_size:tuple=(48, 48, 16),  # voxels per patch (multiples of `2**(depth-1)`)
+    epochs:int=10,  # passes over the patches
+    depth:int=3,  # U-Net levels
+    n_base_filters:int=8,  # filters of the first level
+    learning_rate:float=3e-3,  # Adam's learning rate
+    seed:int=0,  # seed of the cases, the patches and the initial weights
+) -> keras.Model:  # the trained model, free spatial input sizes, compiled with the soft dice loss
+    "A small U-Net trained in memory on standardised phantom patches: a model to evaluate and explore without a GPU"
+    X, y = [], []
+    for case_seed in range(seed, seed + int(n_cases)):
+        case = make_phantom(case_seed, shape=shape)
+        for px, py, _ in sample_patches(case.image, case.label, patches_per_case, patch_size,
+                                        background_threshold=PHANTOM_BACKGROUND_THRESHOLD, rng=case_seed):
+            X.append(standardize(px)); y.append(py)
+    keras.utils.set_random_seed(seed)
+    model = unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=depth,
+                          n_base_filters=n_base_filters, initial_learning_rate=learning_rate)
+    model.fit(np.stack(X), np.stack(y), batch_size=4, epochs=int(epochs), verbose=0)
+    return model

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image, check_patch,
                              check_label, check_size, find_cases, label_file_of, one_hot, read_case, save_nifti)
-from .labels import postprocess, probabilities_to_labels
+from .labels import THRESHOLD, postprocess, probabilities_to_labels
 from .inference import label_header, predict_volume
 from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, model_outputs, round_to_divisor, with_input_shape
@@ -67,6 +67,16 @@ def plot_prediction(
     if title: fig.suptitle(title, fontsize=10)
     return fig
 
+# %% ../nbs/07_evaluation.ipynb #cfd21f0d
+def _course_patch(
+    part,  # a part of a scan `(x, y, z, C)`, raw intensities, at most `patch_size` along each axis
+    patch_size:tuple,  # the patch `(X, Y, Z)` the network takes
+) -> np.ndarray:  # `(C, X, Y, Z)` float32
+    "A part of a scan as the course feeds it: channels first at the patch's corner, zeros past the scan's edge, standardised"
+    patch = np.zeros((part.shape[-1],) + tuple(patch_size), np.float32)  # zero padding past the edge, as the course does
+    patch[(slice(None),) + tuple(slice(0, s) for s in part.shape[:3])] = np.moveaxis(part, -1, 0)
+    return standardize(patch)
+
 # %% ../nbs/07_evaluation.ipynb #ec65dbc9
 def predict_course_tiles(
     model,  # a channels-first 3D model
@@ -86,9 +96,7 @@ def predict_course_tiles(
     for corner in tqdm(corners, desc="course tiles", unit="tile", disable=not progress):
         box = tuple(slice(c, c + t) for c, t in zip(corner, patch_size, strict=True))
         part = image[box]
-        patch = np.zeros((channels,) + patch_size, np.float32)  # zero padding past the edge, as the course does
-        patch[(slice(None),) + tuple(slice(0, s) for s in part.shape[:3])] = np.moveaxis(part, -1, 0)
-        probs = np.asarray(net.predict_on_batch(standardize(patch)[None]), np.float32)[0]
+        probs = np.asarray(net.predict_on_batch(_course_patch(part, patch_size)[None]), np.float32)[0]
         out[box] = np.moveaxis(probs, 0, -1)[tuple(slice(0, s) for s in part.shape[:3])]
     return out
 
@@ -97,7 +105,7 @@ def predict_and_viz(
     image,  # the scan `(X, Y, Z, 4)`, raw intensities
     label,  # its true label map `(X, Y, Z)`, codes 0-3: drawn, never used to predict
     model,  # a channels-first 3D model
-    threshold:float=0.5,  # probability above which a class is predicted
+    threshold:float=THRESHOLD,  # probability above which a class is predicted
     loc=(100, 100, 50),  # the voxel `(x, y, z)` the three slices pass through
     patch_size=None,  # None: the whole scan; `(x, y, z)`: only the box of that size centred on `loc` (clipped to the scan)
     mode:str="threshold",  # how probabilities become codes: "threshold" (innermost class wins) or "argmax"
@@ -118,10 +126,8 @@ def predict_and_viz(
         patch_size = round_to_divisor(patch_size, divisor, up=False)
         start = [min(max(v - s // 2, 0), max(n - s, 0)) for v, s, n in zip(loc, patch_size, image.shape[:3], strict=True)]
         box = tuple(slice(a, a + s) for a, s in zip(start, patch_size, strict=True))
-        part = np.moveaxis(image[box], -1, 0)
-        patch = np.zeros((channels,) + patch_size, np.float32)
-        patch[(slice(None),) + tuple(slice(0, s) for s in part.shape[1:])] = part
-        probs = predict_patch(model, standardize(patch))[(slice(None),) + tuple(slice(0, s) for s in part.shape[1:])]
+        part = image[box]
+        probs = predict_patch(model, _course_patch(part, patch_size))[(slice(None),) + tuple(slice(0, s) for s in part.shape[:3])]
         labels = np.zeros(image.shape[:3], np.uint8)
         labels[box] = probabilities_to_labels(probs, threshold, mode, axis=0)
     return labels, plot_prediction(image, label, labels, loc)
@@ -183,7 +189,7 @@ def score_prediction(
 def predict_case(
     model,  # a channels-first 3D model
     case:Case,  # the case to predict, e.g. from `read_case`
-    threshold:float=0.5,  # probability above which a class is predicted
+    threshold:float=THRESHOLD,  # probability above which a class is predicted
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
     postprocessing:dict|None=None,  # `labels.postprocess` keyword arguments (a model card's `postprocess`), or None
     **predict_kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
@@ -199,7 +205,7 @@ def predict_case(
 def evaluate_case(
     model,  # a channels-first 3D model
     case:Case,  # a case with its label map, e.g. from `read_case`
-    threshold:float=0.5,  # probability above which a class is predicted
+    threshold:float=THRESHOLD,  # probability above which a class is predicted
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
     convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
     postprocessing:dict|None=None,  # `labels.postprocess` keyword arguments (a model card's `postprocess`), or None
@@ -215,7 +221,7 @@ def predict_folder(
     model,  # a channels-first 3D model
     paths:list,  # the cases: MSD image files or BraTS case folders, e.g. from `find_cases`
     targets:list|None=None,  # a NIfTI file per case to write its label map to (None: write nothing)
-    threshold:float=0.5,  # probability above which a class is predicted
+    threshold:float=THRESHOLD,  # probability above which a class is predicted
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
     score:bool=True,  # score every case that has a label map
     convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
@@ -249,7 +255,7 @@ def evaluate_folder(
     model,  # a channels-first 3D model
     folder,  # an MSD folder, BraTS case folders, or a folder of them
     csv_path=None,  # where to write the table (CSV), if anywhere
-    threshold:float=0.5,  # probability above which a class is predicted
+    threshold:float=THRESHOLD,  # probability above which a class is predicted
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
     progress:bool=True,  # a progress bar over the cases
     convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"

@@ -5,22 +5,23 @@
 # %% ../nbs/05a_labels.ipynb #76e4a197
 from __future__ import annotations
 import numpy as np
-from .data import CLASS_NAMES, check_label
+from .data import CLASS_NAMES, check_choice, check_label
 from .scores import BRATS_REGIONS
 
 # %% auto #0
-__all__ = ['OUTPUTS', 'check_outputs', 'check_probabilities', 'check_thresholds', 'probabilities_to_labels', 'classes_to_regions',
-           'regions_to_classes', 'label_channels', 'remove_small_enhancing', 'remove_small_components', 'postprocess']
+__all__ = ['THRESHOLD', 'OUTPUTS', 'check_outputs', 'check_probabilities', 'check_thresholds', 'probabilities_to_labels',
+           'classes_to_regions', 'regions_to_classes', 'label_channels', 'remove_small_enhancing',
+           'remove_small_components', 'postprocess']
 
 # %% ../nbs/05a_labels.ipynb #cbcd08af
+THRESHOLD = 0.5  # the course's threshold: a class or region is present where its probability exceeds it, unless a card or you say otherwise
 OUTPUTS = {"classes": CLASS_NAMES, "regions": tuple(BRATS_REGIONS)}  # what a model's three channels can hold -> their names
 
 def check_outputs(
     outputs:str,  # what a model's channels hold
 ) -> str:  # `outputs`, one of `OUTPUTS`
     "`outputs` if it names a kind of model output (`OUTPUTS`: classes or regions), else an error listing them"
-    if outputs not in OUTPUTS: raise ValueError(f"outputs must be one of {tuple(OUTPUTS)}, got {outputs!r}")
-    return outputs
+    return check_choice(outputs, OUTPUTS, "outputs")
 
 def check_probabilities(
     probs,  # any array of probabilities
@@ -52,7 +53,7 @@ def check_thresholds(
 
 def probabilities_to_labels(
     probs,  # class probabilities in [0, 1]: 3 tumour classes, or 4 with background first, on `axis`
-    threshold=0.5,  # a class is present where its probability exceeds this: one number, or one per tumour class
+    threshold=THRESHOLD,  # a class is present where its probability exceeds this: one number, or one per tumour class
     mode:str="threshold",  # "threshold": innermost passing class wins; "argmax": most probable class
     axis:int=-1,  # the class axis of `probs`
     outputs:str="classes",  # what the channels hold (`OUTPUTS`): "classes" or the BraTS "regions" (whole tumour, core, enhancing)

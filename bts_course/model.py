@@ -8,7 +8,7 @@ import math, weakref
 import numpy as np
 import keras
 from keras import layers
-from .data import check_size
+from .data import check_choice, check_size
 from .labels import check_outputs
 from .metrics import soft_dice_loss, dice_coefficient, CLASS_DICE_METRICS, REGION_DICE_METRICS
 
@@ -31,7 +31,7 @@ def convolution_block(
     if layer_normalization == "batch": x = layers.BatchNormalization(axis=-1, name=f"{name}_bn")(x)
     elif layer_normalization == "instance": x = layers.GroupNormalization(groups=-1, axis=-1, name=f"{name}_in")(x)
     elif layer_normalization is not None:
-        raise ValueError(f"layer_normalization must be one of {LAYER_NORMALIZATIONS}, got {layer_normalization!r}")
+        check_choice(layer_normalization, LAYER_NORMALIZATIONS, "layer_normalization")
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 # %% ../nbs/05_unet.ipynb #8ec24725
@@ -137,8 +137,7 @@ def unet_model_3d(
         if layer_normalization not in (None, "batch"):
             raise ValueError(f"batch_normalization=True and layer_normalization={layer_normalization!r} contradict each other; pick one")
         layer_normalization = "batch"
-    if layer_normalization not in LAYER_NORMALIZATIONS:
-        raise ValueError(f"layer_normalization must be one of {LAYER_NORMALIZATIONS}, got {layer_normalization!r}")
+    check_choice(layer_normalization, LAYER_NORMALIZATIONS, "layer_normalization")
     graph = dict(pool_size=pool_size, n_labels=n_labels, deconvolution=deconvolution, depth=depth,
                  n_base_filters=n_base_filters, activation_name=activation_name, layer_normalization=layer_normalization,
                  outputs=check_outputs(outputs))

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from scipy import ndimage
 from tqdm.auto import tqdm
 from .data import (MODALITIES, LAYOUTS, Case, CaseError, bounding_box, check_label, find_modality, nii_stem)
+from .labels import THRESHOLD
 from .scores import BRATS_REGIONS
 from .viz import AXIS_NAMES, display_window, plane_slice, tumour_centre
 
@@ -697,7 +698,7 @@ def predict_native(
     from bts_course.evaluation import predict_case             # TensorFlow only when predicting
     card = card or {}
     predict_kwargs.setdefault("intensity_normalization", card.get("intensity_normalization", "slices"))
-    labels, probs, seconds = predict_case(model, prepared.case, card.get("threshold", 0.5), mode, card.get("postprocess"),
+    labels, probs, seconds = predict_case(model, prepared.case, card.get("threshold", THRESHOLD), mode, card.get("postprocess"),
                                           **predict_kwargs)
     del probs
     start = time.perf_counter()

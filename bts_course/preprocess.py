@@ -5,11 +5,11 @@
 # %% ../nbs/03_standardize.ipynb #af205695
 from __future__ import annotations
 import numpy as np
-from .data import bounding_box, check_image, check_patch
+from .data import bounding_box, check_choice, check_image, check_patch
 
 # %% auto #0
-__all__ = ['INTENSITY_NORMALIZATIONS', 'standardize', 'normalize_nonzero', 'brain_box', 'crop_to_brain', 'uncrop_from_brain',
-           'slice_statistics', 'normalize_crop']
+__all__ = ['INTENSITY_NORMALIZATIONS', 'standardize', 'brain_mask', 'normalize_nonzero', 'brain_box', 'crop_to_brain',
+           'uncrop_from_brain', 'slice_statistics', 'normalize_crop']
 
 # %% ../nbs/03_standardize.ipynb #68706288
 # UNQ_C2 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
@@ -45,13 +45,22 @@ def standardize(
     return np.ascontiguousarray(np.moveaxis(work, 1, 3), dtype=np.float32)
     ### END CODE HERE ###
 
+# %% ../nbs/03_standardize.ipynb #a729f579
+def brain_mask(
+    image,  # a scan `(X, Y, Z)` or `(X, Y, Z, C)`, background exactly 0
+) -> np.ndarray:  # `(X, Y, Z)` bool
+    "The brain of a scan: the voxels `(X, Y, Z)` where any channel is non-zero"
+    image = np.asarray(image)
+    if image.ndim not in (3, 4): raise ValueError(f"expected an image (X, Y, Z) or (X, Y, Z, C), found shape {image.shape}")
+    return image != 0 if image.ndim == 3 else (image != 0).any(axis=-1)
+
 # %% ../nbs/03_standardize.ipynb #2f3056ae
 def normalize_nonzero(
     image,  # a scan `(X, Y, Z, C)`, channels last, background exactly 0
 ) -> np.ndarray:  # `(X, Y, Z, C)` float32: mean 0 / std 1 per channel over the brain, background 0
     "Per channel mean 0 / std 1 over the brain (voxels where any channel is nonzero), background kept at 0: `(X, Y, Z, C)` -> float32"
     image = check_image(image)
-    brain = (image != 0).any(axis=-1)
+    brain = brain_mask(image)
     out = np.zeros(image.shape, np.float32)
     if not brain.any(): return out
     values = image[brain]  # (N, C), a copy
@@ -81,7 +90,7 @@ def brain_box(
     # STUB: start = {{np.maximum(where.min(axis=0) - margin, 0)}}
     # STUB: stop = {{np.minimum(where.max(axis=0) + 1 + margin, mask.shape)}}
     # STUB: return tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
-    mask = image != 0 if image.ndim == 3 else (image != 0).any(axis=-1)
+    mask = brain_mask(image)
     if not mask.any(): raise ValueError(f"image of shape {image.shape} is all zeros: there is no brain to crop to")
     return bounding_box(mask, margin)
     ### END CODE HERE ###
@@ -144,8 +153,7 @@ def normalize_crop(
     "A brain crop `(x, y, z, C)` normalised for the network, channels first, and the value a raw zero (background) takes after it"
     crop = np.asarray(crop)
     if crop.ndim != 4: raise ValueError(f"expected a crop (x, y, z, C), found shape {crop.shape}")
-    if intensity_normalization not in INTENSITY_NORMALIZATIONS:
-        raise ValueError(f"intensity_normalization must be one of {INTENSITY_NORMALIZATIONS}, got {intensity_normalization!r}")
+    check_choice(intensity_normalization, INTENSITY_NORMALIZATIONS, "intensity_normalization")
     x = np.ascontiguousarray(np.moveaxis(crop, -1, 0), dtype=np.float32)
     if intensity_normalization == "slices":
         mean, std = slice_statistics(x)

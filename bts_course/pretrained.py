@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import keras
 from matplotlib.figure import Figure
-from .data import MODALITIES, CLASS_NAMES, atomic_write, example_patches, write_json
+from .data import MODALITIES, CLASS_NAMES, SPLITS, atomic_write, example_patches, write_json
 from .metrics import dice_coefficient, soft_dice_loss
-from .labels import OUTPUTS, check_outputs, label_channels, regions_to_classes
-from .model import float32_model, model_outputs, unet_model_3d
+from .labels import OUTPUTS, THRESHOLD, check_outputs, label_channels, regions_to_classes
+from .model import float32_model, model_divisor, model_outputs, unet_model_3d
 from .scores import BRATS_REGIONS
 from .training import model_arrays
 
@@ -139,7 +139,7 @@ def export_model(
     split=None,  # the split by case, `{"train": [...], "valid": [...]}` or its JSON file
     recipe:str|None=None,  # the command that made the run, for the card
     course_patches=None,  # a folder of course-format patches of other patients to score (config.json + *.h5), or None
-    threshold:float=0.5,  # the probability above which a class is predicted
+    threshold:float=THRESHOLD,  # the probability above which a class is predicted
     description:dict|None=None,  # more fields for the card: title, summary, data, citations, limitations
     if_better:bool=False,  # replace a model already in `out_dir` only if this one's mean validation Dice is higher
 ) -> Path | None:  # `out_dir`, or None when `if_better` kept the model that was there
@@ -174,9 +174,13 @@ def export_model(
     return out_dir
 
 # %% ../nbs/06a_pretrained.ipynb #7179bb56
+def _divisor_text(divisor:tuple) -> str:
+    "The sizes an input must be multiples of, in words: '8', or '8x8x4' (X, Y, Z) where the axes differ"
+    return str(divisor[0]) if len(set(divisor)) == 1 else "x".join(map(str, divisor)) + " (X, Y, Z)"
+
 def _card(model, architecture, run_dir, weights, scores, split, recipe, course_patches, threshold, description) -> dict:
     "The contents of `model.json`"
-    from bts_course.dataset import read_split
+    from bts_course.dataset import read_split, split_lists
     args = json.loads((run_dir / "train_args.json").read_text())
     state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
     log = pd.read_csv(run_dir / "log.csv") if (run_dir / "log.csv").is_file() else pd.DataFrame()
@@ -184,21 +188,21 @@ def _card(model, architecture, run_dir, weights, scores, split, recipe, course_p
     card = {
         "format": CARD_FORMAT, "weights": weights.name, "sha256": file_sha256(weights), "bytes": weights.stat().st_size,
         "n_parameters": int(model.count_params()), "architecture": architecture, "input": "(B, 4, X, Y, Z) channels first, "
-        "FLAIR, T1w, T1gd, T2w; any X, Y, Z that are multiples of " + str(2 ** (architecture["depth"] - 1)),
+        "FLAIR, T1w, T1gd, T2w; any X, Y, Z that are multiples of " + _divisor_text(model_divisor(model)),
         "intensity_normalization": "slices", "threshold": float(threshold),
         "training": {"recipe": recipe, "args": {k: v for k, v in args.items() if k not in ("dataset",)},
                      "epochs": int(state.get("epoch", len(log))), "best_epoch": None if state.get("best_epoch") is None
                      else int(state["best_epoch"]) + 1, "best_valid_patch_dice": state.get("best"),
                      "seconds": state.get("seconds"),
                      "curve": log.round(4).to_dict(orient="list") if len(log) else {}},
-        "split": None if split is None else {s: sorted(n for n, v in read_split(split).items() if v == s) for s in ("train", "valid")},
+        "split": None if split is None else split_lists(read_split(split)),
         "validation": _validation(scores),
         "shipped_patch": {"name": valid[0].name, "dice_coefficient": round(_patch_dice(model, valid), 4)},
     }
     if course_patches is not None:
         from bts_course.training import patch_files, read_patch
         from bts_course.data import Patch
-        files = [f for s in ("train", "valid") for f in patch_files(course_patches, s)]
+        files = [f for s in SPLITS for f in patch_files(course_patches, s)]
         patches = [Patch(*read_patch(f), f.name, "valid") for f in files]
         card["course_patches"] = {"folder": Path(course_patches).name, "n": len(patches),
                                   "dice_coefficient": round(_patch_dice(model, patches), 4)}
@@ -369,29 +373,23 @@ def load_for_prediction(
 def _region_dice(cases: list, thresholds, outputs: str = "classes") -> dict:
     "Mean whole-scan Dice of each BraTS region over `cases` (probs, labels, mask) at `thresholds` (BraTS conventions)"
     from bts_course.labels import probabilities_to_labels
-    from bts_course.scores import binary_dice
-    out = {}
-    for region, codes in BRATS_REGIONS.items():
-        values = []
-        for probs, labels, _ in cases:
-            pred, true = np.isin(probabilities_to_labels(probs, thresholds, outputs=outputs), codes), np.isin(labels, codes)
-            if pred.any() or true.any(): values.append(binary_dice(pred, true))
-        out[region] = float(np.mean(values)) if values else math.nan
-    return out
+    from bts_course.scores import mean_region_dice
+    return mean_region_dice([probabilities_to_labels(probs, thresholds, outputs=outputs) for probs, _, _ in cases],
+                            [labels for _, labels, _ in cases])
 
 def _held_out(cases: list, purpose, outputs: str) -> tuple:
     "Each case scored with thresholds and temperatures chosen on the other cases: `(mean region Dice, ECE before, ECE after)`"
-    from bts_course.decisions import apply_temperature, choose_thresholds, expected_calibration_error
-    dice, before, after = {r: [] for r in BRATS_REGIONS}, [], []
-    for k, (probs, labels, mask) in enumerate(cases):
-        others = cases[:k] + cases[k + 1:]
-        chosen, _ = choose_thresholds(others, purpose)
-        for r, d in _region_dice([(probs, labels, mask)], chosen, outputs).items():
-            if not math.isnan(d): dice[r].append(d)
-        calibrated, truth = apply_temperature(probs, _fit_temperatures(others, outputs)), label_channels(labels, outputs)
-        for c in range(len(CLASS_NAMES)):
-            before.append(expected_calibration_error(probs[..., c], truth[..., c], mask=mask))
-            after.append(expected_calibration_error(calibrated[..., c], truth[..., c], mask=mask))
+    from bts_course.decisions import apply_temperature, choose_thresholds, expected_calibration_error, leave_one_case_out
+    def choose(others): return choose_thresholds(others, purpose)[0], _fit_temperatures(others, outputs)
+    def score(case, chosen):
+        (probs, labels, mask), (thresholds, temperatures) = case, chosen
+        calibrated, truth = apply_temperature(probs, temperatures), label_channels(labels, outputs)
+        return (_region_dice([case], thresholds, outputs),
+                [(expected_calibration_error(probs[..., c], truth[..., c], mask=mask),
+                  expected_calibration_error(calibrated[..., c], truth[..., c], mask=mask)) for c in range(len(CLASS_NAMES))])
+    scores = leave_one_case_out(cases, choose, score)
+    dice = {r: [d[r] for d, _ in scores if not math.isnan(d[r])] for r in BRATS_REGIONS}
+    before, after = [b for _, e in scores for b, _ in e], [a for _, e in scores for _, a in e]
     return {r: float(np.mean(v)) if v else math.nan for r, v in dice.items()}, float(np.nanmean(before)), float(np.nanmean(after))
 
 def _fit_temperatures(cases: list, outputs: str) -> list:
@@ -417,6 +415,7 @@ def calibrate_model(
     from bts_course.decisions import choose_postprocessing, choose_thresholds
     from bts_course.inference import predict_volume
     from bts_course.labels import probabilities_to_labels
+    from bts_course.preprocess import brain_mask
     folder = Path(folder)
     card, model = read_card(folder), load_pretrained(folder)
     outputs = outputs_of(card)
@@ -425,7 +424,7 @@ def calibrate_model(
     for path in tqdm(cases, desc="calibrate", unit="case", disable=not progress):
         case = read_case(path)
         if case.label is None: raise ValueError(f"{path}: a calibration case needs its label map")
-        data.append((predict_volume(model, case.image, progress=False), case.label, case.image.any(-1)))
+        data.append((predict_volume(model, case.image, progress=False), case.label, brain_mask(case.image)))
     thresholds, table = choose_thresholds(data, purpose)
     held_dice, ece_before, ece_after = _held_out(data, purpose, outputs)
     card["threshold"] = [round(t, 2) for t in thresholds]
@@ -435,7 +434,7 @@ def calibrate_model(
     card["decisions"] = {
         "purpose": purpose if isinstance(purpose, str) else list(purpose), "cases": [Path(p).name for p in cases],
         "thresholds": dict(zip(OUTPUTS[outputs], card["threshold"], strict=True)),
-        "dice_at_0.5": {r: round(d, 4) for r, d in _region_dice(data, 0.5, outputs).items()},
+        "dice_at_0.5": {r: round(d, 4) for r, d in _region_dice(data, THRESHOLD, outputs).items()},
         "dice_at_thresholds": {r: round(float(table.loc[r, "Dice"]), 4) for r in BRATS_REGIONS},
         "dice_at_thresholds_held_out": {r: round(d, 4) for r, d in held_dice.items()},
         "ece_held_out": {"before": round(ece_before, 4), "after temperature scaling": round(ece_after, 4)},

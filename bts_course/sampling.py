@@ -8,8 +8,11 @@ import numpy as np
 from .data import N_CLASSES, LABEL_NAMES, check_image, check_label, check_size
 
 # %% auto #0
-__all__ = ['SamplingError', 'get_sub_volume', 'rejection_sample', 'summed_volume_table', 'window_sums', 'valid_corners',
-           'sample_patches', 'sample_patch']
+__all__ = ['BACKGROUND_THRESHOLD', 'SamplingError', 'get_sub_volume', 'rejection_sample', 'summed_volume_table', 'window_sums',
+           'valid_corners', 'sample_patches', 'sample_patch']
+
+# %% ../nbs/02_sampling.ipynb #79c608ee
+BACKGROUND_THRESHOLD = 0.95  # the course's rule: a training patch holds at most 95 % background (at least 5 % tumour)
 
 # %% ../nbs/02_sampling.ipynb #b8398fc8
 class SamplingError(ValueError):
@@ -112,7 +115,7 @@ def rejection_sample(
     image,  # the scan `(X, Y, Z, C)`, channels last
     label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
     patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
-    background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
+    background_threshold:float=BACKGROUND_THRESHOLD,  # the largest share of background voxels a patch may hold
     max_tries:int=1000,  # random corners to try before giving up with a `SamplingError`
     num_classes:int=N_CLASSES,  # label codes, background included
 ) -> tuple:  # `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z), tries)`
@@ -183,7 +186,7 @@ def _valid_corners(label, size, background_threshold, min_class_fraction, num_cl
 def valid_corners(
     label,  # label codes `(X, Y, Z)`, 0..num_classes-1
     patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
-    background_threshold=0.95,  # the largest share of background voxels a patch may hold
+    background_threshold=BACKGROUND_THRESHOLD,  # the largest share of background voxels a patch may hold
     min_class_fraction=None,  # optional `{code: share}`: each patch must hold at least this share of class `code`
     num_classes=N_CLASSES,  # label codes, background included
 ) -> np.ndarray:  # boolean `(X-x+1, Y-y+1, Z-z+1)`: True where the patch starting there is acceptable
@@ -209,7 +212,7 @@ def sample_patches(
     label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
     n:int,  # how many patches (drawn independently: a corner can repeat)
     patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
-    background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
+    background_threshold:float=BACKGROUND_THRESHOLD,  # the largest share of background voxels a patch may hold
     rng:np.random.Generator|int|None=None,  # a generator, a seed, or None for fresh entropy
     *,
     min_class_fraction:dict|None=None,  # optional `{code: share}`: each patch must hold at least this share of class `code`
@@ -240,7 +243,7 @@ def sample_patch(
     image,  # the scan `(X, Y, Z, C)`, channels last
     label,  # its label codes `(X, Y, Z)`, 0..num_classes-1
     patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
-    background_threshold:float=0.95,  # the largest share of background voxels a patch may hold
+    background_threshold:float=BACKGROUND_THRESHOLD,  # the largest share of background voxels a patch may hold
     rng:np.random.Generator|int|None=None,  # a generator, a seed, or None for fresh entropy
     **kwargs,  # `min_class_fraction`, `pad`, `num_classes`, as `sample_patches` takes them
 ) -> tuple:  # `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z))`, float32

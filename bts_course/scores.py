@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.spatial import KDTree
-from .data import CLASS_NAMES, bounding_box, check_label, count_nonfinite
+from .data import CLASS_NAMES, bounding_box, check_choice, check_label, count_nonfinite
 
 # %% auto #0
 __all__ = ['KDTREE_ABOVE', 'BRATS_HD95_PENALTY', 'REGION_CONVENTIONS', 'BRATS_REGIONS', 'REGION_COLUMNS',
            'compute_class_sens_spec', 'get_sens_spec_df', 'surface', 'surface_distances', 'hd95', 'binary_dice',
-           'check_convention', 'region_scores', 'brats_region_metrics']
+           'check_convention', 'region_scores', 'brats_region_metrics', 'mean_region_dice']
 
 # %% ../nbs/04a_scores.ipynb #79e1cade
 # UNQ_C6 (UNIQUE CELL IDENTIFIER, DO NOT EDIT)
@@ -169,9 +169,7 @@ def check_convention(
     convention,  # the name to check
 ) -> str:  # `convention`, unchanged
     "`convention` if it names one of `REGION_CONVENTIONS`, else a clear error listing them"
-    if not isinstance(convention, str) or convention not in REGION_CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; expected one of {', '.join(map(repr, REGION_CONVENTIONS))}")
-    return convention
+    return check_choice(convention, REGION_CONVENTIONS, "convention")
 
 # %% ../nbs/04a_scores.ipynb #2e203e58
 def region_scores(
@@ -214,3 +212,17 @@ def brats_region_metrics(
         dice, distance = region_scores(p, t, spacing, convention)
         rows.append((dice, _ratio(tp, n_t), _ratio(n_neg - (n_p - tp), n_neg), distance))  # sensitivity, specificity = TN / negatives
     return pd.DataFrame(rows, index=list(BRATS_REGIONS), columns=list(REGION_COLUMNS))
+
+# %% ../nbs/04a_scores.ipynb #54f20f00
+def mean_region_dice(
+    predictions:list,  # predicted label maps `(X, Y, Z)`, course codes 0-3, one per case
+    truths:list,  # the true label maps, the same shapes
+) -> dict:  # region (`BRATS_REGIONS`) -> mean Dice over the cases where it is in the truth or the prediction; nan if none
+    "Mean Dice of each BraTS region over cases, a region in neither map left out"
+    if len(predictions) != len(truths): raise ValueError(f"expected as many truths as predictions; got {len(truths)} and {len(predictions)}")
+    out = {}
+    for region, codes in BRATS_REGIONS.items():
+        pairs = [(np.isin(p, codes), np.isin(t, codes)) for p, t in zip(predictions, truths, strict=True)]
+        values = [binary_dice(p, t) for p, t in pairs if p.any() or t.any()]
+        out[region] = float(np.mean(values)) if values else math.nan
+    return out

@@ -11,19 +11,17 @@ import numpy as np
 import keras
 import pandas as pd
 from fastcore.basics import patch
-from .data import MODALITIES, CLASS_NAMES, atomic_write, check_size, write_json
+from .data import MODALITIES, CLASS_NAMES, SPLITS, atomic_write, check_choice, check_size, moved_names, write_json
 from .labels import check_outputs, classes_to_regions
 from .model import check_divisible, model_divisor  # importing the model registers the metrics
 from .preprocess import standardize
 
 # %% auto #0
-__all__ = ['SPLITS', 'LEARNING_RATE_SCHEDULES', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip',
+__all__ = ['LEARNING_RATE_SCHEDULES', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip',
            'VolumeDataGenerator', 'TrainingState', 'machine_description', 'TimeLimit', 'TrainResult', 'train',
-           'learning_rate_schedule', 'train_small_unet']
+           'learning_rate_schedule']
 
 # %% ../nbs/06_training.ipynb #dad6cabf
-SPLITS = ("train", "valid")  # the splits a `config.json` lists
-
 def read_config(
     data_dir,  # a patch folder made by `bts preprocess` (or `build_patch_dataset`)
 ) -> dict:  # `{'train': [file names], 'valid': [file names]}`
@@ -52,7 +50,7 @@ def patch_files(
     "Paths of the patch files of `split` listed in `data_dir/config.json` (or of `names`), in either folder layout"
     data_dir = Path(data_dir)
     if names is None:
-        if split not in SPLITS: raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        check_choice(split, SPLITS, "split")
         names = read_config(data_dir)[split]
     folders = [data_dir / split, data_dir] + [data_dir / s for s in SPLITS if s != split]
     paths, missing = [], []
@@ -513,7 +511,7 @@ def learning_rate_schedule(
 ) -> float | keras.optimizers.schedules.LearningRateSchedule:  # the constant rate, or the schedule Adam follows
     "The learning rate Adam gets: `learning_rate` itself, or a cosine decay over `total_steps` after `warmup_steps` of warm-up"
     if not learning_rate > 0: raise ValueError(f"learning_rate must be positive, got {learning_rate}")
-    if schedule not in LEARNING_RATE_SCHEDULES: raise ValueError(f"schedule must be one of {LEARNING_RATE_SCHEDULES}, got {schedule!r}")
+    check_choice(schedule, LEARNING_RATE_SCHEDULES, "schedule")
     if schedule == "constant": return float(learning_rate)
     if total_steps is None or int(total_steps) <= int(warmup_steps) or int(warmup_steps) < 0:
         raise ValueError(f"a cosine schedule needs total_steps > warmup_steps >= 0, got total_steps={total_steps}, warmup_steps={warmup_steps}")
@@ -522,31 +520,5 @@ def learning_rate_schedule(
     return keras.optimizers.schedules.CosineDecay(0.0, int(total_steps) - int(warmup_steps), alpha=final_fraction,
                                                   warmup_target=float(learning_rate), warmup_steps=int(warmup_steps))
 
-# %% ../nbs/06_training.ipynb #c63b18e4
-def train_small_unet(
-    n_cases:int=6,  # phantom cases, seeds `seed`, `seed + 1`, ...
-    patches_per_case:int=4,  # patches cut from each case
-    shape:tuple=(64, 64, 48),  # voxels per phantom
-    patch_size:tuple=(48, 48, 16),  # voxels per patch (multiples of `2**(depth-1)`)
-    epochs:int=10,  # passes over the patches
-    depth:int=3,  # U-Net levels
-    n_base_filters:int=8,  # filters of the first level
-    learning_rate:float=3e-3,  # Adam's learning rate
-    seed:int=0,  # seed of the cases, the patches and the initial weights
-) -> keras.Model:  # the trained model, free spatial input sizes, compiled with the soft dice loss
-    "A small U-Net trained in memory on standardised phantom patches: a model to evaluate and explore without a GPU"
-    from bts_course.metrics import soft_dice_loss
-    from bts_course.model import unet_model_3d
-    from bts_course.phantom import make_phantom
-    from bts_course.sampling import sample_patches
-    X, y = [], []
-    for case_seed in range(seed, seed + int(n_cases)):
-        case = make_phantom(case_seed, shape=shape)
-        for px, py, _ in sample_patches(case.image, case.label, patches_per_case, patch_size,
-                                        background_threshold=0.99, rng=case_seed):
-            X.append(standardize(px)); y.append(py)
-    keras.utils.set_random_seed(seed)
-    model = unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=depth,
-                          n_base_filters=n_base_filters, initial_learning_rate=learning_rate)
-    model.fit(np.stack(X), np.stack(y), batch_size=4, epochs=int(epochs), verbose=0)
-    return model
+# %% ../nbs/06_training.ipynb #31da4b8f
+__getattr__ = moved_names("bts_course.training", {"train_small_unet": "bts_course.demo"})  # for one release

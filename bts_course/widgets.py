@@ -13,7 +13,7 @@ from fastcore.basics import patch
 from PIL import Image as PILImage
 from .data import (Case, MODALITIES, CLASS_NAMES, CLASS_COLORS, LABEL_NAMES, atomic_write, check_image,
                              check_label, count_nonfinite)
-from .labels import check_probabilities, check_thresholds, probabilities_to_labels
+from .labels import THRESHOLD, check_probabilities, check_thresholds, probabilities_to_labels
 from .scores import binary_dice
 from .viz import (AXIS_NAMES, PLANES, add_progress_bar, display_window, plane_name, plane_slice, tumour_centre,
                             voxel_to_pixel, write_gif)
@@ -212,7 +212,7 @@ class SliceExplorer:
                  label=None,  # label codes 0-3 `(X, Y, Z)` (default: the case's)
                  prediction=None,  # predicted codes 0-3 `(X, Y, Z)`, or class probabilities `(X, Y, Z, 3)` (or 4, background first)
                  *,
-                 threshold=0.5,  # for probabilities: one threshold in [0, 1], or one per tumour class; each a slider
+                 threshold=THRESHOLD,  # for probabilities: one threshold in [0, 1], or one per tumour class; each a slider
                  label_mode:str="threshold",  # how probabilities become codes (`probabilities_to_labels`' mode): 'threshold' or 'argmax'
                  uncertainty=None,  # per-voxel uncertainty `(X, Y, Z)` or per class `(X, Y, Z, 3)`, in [0, `uncertainty_max`]
                  uncertainty_max:float=0.5,  # the uncertainty drawn at full heat (0.5: the largest std a probability can have)
@@ -671,7 +671,7 @@ class PatchExplorer(SliceExplorer):
                  X,  # a channels-first patch `(C, x, y, z)`
                  y=None,  # its labels `(K, x, y, z)`: one channel per class, probabilities or 0/1
                  prediction=None,  # a prediction in the same form as `y`, labelled at the threshold slider
-                 threshold=0.5,  # a class is present above it (`probabilities_to_labels`): one, or one per tumour class
+                 threshold=THRESHOLD,  # a class is present above it (`probabilities_to_labels`): one, or one per tumour class
                  uncertainty=None,  # per-voxel uncertainty `(x, y, z)` or per class `(3, x, y, z)`
                  **kwargs,  # passed on to `SliceExplorer` (`position`, `opacity`, `label_mode`, `name`, ...)
                 ):

@@ -16,7 +16,7 @@ def run(code: str) -> str:
 
 
 def test_the_library_is_what_we_think():
-    assert {"data", "phantom", "viz", "training", "inference", "evaluation", "widgets", "demo"} <= set(LIBRARY)
+    assert {"data", "phantom", "viz", "training", "costs", "inference", "evaluation", "widgets", "demo"} <= set(LIBRARY)
 
 
 @pytest.mark.parametrize("module", LIBRARY)

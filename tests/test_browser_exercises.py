@@ -18,7 +18,8 @@ import urllib.request
 
 import pytest
 
-from bts_course.exercises import checks, course_exercises
+from bts_course.checks import checks
+from bts_course.exercises import course_exercises
 from bts_course.lessons import assignment, write_exercises
 from test_browser_explorer import CHROMIUM, CHROMIUM_ARGS, free_port, jupyter_command, wait_for_server
 

@@ -89,7 +89,7 @@ def test_evaluate_case_conventions(case):
             assert official.regions.loc[region].tolist() == medpy.regions.loc[region].tolist()
         elif p.any() or t.any():
             assert official.regions.loc[region, "HD95"] == 373.0 and medpy.regions.loc[region, "HD95"] != 373.0
-    with pytest.raises(ValueError, match="expected one of 'brats', 'medpy'"):
+    with pytest.raises(ValueError, match="convention must be one of 'brats', 'medpy'"):
         ev.evaluate_case(m, case, convention="leaderboard", progress=False)
 
 
@@ -153,7 +153,7 @@ def test_evaluate_folder_convention_and_summary(tmp_path):
     summary = ev.summarize_scores(official)
     assert summary.loc[("Whole tumor", "Dice"), "cases"] + summary.loc[("Whole tumor", "Dice"), "NaN"] == 2
     assert np.isfinite(summary["mean"].dropna()).all()
-    with pytest.raises(ValueError, match="unknown convention"):
+    with pytest.raises(ValueError, match="convention must be one of"):
         ev.evaluate_folder(m, tmp_path / "data", progress=False, convention="MedPy")
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bts_course.exercises import (CheckCase, Check, END, EXERCISE, audit, checks, course_exercises, notebooks_dir,
-                                  parse_exercise)
+from bts_course.checking import CheckCase, Check
+from bts_course.checks import audit, checks
+from bts_course.exercises import END, EXERCISE, course_exercises, notebooks_dir, parse_exercise
 
 REPO = Path(__file__).resolve().parent.parent
 BTS = str(Path(sys.executable).with_name("bts"))
@@ -120,7 +121,7 @@ def test_bad_learner_functions_get_a_clear_message(what, fn, needles):
     fb = checks.standardize.run(_standardize_like(fn))
     assert fb.status == "incorrect", fb
     for needle in needles: assert needle in fb.message, (needle, fb.message)
-    assert "Traceback" not in str(fb) and "bts_course/exercises.py" not in str(fb)
+    assert "Traceback" not in str(fb) and "bts_course/checking.py" not in str(fb)
 
 
 def test_a_function_that_runs_too_long_is_left_behind_and_the_next_check_works():
@@ -176,7 +177,8 @@ def test_the_numpy_generator_is_left_as_it_was():
 
 
 def test_the_exercises_and_checks_modules_load_no_tensorflow():
-    assert run_python("import sys, bts_course.exercises, bts_course.checks; print('tensorflow' in sys.modules)") == "False"
+    code = "import sys, bts_course.exercises, bts_course.checking, bts_course.checks; print('tensorflow' in sys.modules)"
+    assert run_python(code) == "False"
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"Whole-scan inference (bts_course.inference): window planning, the forward-pass cost model and its cache, blending, flips, predict_volume, `bts predict`"
-import json, math
+"Whole-scan inference (bts_course.inference): window planning (priced by bts_course.costs, tested in test_costs.py), blending, flips, predict_volume, `bts predict`"
+import math
 from itertools import product
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from bts_course.labels import probabilities_to_labels
 from bts_course.metrics import soft_dice_loss
 from bts_course.preprocess import brain_box, slice_statistics, standardize
 from bts_course.cli import main as bts
-from bts_course import inference as inf
+from bts_course import costs, inference as inf
 
 
 
@@ -94,7 +94,7 @@ def course_unet():
 
 def voxel_cost(model, per_pass=0.0):
     "A cost model in which every voxel costs the same (the plan of fewest voxels), plus `per_pass` seconds a pass: no timing"
-    return inf.ForwardCost(inf.conv_layers(model), per_pass=per_pass, per_gflop=1.0)
+    return costs.ForwardCost(costs.conv_layers(model), per_pass=per_pass, per_gflop=1.0)
 
 
 def test_window_plan_follows_the_memory_budget():
@@ -105,7 +105,7 @@ def test_window_plan_follows_the_memory_budget():
     small = inf.plan_windows(m, crop, max_memory_gb=0.3, batch_size=1, cost=voxel_cost(m))
     assert small.n_windows > 1 and small.padded == crop and small.needed_gb <= 0.3 and small.budget_from == "max_memory_gb"
     # the estimate: activations with the allocator's slack, the padded input, sums and weights, the returned probabilities
-    expect = 1.3 * inf.activation_bytes(m) * math.prod(small.window) + 4 * (4 + 3 + 1) * math.prod(crop) + 4 * 3 * math.prod(crop)
+    expect = 1.3 * costs.activation_bytes(m) * math.prod(small.window) + 4 * (4 + 3 + 1) * math.prod(crop) + 4 * 3 * math.prod(crop)
     assert small.needed_gb == pytest.approx(expect / 1e9)
     in_scan = inf.plan_windows(m, crop, window=small.window, max_memory_gb=0.3, batch_size=1, scan_shape=(240, 240, 155),
                                cost=voxel_cost(m))
@@ -117,7 +117,7 @@ def test_window_plan_follows_the_memory_budget():
     assert small.corners == list(product(*small.starts)) and len(small.corners) == small.n_windows
     assert small.voxels == small.n_windows * math.prod(small.window) and small.cost == small.voxels / math.prod(crop)
     two = inf.plan_windows(m, crop, max_memory_gb=0.6, batch_size=2, cost=voxel_cost(m))
-    batch = 2 * 1.3 * inf.activation_bytes(m) * math.prod(two.window) + 4 * (4 + 3 + 1 + 3) * math.prod(crop)
+    batch = 2 * 1.3 * costs.activation_bytes(m) * math.prod(two.window) + 4 * (4 + 3 + 1 + 3) * math.prod(crop)
     assert two.needed_gb == pytest.approx(batch / 1e9) and two.needed_gb <= 0.6  # a batch of two windows fits
 
 
@@ -131,18 +131,13 @@ def test_plan_for_the_largest_brats_box_at_4_gb():
 
 
 def test_default_budget_comes_from_the_machine(monkeypatch):
-    monkeypatch.setattr(inf, "_available_bytes", lambda: 10e9)
-    assert inf.default_memory_gb() == pytest.approx(7.5)
+    monkeypatch.setattr(costs, "_available_bytes", lambda: 10e9)
+    assert costs.default_memory_gb() == pytest.approx(7.5)
     plan = inf.plan_windows(tiny_unet(), (30, 30, 20))
     assert plan.budget_gb == pytest.approx(7.5) and plan.budget_from == "the machine"
-    monkeypatch.setattr(inf, "_available_bytes", lambda: 100e9)
-    assert inf.default_memory_gb() == 16.0  # capped
+    monkeypatch.setattr(costs, "_available_bytes", lambda: 100e9)
+    assert costs.default_memory_gb() == 16.0  # capped
     assert inf.plan_windows(tiny_unet(), (30, 30, 20), max_memory_gb=2).budget_gb == 2  # overridden
-
-
-def test_available_memory_matches_psutil():
-    psutil = pytest.importorskip("psutil")
-    assert inf._available_bytes() == pytest.approx(psutil.virtual_memory().available, rel=0.2)
 
 
 def test_budget_too_small_names_one_that_works():
@@ -200,7 +195,7 @@ def test_model_introspection():
     assert model_io(m) == (4, 3)
     assert model_divisor(m) == (4, 4, 4)
     assert model_divisor(pointwise_model()) == (1, 1, 1)
-    assert inf.activation_bytes(pointwise_model()) == 4 * (4 + 4 + 3)  # during the conv: its input, its copy, its output
+    assert costs.activation_bytes(pointwise_model()) == 4 * (4 + 4 + 3)  # during the conv: its input, its copy, its output
 
 
 def test_normalize_crop_background_matches_standardize(case):
@@ -276,7 +271,7 @@ def test_predict_volume_errors(case):
 def test_an_empty_scan_is_background_without_a_forward_pass(monkeypatch):
     def no_network(*args, **kwargs): raise AssertionError("the network ran on an empty scan")
     monkeypatch.setattr(inf, "with_input_shape", no_network)
-    monkeypatch.setattr(inf, "plan_windows", no_network)
+    monkeypatch.setattr(inf, "_plan_windows", no_network)
     with pytest.warns(UserWarning, match="all zeros"):
         zeros = inf.predict_volume(tiny_unet(), np.zeros((240, 240, 155, 4), np.float32), progress=False)
     assert zeros.shape == (240, 240, 155, 3) and zeros.dtype == np.float32 and not zeros.any()
@@ -294,7 +289,7 @@ def test_a_brain_that_fills_the_scan_or_a_scan_smaller_than_a_window(case):
 
 
 def test_progress_line_states_the_plan_and_budget(case, monkeypatch, capsys):
-    monkeypatch.setattr(inf, "_available_bytes", lambda: 8e9)
+    monkeypatch.setattr(costs, "_available_bytes", lambda: 8e9)
     inf.predict_volume(tiny_unet(), case.image, progress=True)
     err = capsys.readouterr().err
     assert "predict: 1 × " in err and "budget 6.0 GB (the machine)" in err
@@ -395,133 +390,6 @@ def test_slice_statistics_are_standardize_s(seed, scale, constant):
     expected = np.divide(x - mean, std, out=np.zeros(x.shape), where=live)
     np.testing.assert_allclose(standardize(x), expected, atol=2e-5)
     assert (std[1, 0, 0, 2] == 0) == constant
-
-
-# ---------------------------------------------------------------- the forward-pass cost model
-def test_conv_layers_count_the_network_s_arithmetic():
-    m = course_unet()
-    layers = inf.conv_layers(m)
-    assert len(layers) == 15 and all(isinstance(layer, inf.ConvLayer) for layer in layers)
-    assert sum(layer.macs for layer in layers) == pytest.approx(905664)  # 371 GMAC per 160x160x16 patch
-    assert layers[-1].kernel == (1, 1, 1) and layers[0].scale == (1, 1, 1)
-    (pointwise,) = inf.conv_layers(pointwise_model())
-    assert (pointwise.macs, pointwise.bytes, pointwise.scale, pointwise.kernel) == (12.0, 28.0, (1, 1, 1), (1, 1, 1))  # 4 x 3 multiply-adds; 4 + 3 floats in and out
-    cost = voxel_cost(m)
-    all_, uncached, face = cost.gflops((160, 160, 16))
-    assert all_ == pytest.approx(2 * 905664 * 160 * 160 * 16 / 1e9) and 0 < uncached < all_ and 0 < face < all_
-    assert cost.gflops((32, 32, 32), batch_size=3)[0] == pytest.approx(3 * cost.gflops((32, 32, 32))[0])
-    # a thin window puts more of its work on faces than a cube; a big one more beyond the cache than a small one
-    share = lambda w, k: cost.gflops(w)[k] / cost.gflops(w)[0]
-    assert share((160, 160, 16), 2) > 2 * share((144, 176, 128), 2) and share((144, 176, 128), 1) > share((24, 24, 24), 1)
-
-
-def test_cost_fit_recovers_known_coefficients_and_predicts_wall_time():
-    layers = inf.conv_layers(tiny_unet())
-    truth = inf.ForwardCost(layers, per_pass=0.003, per_gflop=0.5, per_gflop_uncached=0.2, per_gflop_face=0.1, cache_bytes=1e5,
-                            parallelism=1.5)
-    probes = inf.probe_windows(layers, (2, 2, 2), cache_bytes=1e5)
-    assert len(probes) == 5 and probes[4] == (probes[1][0], 2) and probes[2][0][2] == 2  # a slab one divisor thin
-    timed = [(w, b, truth.clock_seconds(w, b), truth.seconds(w, b)) for w, b in probes]
-    fit = inf.fit_forward_cost(layers, timed, cache_bytes=1e5, parallelism=1.5)
-    for name in inf.COST_TERMS: assert getattr(fit, name) == pytest.approx(getattr(truth, name), rel=1e-4, abs=1e-9)
-    assert fit.fit_error < 1e-6 and fit.seconds((64, 64, 64)) == pytest.approx(truth.seconds((64, 64, 64)), rel=1e-4)
-    # wall time: the cost per pass as it is, the work shared among the threads
-    assert truth.seconds((8, 8, 8)) == pytest.approx(0.003 + (truth.clock_seconds((8, 8, 8)) - 0.003) / 1.5)
-    # noise can never make a coefficient negative
-    noisy = [(w, b, t * (1.3 if i % 2 else 0.7), wall) for i, (w, b, t, wall) in enumerate(timed)]
-    assert all(getattr(inf.fit_forward_cost(layers, noisy), name) >= 0 for name in inf.COST_TERMS)
-    with pytest.raises(ValueError, match="at least 2 timed passes"):
-        inf.fit_forward_cost(layers, timed[:1])
-
-
-def test_measured_cost_has_the_expected_form():  # what a measurement gives, not how fast this machine is
-    m = tiny_unet()
-    cost = inf.measure_forward_cost(m, repeats=1)
-    assert cost.clock in ("cpu", "wall") and len(cost.probes) == 5
-    assert 1 <= cost.parallelism <= max(1, inf._threads())
-    assert all(getattr(cost, name) >= 0 for name in inf.COST_TERMS) and cost.per_gflop + cost.per_gflop_uncached > 0
-    assert cost.seconds((64, 64, 64)) > cost.seconds((16, 16, 16)) > 0
-
-
-def test_model_fingerprint_is_the_architecture_not_the_weights():
-    a, b = tiny_unet(seed=0), tiny_unet(seed=1)
-    assert inf.model_fingerprint(a) == inf.model_fingerprint(b)
-    assert inf.model_fingerprint(a) == inf.model_fingerprint(tiny_unet((4, 16, 16, 16)))  # a fixed input size: the same network
-    assert inf.model_fingerprint(a) != inf.model_fingerprint(pointwise_model())
-    assert inf.model_fingerprint(pointwise_model()) != inf.model_fingerprint(pointwise_model(channels=2))
-    machine = inf.machine_fingerprint()
-    assert {"processor", "cores", "threads", "tensorflow", "accelerators"} <= set(machine) and json.loads(json.dumps(machine)) == machine
-
-
-@pytest.fixture
-def counted_measure(monkeypatch):
-    "measure_forward_cost replaced by a deterministic stand-in that counts its calls"
-    calls = []
-    def fake(model, repeats=3):
-        calls.append(inf.model_fingerprint(model))
-        layers = inf.conv_layers(model)
-        return inf.fit_forward_cost(layers, [((8, 8, 8), 1, 0.01 + len(calls) * 1e-3, 0.01), ((16, 16, 16), 1, 0.05, 0.03)])
-    monkeypatch.setattr(inf, "measure_forward_cost", fake)
-    return calls
-
-
-def test_forward_cost_is_measured_once_per_model_and_machine(tmp_path, counted_measure, monkeypatch):
-    path = tmp_path / "costs.json"
-    a, b = tiny_unet(), pointwise_model()
-    first = inf.forward_cost(a, path)
-    assert inf.forward_cost(a, path) == first and counted_measure == [inf.model_fingerprint(a)]  # kept: not measured again
-    assert inf.forward_cost(tiny_unet(seed=3), path) == first  # other weights, the same network
-    inf.forward_cost(b, path)  # another model: never the first one's cost
-    assert len(counted_measure) == 2
-    entries = json.loads(path.read_text())["entries"]
-    assert sorted(e["model"] for e in entries.values()) == sorted([inf.model_fingerprint(a), inf.model_fingerprint(b)])
-    # another machine: the entries kept for this one are not used, and stay
-    monkeypatch.setattr(inf, "machine_fingerprint", lambda: {"processor": "another", "cores": 64})
-    inf.forward_cost(a, path)
-    assert len(counted_measure) == 3 and len(json.loads(path.read_text())["entries"]) == 3
-
-
-def test_a_tampered_entry_under_the_right_key_is_not_used(tmp_path, counted_measure):
-    path = tmp_path / "costs.json"
-    m = tiny_unet()
-    inf.forward_cost(m, path)
-    data = json.loads(path.read_text())
-    (key, entry), = data["entries"].items()
-    entry["machine"] = {**entry["machine"], "processor": "someone else's"}  # the key says this machine, the entry another
-    path.write_text(json.dumps(data))
-    inf.forward_cost(m, path)
-    assert len(counted_measure) == 2
-
-
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"format": 99, "entries": {}}', "\udcff".encode("utf-8", "surrogatepass")])
-def test_a_corrupt_cost_cache_is_ignored_with_one_note_and_rebuilt(tmp_path, counted_measure, content):
-    path = tmp_path / "costs.json"
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    with pytest.warns(UserWarning, match="ignoring the unreadable forward-cost cache") as notes:
-        cost = inf.forward_cost(tiny_unet(), path)
-    assert len(notes) == 1 and "\n" not in str(notes[0].message) and cost.per_gflop >= 0
-    assert list(json.loads(path.read_text())["entries"].values())[0]["model"] == inf.model_fingerprint(tiny_unet())
-    assert inf.forward_cost(tiny_unet(), path) == cost and len(counted_measure) == 1  # rebuilt: read back next time
-
-
-def test_a_malformed_entry_is_measured_again(tmp_path, counted_measure):
-    path = tmp_path / "costs.json"
-    m = tiny_unet()
-    inf.forward_cost(m, path)
-    data = json.loads(path.read_text())
-    for entry in data["entries"].values(): entry["coefficients"]["per_gflop"] = -1
-    path.write_text(json.dumps(data))
-    with pytest.warns(UserWarning, match="malformed forward-cost entry"):
-        inf.forward_cost(m, path)
-    assert len(counted_measure) == 2 and json.loads(path.read_text())["entries"][next(iter(data["entries"]))]["coefficients"]["per_gflop"] >= 0
-
-
-def test_cost_cache_location(monkeypatch, tmp_path):
-    monkeypatch.setenv("BTS_CACHE_DIR", str(tmp_path))
-    assert inf.cost_cache_file() == tmp_path / "forward_costs.json"
-    monkeypatch.delenv("BTS_CACHE_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert inf.cost_cache_file() == tmp_path / "xdg" / "bts_course" / "forward_costs.json"
 
 
 # ---------------------------------------------------------------- planning by predicted time
@@ -627,7 +495,7 @@ def test_flips_average_the_mirrored_answers(case):
 
 def test_bad_flips_are_refused_before_any_work(case, monkeypatch):
     def no_work(*args, **kwargs): raise AssertionError("planned or ran despite a bad flips spec")
-    monkeypatch.setattr(inf, "plan_windows", no_work)
+    monkeypatch.setattr(inf, "_plan_windows", no_work)
     for bad in ("mirror", [(0, 5)], [()] * 2):
         with pytest.raises(ValueError, match="flips"):
             inf.predict_volume(pointwise_model(), case.image, flips=bad, progress=False)
@@ -655,3 +523,36 @@ def test_bts_predict_flips(tmp_path, saved_models, capsys):
         assert bts(["predict", case_file, "-o", str(tmp_path / "bad.nii.gz"), "--model", model, "--flips", *bad]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad.nii.gz").exists()
+
+
+# ---------------------------------------------------------------- checked once, at the door
+def test_predict_volume_checks_each_input_once(case, monkeypatch):
+    "predict_volume checks the image, the mirrorings, the model's inputs and outputs and the box once; the steps it calls check nothing again"
+    counts = {}
+    def counted(name, f):
+        def wrapper(*args, **kwargs):
+            counts[name] = counts.get(name, 0) + 1
+            return f(*args, **kwargs)
+        return wrapper
+    for name in ("check_flips", "model_io", "check_image", "check_size", "check_divisible"):
+        monkeypatch.setattr(inf, name, counted(name, getattr(inf, name)))
+    mean, std = inf.predict_volume(tiny_unet(), case.image, window=(16, 16, 8), flips=[(), (0,)], return_std=True, progress=False)
+    # check_size: the window asked for, at the door; and the plan's window once more inside gaussian_weights, the course's
+    # exercise, whose own check stays as learners write it
+    assert counts == {"check_flips": 1, "model_io": 1, "check_image": 1, "check_size": 2, "check_divisible": 1}
+    assert mean.shape == std.shape == case.image.shape[:3] + (3,)
+
+
+def test_window_plan_box_is_box_shape_with_a_warning():
+    plan = inf.plan_windows(tiny_unet(), (30, 30, 20), max_memory_gb=1, cost=voxel_cost(tiny_unet()))
+    assert plan.box_shape == (30, 30, 20) and "brain box 30×30×20" in str(plan)
+    with pytest.warns(DeprecationWarning, match="box_shape"):
+        assert plan.box == plan.box_shape
+
+
+def test_moved_names_answer_at_the_old_address_with_a_warning():
+    for name in ("forward_cost", "ForwardCost", "default_memory_gb", "activation_bytes", "COST_TERMS"):
+        with pytest.warns(DeprecationWarning, match=f"moved to bts_course.costs.{name}"):
+            assert getattr(inf, name) is getattr(costs, name)
+    with pytest.raises(AttributeError):
+        inf.no_such_name  # noqa: B018

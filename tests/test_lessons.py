@@ -118,6 +118,7 @@ def test_a_copy_has_a_heading_the_imports_the_stub_and_a_check_per_exercise(less
         assert ids[i - 2:i + 2] == [f"exercise-{name}", f"uses-{name}", f"solve-{name}", f"check-{name}"]
         assert f"Exercise {COURSE[name].number}: `{name}`" in sources[f"exercise-{name}"]
         assert START in sources[f"solve-{name}"] and "None" in sources[f"solve-{name}"]
+        assert sources[f"check-{name}"].splitlines()[0] == "from bts_course.checks import checks"  # its one home
         assert sources[f"check-{name}"].splitlines()[-1].startswith(f"{name} = checks.{name}.check({name})")
         namespace = {}
         exec(sources[f"uses-{name}"], namespace)  # the imports alone let the stub cell run

@@ -8,13 +8,12 @@ import pytest
 
 from bts_course.phantom import make_phantom
 from bts_course.data import save_nifti, write_json
-from bts_course.dataset import write_course_dataset, write_patch_file
+from bts_course.dataset import build_patch_dataset, write_course_dataset, write_patch_file
+from bts_course.demo import write_phantom_dataset
 from bts_course.metrics import soft_dice_loss
 from bts_course.model import model_outputs, unet_model_3d
-from bts_course.dataset import build_patch_dataset
 from bts_course.preprocess import standardize
 from bts_course.training import (VolumeDataGenerator, TrainingState, model_arrays, patch_files, read_config, read_patch, train)
-from bts_course.dataset import write_phantom_dataset
 import keras
 import tensorflow as tf
 
