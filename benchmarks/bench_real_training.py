@@ -1,9 +1,12 @@
 """Training on real patients: the measurements behind the shipped model's recipe (needs ../shared/data/brats2018).
 
-1. Learning rate. The recipe's network (depth 4, 8 base filters, instance normalisation, bfloat16) trained for the
+1. Learning rate. The recipe's network (depth 4, 8 base filters, instance normalisation, in the precision that
+   `--mixed-precision` picks here) trained for the
    same number of steps on the same real patches from the same seed at the course's 1e-5 and at 1e-3: training
    loss at the end, and validation soft dice loss and dice on patches of the validation patients.
-2. Model size for the budget. Time of one training step at 8, 12 and 16 base filters on the recipe's patch, and
+2. Precision. A step in float32 and in bfloat16 mixed precision side by side: bfloat16 pays only on a CPU with
+   bfloat16 instructions (AVX512-BF16, AMX), which is what `bts train --mixed-precision` checks.
+   Then model size for the budget: time of one training step at 8, 12 and 16 base filters on the recipe's patch, and
    what each would ship: parameters and float32 weights in MB, against the 10 MB the package allows.
 3. Where a step's time goes. Reading only the training window of a stored patch against reading all of it and
    cropping after. The data pipeline (reading an HDF5 patch's window, standardising, flipping,
@@ -43,11 +46,13 @@ def patches(tmp: Path) -> Path:
                                tumour_patch_fraction=0.67, split=chosen, progress=False)
 
 
-def recipe_model(lr: float, filters: int = 8):
+def recipe_model(lr: float, filters: int = 8, policy: str | None = None):
+    "The recipe's network, in `policy` (default: what `bts train --mixed-precision` picks on this machine)"
     import keras
     from bts_course.metrics import soft_dice_loss
     from bts_course.model import unet_model_3d
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    from bts_course.training import _mixed_policy
+    keras.mixed_precision.set_global_policy(policy or _mixed_policy(True) or "float32")
     try: return unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=4, n_base_filters=filters,
                               layer_normalization="instance", initial_learning_rate=lr)
     finally: keras.mixed_precision.set_global_policy("float32")
@@ -90,6 +95,23 @@ def median_time(run, repeats: int = 3) -> float:
     for _ in range(repeats):
         start = time.perf_counter(); run(); times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def precision():
+    "A training step of the recipe's network in float32 and in bfloat16 mixed precision, side by side, and what `--mixed-precision` picks"
+    import numpy as np
+    from bts_course.training import _mixed_policy, cpu_has_bfloat16
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(BATCH, 4, 64, 64, 32)).astype(np.float32), (rng.random((BATCH, 3, 64, 64, 32)) > 0.9).astype(np.float32)
+    times = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        m = recipe_model(1e-3, policy=policy)
+        m.train_on_batch(x, y)
+        times[policy] = median_time(lambda m=m: m.train_on_batch(x, y))
+    print(f"a training step at 64x64x32, batch {BATCH}: float32 {times['float32']:.2f} s, bfloat16 {times['mixed_bfloat16']:.2f} s "
+          f"({times['mixed_bfloat16'] / times['float32']:.2f}x float32's); this CPU "
+          f"{'has' if cpu_has_bfloat16() else 'has no'} bfloat16 instructions, so --mixed-precision trains in "
+          f"{_mixed_policy(True) or 'float32'}")
 
 
 def model_size():
@@ -185,6 +207,7 @@ def main():
         data = patches(Path(tmp))
         print(f"patches: {data}")
         print("\n--- learning rate"); learning_rate(data)
+        print("\n--- precision"); precision()
         print("\n--- model size"); model_size()
         print("\n--- where a training step's time goes"); where_time_goes(data)
 

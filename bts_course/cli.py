@@ -210,9 +210,12 @@ def train_parser() -> CommandParser:  # the parser of `bts train`
     p.add_argument("--valid-patches", type=_positive_int, help="score this many validation patches after each epoch, "
                    "evenly spread over the list (default: all)")
     p.add_argument("--time-limit", type=float, help="stop after this many seconds")
-    p.add_argument("--mixed-precision", action="store_true", help="16-bit compute: float16 on GPUs, bfloat16 on CPUs")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="16-bit compute: float16 on GPUs, bfloat16 on CPUs with its instructions (float32 on others)")
     p.add_argument("--multi-gpu", action="store_true", help="train on every visible GPU (tf.distribute.MirroredStrategy)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
+    p.add_argument("--init-from", metavar="MODEL", help="start from this trained model's weights (a folder written by "
+                   "'bts export', or a .keras file) instead of random ones; same depth and filters, classes or regions")
     p.add_argument("--workers", type=_positive_int, default=1, help="threads reading patches ahead of the model (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, the shuffles and the flips (default 0)")
     return add_quiet(p)
@@ -226,8 +229,9 @@ def train_command(
     from bts_course.metrics import LOSSES
     from bts_course.model import unet_model_3d
     import numpy as np
-    from bts_course.training import (VolumeDataGenerator, learning_rate_schedule, machine_description, patch_files, read_config,
-                                     train)
+    from bts_course.pretrained import check_weights, file_sha256, load_for_prediction
+    from bts_course.training import (VolumeDataGenerator, copy_weights, learning_rate_schedule, machine_description, patch_files,
+                                     read_config, train)
     p = train_parser()
     a = p.parse_args(argv)
     missing = [name for name, value in (("DATASET", a.dataset), ("--out", a.out)) if value is None]
@@ -251,12 +255,16 @@ def train_command(
         strategy = tf.distribute.MirroredStrategy()
     keras.utils.set_random_seed(a.seed)
     layer_normalization = None if a.layer_normalization == "none" else a.layer_normalization
+    source = load_for_prediction(a.init_from)[0] if a.init_from else None
     def build():
-        return unet_model_3d(LOSSES[a.loss], input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
-                             n_base_filters=a.base_filters, initial_learning_rate=learning_rate,
-                             deconvolution=a.deconvolution, layer_normalization=layer_normalization, outputs=a.outputs)
+        model = unet_model_3d(LOSSES[a.loss], input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
+                              n_base_filters=a.base_filters, initial_learning_rate=learning_rate,
+                              deconvolution=a.deconvolution, layer_normalization=layer_normalization, outputs=a.outputs)
+        return copy_weights(model, source) if source is not None else model
     record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out", "quiet")},
               "bts_course": _version(), "commit": _git_commit(), "machine": machine_description()}
+    if a.init_from:  # which weights it started from, so the record names them even if the folder changes later
+        record["init_sha256"] = file_sha256(check_weights(a.init_from) if Path(a.init_from).is_dir() else Path(a.init_from))
     record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
     result = train(build, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
                    strategy=strategy, mixed_precision=a.mixed_precision, resume=not a.no_resume,

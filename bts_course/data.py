@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #546e726c
 from __future__ import annotations
-import gzip, importlib, json, os, warnings, zlib
+import functools, gzip, importlib, json, os, warnings, zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,20 +13,20 @@ import numpy as np
 import nibabel as nib
 
 # %% auto #0
-__all__ = ['MODALITIES', 'LABEL_NAMES', 'CLASS_NAMES', 'CLASS_COLORS', 'N_CLASSES', 'SPLITS', 'LAYOUTS', 'MAX_VOXELS',
-           'load_case', 'count_nonfinite', 'check_size', 'check_choice', 'check_image', 'check_patch', 'check_codes',
-           'check_label', 'one_hot', 'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json',
-           'Case', 'detect_layout', 'nii_stem', 'find_modality', 'label_file_of', 'read_case', 'case_file_name',
-           'find_cases', 'Patch', 'example_patches', 'moved_names']
+__all__ = ['MODALITIES', 'CLASS_NAMES', 'LABEL_NAMES', 'CLASS_COLORS', 'N_CODES', 'SPLITS', 'LAYOUTS', 'MAX_VOXELS', 'load_case',
+           'count_nonfinite', 'check_size', 'check_choice', 'check_image', 'check_patch', 'check_codes', 'check_label',
+           'one_hot', 'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'Case',
+           'detect_layout', 'nii_stem', 'find_modality', 'label_file_of', 'read_case', 'case_file_name', 'find_cases',
+           'Patch', 'example_patches', 'moved_names', 'renamed_args']
 
 # %% ../nbs/00_data.ipynb #1220b336
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")  # channel order of every image in this package
 
 # %% ../nbs/00_data.ipynb #10ac3690
-LABEL_NAMES = {0: "background", 1: "edema", 2: "non-enhancing tumour", 3: "enhancing tumour"}
 CLASS_NAMES = ("Edema", "Non-Enhancing Tumor", "Enhancing Tumor")  # tumour classes 1-3, as the course's tables name them
+LABEL_NAMES = {0: "background", **{code: name.lower() for code, name in enumerate(CLASS_NAMES, 1)}}  # code -> name, in prose
 CLASS_COLORS = {1: (1.0, 0.0, 0.0), 2: (0.0, 1.0, 0.0), 3: (0.0, 0.0, 1.0)}  # red, green, blue as RGB in [0, 1]
-N_CLASSES = len(LABEL_NAMES)  # 4, background included
+N_CODES = len(LABEL_NAMES)  # 4 label codes, background included; the tumour classes are len(CLASS_NAMES) = 3
 
 # %% ../nbs/00_data.ipynb #094fe1a1
 def load_case(
@@ -126,7 +126,7 @@ def check_patch(
 def check_codes(
     codes,  # integer label codes, any shape (bool and whole-number floats accepted)
     name:str="label",  # what to call it in an error
-    num_classes:int=N_CLASSES,  # codes must lie in 0..num_classes-1
+    num_classes:int=N_CODES,  # codes must lie in 0..num_classes-1
 ) -> np.ndarray:  # the codes as uint8, same shape
     "Label codes `0..num_classes-1` of any shape as uint8, or an error saying what is wrong"
     codes = np.asarray(codes)
@@ -149,9 +149,9 @@ def _codes_error(name: str, codes, num_classes: int) -> str:
     "The message for label codes outside 0..num_classes-1"
     codes = np.unique(codes)
     shown = ", ".join(f"{c:g}" for c in codes[:8]) + (", ..." if len(codes) > 8 else "")
-    names = f" ({', '.join(f'{k} {v}' for k, v in LABEL_NAMES.items())})" if num_classes == N_CLASSES else ""
+    names = f" ({', '.join(f'{k} {v}' for k, v in LABEL_NAMES.items())})" if num_classes == N_CODES else ""
     hint = (" — enhancing tumour coded 4 is the BraTS 2018-2021 convention; read_case maps it to 3"
-            if 4 in codes and num_classes == N_CLASSES else "")
+            if 4 in codes and num_classes == N_CODES else "")
     return f"{name} has codes {{{shown}}}; expected integer codes 0..{num_classes - 1}{names}{hint}"
 
 # %% ../nbs/00_data.ipynb #1e4a42d4
@@ -159,7 +159,7 @@ def check_label(
     label,  # a label map `(X, Y, Z)` of integer codes
     name:str="label",  # what to call it in an error
     shape:tuple|None=None,  # the spatial shape it must have (the image's X, Y, Z), if any
-    num_classes:int=N_CLASSES,  # codes must lie in 0..num_classes-1
+    num_classes:int=N_CODES,  # codes must lie in 0..num_classes-1
 ) -> np.ndarray:  # the label map as uint8 `(X, Y, Z)`
     "A 3D label map of codes `0..num_classes-1` as uint8, or an error saying what is wrong"
     label = np.asarray(label)
@@ -174,7 +174,7 @@ def check_label(
 # %% ../nbs/00_data.ipynb #1aba4a0c
 def one_hot(
     label,  # integer codes, any shape
-    num_classes:int=N_CLASSES,  # number of codes, background included
+    num_classes:int=N_CODES,  # number of codes, background included
     dtype=np.float32,  # dtype of the result
 ) -> np.ndarray:  # `(..., num_classes)`: 1 where the code is the channel's, else 0
     "One channel per code: `(...)` integer codes -> `(..., num_classes)`"
@@ -478,7 +478,13 @@ class Patch:
     x: np.ndarray  # `(4, X, Y, Z)` float32 raw intensities, channels first
     y: np.ndarray  # `(X, Y, Z, 4)` float32 one-hot labels, background first, classes last
     name: str  # its file name in the course's data set, e.g. `BRATS_009.nii.gz_12_x42_y77_z72.h5`
-    split: str  # 'train' or 'valid'
+    subset: str  # which side of the split it is on: 'train' or 'valid'
+
+    @property
+    def split(self) -> str:
+        "The old name of `subset`, for one release"
+        warnings.warn("Patch.split is now Patch.subset; use the new name", DeprecationWarning, stacklevel=2)
+        return self.subset
 
     @property
     def label(self) -> np.ndarray:
@@ -497,12 +503,34 @@ def example_patches(
 # %% ../nbs/00_data.ipynb #6ced480b
 def moved_names(
     module:str,  # the module the names left, e.g. "bts_course.dataset"
-    moved:dict,  # name -> the module it lives in now, e.g. {"write_phantom_dataset": "bts_course.demo"}
+    moved:dict,  # old name -> the module it lives in now, or `(module, new name)` for a renamed one
 ) -> Callable:  # a module `__getattr__` (PEP 562): assign it as `__getattr__` in the old module
-    "The old module's `__getattr__`: a moved name fetched from its new module with a `DeprecationWarning` naming both"
+    "The old module's `__getattr__`: a moved or renamed name fetched from its new home with a `DeprecationWarning` naming both"
     def __getattr__(name:str):
         if name not in moved: raise AttributeError(f"module {module!r} has no attribute {name!r}")
-        warnings.warn(f"{module}.{name} moved to {moved[name]}.{name}; import it from there", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(moved[name]), name)  # fetched when asked: no import at load, no circle
+        home, new = moved[name] if isinstance(moved[name], tuple) else (moved[name], name)
+        change = "moved to" if new == name else "is now"
+        warnings.warn(f"{module}.{name} {change} {home}.{new}; import it from there", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(home), new)  # fetched when asked: no import at load, no circle
     __getattr__.__doc__ = f"Names that moved out of {module} ({', '.join(sorted(moved))}), with a DeprecationWarning"
     return __getattr__
+
+__getattr__ = moved_names("bts_course.data", {"N_CLASSES": ("bts_course.data", "N_CODES")})  # for one release
+
+# %% ../nbs/00_data.ipynb #85441390
+def renamed_args(
+    **renames:str,  # old keyword -> new keyword, e.g. `data_dir="patch_dir"`
+) -> Callable:  # a decorator for the function (or `__init__`) whose parameters were renamed
+    "A decorator: a call that uses an old keyword name passes it as the new one, with a `DeprecationWarning` naming both"
+    def decorate(fn: Callable) -> Callable:
+        name = fn.__qualname__.removesuffix(".__init__")
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            for old, new in renames.items():
+                if old not in kwargs: continue
+                if new in kwargs: raise TypeError(f"{name}() got {new}= and its old name {old}=; pass {new}= only")
+                warnings.warn(f"{name}({old}=...) is now {name}({new}=...); use the new name", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+        return wrapper
+    return decorate

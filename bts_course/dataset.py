@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from .data import (SPLITS, CaseError, atomic_write, case_file_name, check_size, example_patches, find_cases, label_file_of,
-                             moved_names, read_case, write_json)
+                             moved_names, read_case, renamed_args, write_json)
 from .sampling import BACKGROUND_THRESHOLD, sample_patches
 
 # %% auto #0
@@ -40,29 +40,31 @@ def write_patch_file(
     return atomic_write(path, write)
 
 # %% ../nbs/03a_dataset.ipynb #5dd38fe5
+@renamed_args(dest="patch_dir")
 def write_course_dataset(
-    dest,  # the folder to write (created)
+    patch_dir,  # the folder to write (created)
     patches:list|None=None,  # `Patch`es (default: `example_patches()`, the four real shipped ones)
-) -> Path:  # `dest`
-    "Write `patches` as `dest/*.h5` plus `dest/config.json` listing the train and valid files"
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+) -> Path:  # `patch_dir`
+    "Write `patches` as `patch_dir/*.h5` plus `patch_dir/config.json` listing the train and valid files"
+    patch_dir = Path(patch_dir)
+    patch_dir.mkdir(parents=True, exist_ok=True)
     patches = example_patches() if patches is None else patches
     config = {"train": [], "valid": []}
     for p in patches:
-        write_patch_file(dest / p.name, p.x, p.y)
-        config[p.split].append(p.name)
-    write_json(config, dest / "config.json")
-    return dest
+        write_patch_file(patch_dir / p.name, p.x, p.y)
+        config[p.subset].append(p.name)
+    write_json(config, patch_dir / "config.json")
+    return patch_dir
 
 # %% ../nbs/03a_dataset.ipynb #7b63bf84
 MANIFEST, CONFIG = "manifest.json", "config.json"
 VALID_FRACTION = 0.2  # the share of cases held out for validation, unless a split is given
 
 # %% ../nbs/03a_dataset.ipynb #d21ca82c
+@renamed_args(dest="patch_dir")
 def build_patch_dataset(
     src,  # a folder of cases in any layout `find_cases` understands (every case labelled)
-    dest,  # the folder to write (created; an interrupted build there is resumed)
+    patch_dir,  # the folder to write (created; an interrupted build there is resumed)
     patches_per_case:int=4,  # patches cut from each case
     valid_fraction:float=VALID_FRACTION,  # share of the cases for validation (split by case, never by patch), unless `split` is given
     seed:int=0,  # seed of the split and of every case's patch corners
@@ -73,8 +75,8 @@ def build_patch_dataset(
     progress:bool=True,  # show a progress bar over the cases
     split=None,  # the split to use instead of drawing one: a JSON file or dict `{"train": [case names], "valid": [...]}` (`read_split`)
     tumour_patch_fraction:float=1.0,  # share of each case's patches that must meet `background_threshold`; the rest come from anywhere in the scan
-) -> Path:  # `dest`, holding the `.h5` patches, `config.json` and `manifest.json`
-    "Cut every case under `src` into HDF5 patches in `dest` in the course's format (`x (4, x, y, z)`, `y (x, y, z, 4)`), with `config.json` and `manifest.json`; resumable; returns `dest`"
+) -> Path:  # `patch_dir`, holding the `.h5` patches, `config.json` and `manifest.json`
+    "Cut every case under `src` into HDF5 patches in `patch_dir` in the course's format (`x (4, x, y, z)`, `y (x, y, z, 4)`), with `config.json` and `manifest.json`; resumable; returns `patch_dir`"
     from tqdm.auto import tqdm
     patch_size = check_size(patch_size, "patch_size")
     _check_build_settings(patches_per_case, valid_fraction, background_threshold, workers, tumour_patch_fraction)
@@ -84,27 +86,27 @@ def build_patch_dataset(
                 "patch_size": list(patch_size), "background_threshold": float(background_threshold), "pad": bool(pad),
                 "tumour_patch_fraction": float(tumour_patch_fraction),
                 "split": None if split is None else split_lists(splits)}
-    dest = Path(dest)
-    if dest.exists() and not dest.is_dir(): raise NotADirectoryError(f"{dest}: exists and is not a folder")
-    dest.mkdir(parents=True, exist_ok=True)
-    with _locked(dest):
-        for leftover in dest.glob(".*.partial*"): leftover.unlink()  # temporary files of a killed run
-        manifest = _start_manifest(dest, names, paths, settings, splits)
-        todo = [n for n in names if not _is_done(manifest["cases"][n], dest)]
+    patch_dir = Path(patch_dir)
+    if patch_dir.exists() and not patch_dir.is_dir(): raise NotADirectoryError(f"{patch_dir}: exists and is not a folder")
+    patch_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(patch_dir):
+        for leftover in patch_dir.glob(".*.partial*"): leftover.unlink()  # temporary files of a killed run
+        manifest = _start_manifest(patch_dir, names, paths, settings, splits)
+        todo = [n for n in names if not _is_done(manifest["cases"][n], patch_dir)]
         if todo:
             manifest["complete"] = False
-            (dest / CONFIG).unlink(missing_ok=True)  # written again, last, when every case is done
+            (patch_dir / CONFIG).unlink(missing_ok=True)  # written again, last, when every case is done
         where = dict(zip(names, paths, strict=True))  # read from where the cases are now, even if SRC moved since the first run
-        jobs = [(str(where[n]), n, str(dest), manifest["cases"][n]["seed"], settings) for n in todo]
+        jobs = [(str(where[n]), n, str(patch_dir), manifest["cases"][n]["seed"], settings) for n in todo]
 
         def record(name, files, corners):
             manifest["cases"][name].update(status="done", files=files, corners=corners)
-            write_json(manifest, dest / MANIFEST)
+            write_json(manifest, patch_dir / MANIFEST)
 
         with tqdm(total=len(names), initial=len(names) - len(todo), desc="cases", unit="case", disable=not progress) as bar:
             _run_jobs(jobs, int(workers), record, bar)
-        _finish(dest, manifest)
-    return dest
+        _finish(patch_dir, manifest)
+    return patch_dir
 
 # %% ../nbs/03a_dataset.ipynb #61e4541a
 def split_cases(
@@ -201,7 +203,7 @@ def _patch_file_name(name: str, i: int, corner) -> str:
 def _is_patch_of(file_name: str, name: str) -> bool:
     return re.fullmatch(re.escape(name) + r"_\d+_x-?\d+_y-?\d+_z-?\d+\.h5", file_name) is not None
 
-def _cut_case(path, name, dest, case_seed, settings: dict):
+def _cut_case(path, name, patch_dir, case_seed, settings: dict):
     "Worker: read one case, sample its patches and write them in the course's format; returns `(name, files, corners)`"
     case = read_case(path)
     if case.label is None: raise CaseError(f"case {name} ({path}): no label map found; every case needs one to cut training patches")
@@ -216,40 +218,40 @@ def _cut_case(path, name, dest, case_seed, settings: dict):
     files, corners = [], []
     for i, (X, y, corner) in enumerate(patches, 1):
         file_name = _patch_file_name(name, i, corner)
-        write_patch_file(Path(dest) / file_name, X, course_y(y))
+        write_patch_file(Path(patch_dir) / file_name, X, course_y(y))
         files.append(file_name); corners.append(list(corner))
     return name, files, corners
 
 # %% ../nbs/03a_dataset.ipynb #425a996b
 @contextmanager
-def _locked(dest: Path):
-    "Hold an exclusive lock on `dest/.lock` while building (POSIX record lock; none where fcntl is missing)"
+def _locked(patch_dir: Path):
+    "Hold an exclusive lock on `patch_dir/.lock` while building (POSIX record lock; none where fcntl is missing)"
     try: import fcntl
     except ImportError:
         yield; return
-    with open(dest / ".lock", "a") as f:
+    with open(patch_dir / ".lock", "a") as f:
         # a record lock (lockf), not flock: worker processes forked from us do not inherit it, so it dies
         # with this process even if a worker outlives it for a moment
         try: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError: raise RuntimeError(f"{dest}: another build is writing to this folder") from None
+        except OSError: raise RuntimeError(f"{patch_dir}: another build is writing to this folder") from None
         try: yield
         finally: fcntl.lockf(f, fcntl.LOCK_UN)
 
 # %% ../nbs/03a_dataset.ipynb #9e5bcbb6
-def _start_manifest(dest: Path, names: list, paths: list, settings: dict, splits: dict) -> dict:
+def _start_manifest(patch_dir: Path, names: list, paths: list, settings: dict, splits: dict) -> dict:
     "Load the manifest of an interrupted build with the same settings and cases, or start a new one"
-    path = dest / MANIFEST
+    path = patch_dir / MANIFEST
     if path.exists():
         try: manifest = json.loads(path.read_text())
         except ValueError as e: raise CaseError(f"{path}: unreadable manifest ({e}); remove it to start over") from None
         old = manifest.get("settings", {})
         changed = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]
         if changed:
-            raise ValueError(f"{dest} holds a data set built with other settings: {', '.join(changed)}; "
+            raise ValueError(f"{patch_dir} holds a data set built with other settings: {', '.join(changed)}; "
                              "use a new folder or the same settings to resume")
         if sorted(manifest.get("cases", {})) != sorted(names):
             new, gone = set(names) - set(manifest["cases"]), set(manifest["cases"]) - set(names)
-            raise ValueError(f"{dest} was started on other cases ({len(new)} new, {len(gone)} missing now); "
+            raise ValueError(f"{patch_dir} was started on other cases ({len(new)} new, {len(gone)} missing now); "
                              "the train/valid split would change: use a new folder")
         return manifest
     cases = {n: {"path": str(Path(p).resolve()), "split": splits[n], "seed": _case_seed(settings["seed"], n), "status": "pending",
@@ -258,21 +260,21 @@ def _start_manifest(dest: Path, names: list, paths: list, settings: dict, splits
     write_json(manifest, path)
     return manifest
 
-def _is_done(record: dict, dest: Path) -> bool:
-    return record["status"] == "done" and all((dest / f).is_file() for f in record["files"])
+def _is_done(record: dict, patch_dir: Path) -> bool:
+    return record["status"] == "done" and all((patch_dir / f).is_file() for f in record["files"])
 
-def _finish(dest: Path, manifest: dict) -> dict:
+def _finish(patch_dir: Path, manifest: dict) -> dict:
     "Remove files of interrupted attempts, write `config.json` from the manifest; returns the config"
-    on_disk = [p.name for p in dest.glob("*.h5")]
+    on_disk = [p.name for p in patch_dir.glob("*.h5")]
     for name, record in manifest["cases"].items():
         keep = set(record["files"])
         for f in on_disk:
-            if f not in keep and _is_patch_of(f, name): (dest / f).unlink()
+            if f not in keep and _is_patch_of(f, name): (patch_dir / f).unlink()
     config = {"train": [], "valid": []}
     for record in manifest["cases"].values(): config[record["split"]] += record["files"]
-    write_json(config, dest / CONFIG)
+    write_json(config, patch_dir / CONFIG)
     manifest["complete"] = True
-    write_json(manifest, dest / MANIFEST)
+    write_json(manifest, patch_dir / MANIFEST)
     return config
 
 # %% ../nbs/03a_dataset.ipynb #92fc61b3

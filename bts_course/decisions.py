@@ -69,7 +69,7 @@ def rates(
 
 # %% ../nbs/07b_decisions.ipynb #790e70fc
 def region_curves(
-    cases:list,  # `(probs (X, Y, Z, 3), labels (X, Y, Z) codes 0-3, mask (X, Y, Z) bool or None)` per case
+    cases:list,  # `(probs (X, Y, Z, 3), label (X, Y, Z) true codes 0-3, mask (X, Y, Z) bool or None)` per case
     thresholds=None,  # the thresholds to sweep, one for the three classes (default: 0, 0.01, ..., 1)
 ) -> pd.DataFrame:  # rows (region, threshold): mean dice / sensitivity / specificity over cases, and the pooled tp, fp, fn, tn
     "Operating curves of the BraTS regions over validation cases: per-case means, and pooled counts for ROC and PR"
@@ -77,9 +77,9 @@ def region_curves(
     parts = []
     for region, codes in BRATS_REGIONS.items():
         per_case = []
-        for probs, labels, mask in cases:
-            labels = check_label(labels, "labels", np.shape(probs)[:3])
-            per_case.append(rates(sweep_counts(region_score(probs, region), np.isin(labels, codes), thresholds, mask=mask)))
+        for probs, label, mask in cases:
+            label = check_label(label, "label", np.shape(probs)[:3])
+            per_case.append(rates(sweep_counts(region_score(probs, region), np.isin(label, codes), thresholds, mask=mask)))
         pooled = sum(c[["tp", "fp", "fn", "tn"]] for c in per_case)
         means = {k: np.nanmean(np.stack([c[k] for c in per_case]), axis=0) if any(c[k].notna().any() for c in per_case)
                  else np.full(len(thresholds), np.nan) for k in ("dice", "sensitivity", "specificity")}
@@ -89,7 +89,7 @@ def region_curves(
 
 # %% ../nbs/07b_decisions.ipynb #11bbfbcb
 def choose_thresholds(
-    cases:list,  # `(probs (X, Y, Z, 3), labels (X, Y, Z), mask or None)` per validation case
+    cases:list,  # `(probs (X, Y, Z, 3), label (X, Y, Z) true codes, mask or None)` per validation case
     purpose="dice",  # "dice" (best mean Dice) or ("sensitivity", target): the highest threshold keeping mean sensitivity >= target
     thresholds=None,  # the candidates (default: 0.01, 0.02, ..., 0.99)
 ) -> tuple:  # `(thresholds per class (edema, non-enhancing, enhancing), table of the chosen region scores)`
@@ -102,12 +102,12 @@ def choose_thresholds(
     for region, classes in reversed(list(REGION_CLASSES.items())):        # enhancing, core, whole
         free = classes[0]                                                  # the class this region adds
         per_case = []
-        for probs, labels, mask in cases:
+        for probs, label, mask in cases:
             probs = check_probabilities(probs)
             inner = [c for c in classes[1:]]                               # classes already decided
             always = np.zeros(probs.shape[:-1], bool)
             for c in inner: always |= probs[..., c] > chosen[c]
-            truth = np.isin(check_label(labels, "labels", probs.shape[:-1]), BRATS_REGIONS[region])
+            truth = np.isin(check_label(label, "label", probs.shape[:-1]), BRATS_REGIONS[region])
             per_case.append(rates(sweep_counts(probs[..., free], truth, thresholds, always=always, mask=mask)))
         dice = np.nanmean(np.stack([c.dice for c in per_case]), axis=0)
         sens = np.nanmean(np.stack([c.sensitivity for c in per_case]), axis=0)
@@ -123,7 +123,7 @@ def choose_thresholds(
 
 # %% ../nbs/07b_decisions.ipynb #1f98cd64
 def leave_one_case_out(
-    cases:list,  # one item per validation case (at least 2), e.g. `(probabilities, labels, mask)` triples
+    cases:list,  # one item per validation case (at least 2), e.g. `(probabilities, label, mask)` triples
     choose,  # a function of the other cases -> what is chosen on them (thresholds, temperatures, ...)
     score,  # a function of `(the case, what was chosen without it)` -> its score
 ) -> list:  # one score per case, in the order of `cases`

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from .data import MODALITIES, Patch, check_size, save_nifti, write_json
+from .data import MODALITIES, Patch, check_size, renamed_args, save_nifti, write_json
 from .dataset import VALID_FRACTION, _patch_file_name, build_patch_dataset, course_y, split_cases, write_course_dataset
 from .evaluation import evaluate_case, plot_prediction
 from .inference import load_segmentation_model
@@ -200,8 +200,9 @@ def run_demo(
     return outputs
 
 # %% ../nbs/09_demo.ipynb #a4ada60f
+@renamed_args(dest="patch_dir")
 def write_phantom_dataset(
-    dest,  # the folder to write (created)
+    patch_dir,  # the folder to write (created)
     n_cases:int=8,  # phantom cases, seeds `seed`, `seed + 1`, ...
     patches_per_case:int=4,  # patches cut from each case
     shape:tuple=(128, 128, 64),  # voxels per case
@@ -210,8 +211,8 @@ def write_phantom_dataset(
     seed:int=0,  # seed of the cases, the split and the patch corners
     background_threshold:float=PHANTOM_BACKGROUND_THRESHOLD,  # largest share of background voxels in a patch
     progress:bool=False,  # show a progress bar over the cases
-) -> Path:  # `dest`, holding the `.h5` patches and `config.json`
-    "Cut `n_cases` phantom cases into course-format patches in `dest`, split by case as `build_patch_dataset` splits"
+) -> Path:  # `patch_dir`, holding the `.h5` patches and `config.json`
+    "Cut `n_cases` phantom cases into course-format patches in `patch_dir`, split by case as `build_patch_dataset` splits"
     from tqdm.auto import tqdm
     if int(n_cases) < 1 or int(patches_per_case) < 1: raise ValueError("n_cases and patches_per_case must be at least 1")
     patch_size = check_size(patch_size, "patch_size")
@@ -223,7 +224,7 @@ def write_phantom_dataset(
         picks = sample_patches(case.image, case.label, patches_per_case, patch_size, background_threshold, rng=rng)
         for k, (X, y, corner) in enumerate(picks, 1):
             patches.append(Patch(X, course_y(y), _patch_file_name(case.name, k, corner), splits[case.name]))
-    return write_course_dataset(dest, patches)
+    return write_course_dataset(patch_dir, patches)
 
 # %% ../nbs/09_demo.ipynb #c63b18e4
 def train_small_unet(

@@ -15,11 +15,12 @@ from tqdm.auto import tqdm
 from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image, check_patch,
                              check_label, check_size, find_cases, label_file_of, one_hot, read_case, save_nifti)
 from .labels import THRESHOLD, postprocess, probabilities_to_labels
-from .inference import label_header, predict_volume
+from fastcore.meta import delegates
+from .inference import _predict_volume, label_header, predict_volume
 from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, model_outputs, round_to_divisor, with_input_shape
 from .preprocess import standardize
-from .viz import AXIS_NAMES, get_labeled_image, plane_slice, tumour_centre
+from .viz import AXIS_NAMES, _labeled_image, plane_slice, tumour_centre
 
 # %% auto #0
 __all__ = ['predict_patch', 'plot_prediction', 'predict_course_tiles', 'predict_and_viz', 'CaseEvaluation', 'voxel_spacing',
@@ -51,14 +52,22 @@ def plot_prediction(
     "The truth and the prediction through voxel `loc` in the three planes, in the course's colours"
     image = check_image(image, len(MODALITIES))
     truth, pred = check_label(truth, "truth", image.shape[:3]), check_label(pred, "pred", image.shape[:3])
-    if loc is None: loc = tumour_centre(label=truth)
+    return _plot_prediction(image, truth, pred, _check_loc(tumour_centre(label=truth) if loc is None else loc, truth.shape),
+                            title, panel_size, dpi)
+
+def _check_loc(loc, shape: tuple) -> tuple:
+    "`loc` as a voxel `(x, y, z)` of ints inside a volume of `shape`, or an error"
     loc = tuple(int(v) for v in loc)
-    if len(loc) != 3 or any(not 0 <= v < s for v, s in zip(loc, truth.shape, strict=True)):
-        raise ValueError(f"loc {loc} must be a voxel (x, y, z) inside the volume {truth.shape}")
+    if len(loc) != 3 or any(not 0 <= v < s for v, s in zip(loc, shape, strict=True)):
+        raise ValueError(f"loc {loc} must be a voxel (x, y, z) inside the scan {tuple(shape)}")
+    return loc
+
+def _plot_prediction(image: np.ndarray, truth: np.ndarray, pred: np.ndarray, loc: tuple, title=None, panel_size=2.6, dpi=72) -> Figure:
+    "`plot_prediction` of a checked image, label maps and voxel, for callers that checked them at their own door"
     fig = Figure(figsize=(3 * panel_size, 2 * panel_size + 0.4), dpi=dpi, layout="constrained")
     axs = fig.subplots(2, 3)
     for row, (name, labels) in enumerate((("truth", truth), ("prediction", pred))):
-        rgb = get_labeled_image(image, labels)
+        rgb = _labeled_image(image, labels)
         for axis in range(3):
             ax = axs[row, axis]
             ax.imshow(plane_slice(rgb, axis, loc[axis]))
@@ -101,6 +110,7 @@ def predict_course_tiles(
     return out
 
 # %% ../nbs/07_evaluation.ipynb #8c35c69d
+@delegates(predict_volume, but=["image"])
 def predict_and_viz(
     image,  # the scan `(X, Y, Z, 4)`, raw intensities
     label,  # its true label map `(X, Y, Z)`, codes 0-3: drawn, never used to predict
@@ -109,17 +119,15 @@ def predict_and_viz(
     loc=(100, 100, 50),  # the voxel `(x, y, z)` the three slices pass through
     patch_size=None,  # None: the whole scan; `(x, y, z)`: only the box of that size centred on `loc` (clipped to the scan)
     mode:str="threshold",  # how probabilities become codes: "threshold" (innermost class wins) or "argmax"
-    **predict_kwargs,  # passed on to `predict_volume` (whole scan only)
+    **kwargs,  # passed on to `predict_volume` (whole scan only)
 ) -> tuple:  # (labels `(X, Y, Z)` uint8, 0 outside the box with `patch_size`; the Figure)
-    "Predict `image` and draw truth vs prediction through `loc`, as the course's `predict_and_viz` does"
-    channels, _ = model_io(model)
-    image = check_image(image, channels)
+    "Predict `image` and draw truth vs prediction through `loc`, as the course's `predict_and_viz` does; the scan is checked once, here"
+    io = model_io(model)
+    image = check_image(image, io[0])
     label = check_label(label, "label", image.shape[:3])
-    loc = tuple(int(v) for v in loc)
-    if len(loc) != 3 or any(not 0 <= v < s for v, s in zip(loc, image.shape[:3], strict=True)):
-        raise ValueError(f"loc {loc} must be a voxel (x, y, z) inside the scan {image.shape[:3]}")
+    loc, outputs = _check_loc(loc, image.shape[:3]), model_outputs(model)
     if patch_size is None:
-        labels = probabilities_to_labels(predict_volume(model, image, **predict_kwargs), threshold, mode)
+        labels = probabilities_to_labels(_predict_volume(model, io, image, **kwargs), threshold, mode, outputs=outputs)
     else:
         patch_size = tuple(min(s, n) for s, n in zip(check_size(patch_size, "patch_size"), image.shape[:3], strict=True))
         divisor = model_divisor(model)
@@ -129,8 +137,8 @@ def predict_and_viz(
         part = image[box]
         probs = predict_patch(model, _course_patch(part, patch_size))[(slice(None),) + tuple(slice(0, s) for s in part.shape[:3])]
         labels = np.zeros(image.shape[:3], np.uint8)
-        labels[box] = probabilities_to_labels(probs, threshold, mode, axis=0)
-    return labels, plot_prediction(image, label, labels, loc)
+        labels[box] = probabilities_to_labels(probs, threshold, mode, axis=0, outputs=outputs)
+    return labels, _plot_prediction(image, label, labels, loc)
 
 # %% ../nbs/07_evaluation.ipynb #41327fe2
 @dataclass(eq=False)
@@ -186,22 +194,24 @@ def score_prediction(
     return CaseEvaluation(case.name, labels, probabilities, sens_spec, regions, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #c8119178
+@delegates(predict_volume, but=["image"])
 def predict_case(
     model,  # a channels-first 3D model
     case:Case,  # the case to predict, e.g. from `read_case`
     threshold:float=THRESHOLD,  # probability above which a class is predicted
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
     postprocessing:dict|None=None,  # `labels.postprocess` keyword arguments (a model card's `postprocess`), or None
-    **predict_kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
+    **kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
 ) -> tuple:  # `(labels (X, Y, Z) uint8, probabilities (X, Y, Z, n) float32, seconds)`
     """Predict a whole case with `predict_volume` and make its label map: the one prediction step of every evaluation.
     A region model's channels (`model_outputs`) become codes by the nested rule; `postprocessing` cleans the map."""
     start = time.perf_counter()
-    probs = predict_volume(model, case.image, **predict_kwargs)
+    probs = predict_volume(model, case.image, **kwargs)
     seconds = time.perf_counter() - start
     labels = probabilities_to_labels(probs, threshold, mode, outputs=model_outputs(model))
     return (labels if not postprocessing else postprocess(labels, **postprocessing)), probs, seconds
 
+@delegates(predict_volume, but=["image"])
 def evaluate_case(
     model,  # a channels-first 3D model
     case:Case,  # a case with its label map, e.g. from `read_case`
@@ -209,14 +219,15 @@ def evaluate_case(
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
     convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
     postprocessing:dict|None=None,  # `labels.postprocess` keyword arguments (a model card's `postprocess`), or None
-    **predict_kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
+    **kwargs,  # passed on to `predict_volume` (window, overlap, progress, ...)
 ) -> CaseEvaluation:  # labels, probabilities, both score tables and the prediction time
     "Predict `case` with `predict_volume` and score the label map"
     if case.label is None: raise ValueError(f"{case.name}: the case has no label map to evaluate against")
-    labels, probs, seconds = predict_case(model, case, threshold, mode, postprocessing, **predict_kwargs)
+    labels, probs, seconds = predict_case(model, case, threshold, mode, postprocessing, **kwargs)
     return score_prediction(case, labels, probs, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #d3c685fc
+@delegates(predict_volume, but=["image"])
 def predict_folder(
     model,  # a channels-first 3D model
     paths:list,  # the cases: MSD image files or BraTS case folders, e.g. from `find_cases`
@@ -228,7 +239,7 @@ def predict_folder(
     progress:bool=True,  # a progress bar over the cases
     on_case=None,  # called as `on_case(case, target, labels, seconds)` after each case (e.g. to print a line)
     postprocessing:dict|None=None,  # `labels.postprocess` keyword arguments (a model card's `postprocess`), or None
-    **predict_kwargs,  # passed on to `predict_volume`
+    **kwargs,  # passed on to `predict_volume`
 ) -> pd.DataFrame:  # one row per scored case (`CaseEvaluation.row`, `case` its `case_file_name`); empty when none was
     "Predict every case of `paths`, write its label map (with the scan's affine and header) and score it: the loop under `evaluate_folder` and `bts predict`"
     check_convention(convention)
@@ -236,7 +247,7 @@ def predict_folder(
     rows = []
     for i, path in enumerate(tqdm(paths, desc="predict", unit="case", disable=not progress)):
         case = read_case(path)
-        labels, probs, seconds = predict_case(model, case, threshold, mode, postprocessing, progress=False, **predict_kwargs)
+        labels, probs, seconds = predict_case(model, case, threshold, mode, postprocessing, progress=False, **kwargs)
         target = None if targets is None else save_nifti(labels, targets[i], case.affine, label_header(case.header))
         if score and case.label is not None:
             rows.append({**score_prediction(case, labels, None, seconds, convention).row(), "case": case_file_name(path)})
@@ -259,7 +270,7 @@ def evaluate_folder(
     mode:str="threshold",  # how probabilities become codes: "threshold" or "argmax"
     progress:bool=True,  # a progress bar over the cases
     convention:str="brats",  # empty / disjoint regions: "brats" (official BraTS evaluation) or "medpy"
-    **predict_kwargs,  # passed on to `predict_volume`
+    **kwargs,  # passed on to `predict_volume`
 ) -> pd.DataFrame:  # one row per labelled case (`CaseEvaluation.row`, `case` its `case_file_name`); `summarize_scores` condenses it
     "Evaluate every labelled case under `folder`: one row per case, also written to `csv_path`"
     found = find_cases(folder)
@@ -267,7 +278,7 @@ def evaluate_folder(
     skipped = [case_file_name(p) for p in found if label_file_of(p) is None]
     if skipped: warnings.warn(f"{len(skipped)} case(s) without a label map were skipped: {', '.join(skipped[:5])}", stacklevel=2)
     if not paths: raise CaseError(f"{folder}: none of the {len(found)} case(s) has a label map to evaluate against")
-    table = predict_folder(model, paths, None, threshold, mode, True, convention, progress, **predict_kwargs)
+    table = predict_folder(model, paths, None, threshold, mode, True, convention, progress, **kwargs)
     if csv_path is not None: write_scores(table, csv_path)
     return table
 

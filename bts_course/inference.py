@@ -15,7 +15,8 @@ import nibabel as nib
 import keras
 from tqdm.auto import tqdm
 from . import costs
-from .data import CLASS_NAMES, MODALITIES, check_image, check_size, moved_names
+from fastcore.meta import delegates
+from .data import CLASS_NAMES, MODALITIES, check_image, check_size, moved_names, renamed_args
 from .model import check_divisible, float32_model, model_divisor, model_io, receptive_field, round_to_divisor, with_input_shape
 from .preprocess import brain_box, normalize_crop, uncrop_from_brain
 from .preprocess import INTENSITY_NORMALIZATIONS  # noqa: F401 -- the choices of predict_volume(intensity_normalization=...)
@@ -70,30 +71,32 @@ def _axis_starts(length: int, size: int, overlap_voxels: float, step: int) -> li
     return [int(i * units / (n - 1) + 0.5) * step for i in range(n - 1)] + [length - size]
 
 # %% ../nbs/06c_inference.ipynb #56788e5a
+@renamed_args(shape="box_shape")
 def window_candidates(
-    shape,  # the brain box `(x, y, z)`, voxels
+    box_shape,  # the brain box `(x, y, z)`, voxels
     divisor=(8, 8, 8),  # every window side is a multiple of this (the model's divisor)
     max_voxels: float = 2e6,  # the most voxels one window may hold
     overlap_voxels=0,  # least voxels neighbouring windows share: one number or one per axis
     min_window=None,  # preferred least window side (default: the divisor), never beyond the padded box
 ) -> tuple:  # `([(window, number of windows), ...], relaxed)`: relaxed is True when `min_window` had to be lowered
-    "Every window worth trying on `shape`: per axis the smallest window for each count of windows, in every combination that fits"
-    return _window_candidates(*_candidate_settings(shape, divisor, overlap_voxels, min_window), max_voxels)
+    "Every window worth trying on `box_shape`: per axis the smallest window for each count of windows, in every combination that fits"
+    return _window_candidates(*_candidate_settings(box_shape, divisor, overlap_voxels, min_window), max_voxels)
 
+@renamed_args(shape="box_shape")
 def choose_window(
-    shape,  # the brain box `(x, y, z)`, voxels
+    box_shape,  # the brain box `(x, y, z)`, voxels
     divisor=(8, 8, 8),  # every window side is a multiple of this (the model's divisor)
     max_voxels: float = 2e6,  # the most voxels one window may hold
     overlap_voxels=0,  # least voxels neighbouring windows share: one number or one per axis
     min_window=None,  # preferred least window side (default: the divisor), never beyond the padded box
 ) -> tuple:  # the window `(x, y, z)`
-    "The window that covers `shape` computing the fewest voxels: its sides multiples of `divisor`, at most `max_voxels`"
-    padded, divisor, shared, floor = _candidate_settings(shape, divisor, overlap_voxels, min_window)
+    "The window that covers `box_shape` computing the fewest voxels: its sides multiples of `divisor`, at most `max_voxels`"
+    padded, divisor, shared, floor = _candidate_settings(box_shape, divisor, overlap_voxels, min_window)
     fits, relaxed = _window_candidates(padded, divisor, shared, floor, max_voxels)
     if not fits:
         raise ValueError(f"no window of multiples of {divisor} sharing {overlap_voxels} voxels fits in {max_voxels:,.0f} voxels")
     window, _ = min(fits, key=lambda f: (f[1] * math.prod(f[0]), f[1]))
-    if relaxed: _warn_thin(window, floor, stacklevel=3)
+    if relaxed: _warn_thin(window, floor, stacklevel=4)  # past the renamed_args wrapper, at the caller
     return window
 
 def _candidate_settings(shape, divisor, overlap_voxels, min_window) -> tuple:
@@ -431,9 +434,10 @@ def blend_windows(
     return total.astype(np.float32), spread(total, squares_total)
 
 # %% ../nbs/06c_inference.ipynb #f0071fc8
-def predict_volume(
-    model,  # a channels-first 3D model: `(B, C, x, y, z)` in, `(B, n_labels, x, y, z)` probabilities out
-    image,  # the scan `(X, Y, Z, C)`, raw intensities, background exactly 0
+def _predict_volume(
+    model,  # a channels-first 3D model
+    io:tuple,  # its `(channels, n_labels)`, as `model_io` gives them
+    image:np.ndarray,  # the scan `(X, Y, Z, C)` float32, already checked by `check_image` for the model's channels
     window=None,  # window size `(x, y, z)`, multiples of the model's divisor; None: planned for `max_memory_gb`
     overlap: float = 0.25,  # least overlap of neighbouring windows, as a fraction of the network's halo
     batch_size: int | None = None,  # windows per forward pass; None: planned (the fastest the budget allows)
@@ -446,14 +450,13 @@ def predict_volume(
     cost: costs.ForwardCost | None = None,  # the forward pass's cost model for planning (default: measured on this machine, kept)
     progress: bool = True,  # show a progress bar that states the plan and its budget
 ) -> np.ndarray | tuple:  # probabilities `(X, Y, Z, n_labels)` float32 in the scan's grid, 0 outside the brain box (with `return_std`: and the std, same shape)
-    "Class probabilities of a whole scan: the brain's box, normalised, in planned windows (mirrored if asked), blended and put back"
-    channels, n_labels = model_io(model)                                              # 0. check everything, once
-    image = check_image(image, channels)
+    "`predict_volume` on an image checked by `check_image`: for callers that checked it at their own door"
+    channels, n_labels = io                                                           # 0. check the rest, once
     flips = check_flips(flips)
     settings = _plan_settings(model, window, overlap, batch_size, max_memory_gb, divisor)
     shape = image.shape[:3]
     if not image.any():
-        warnings.warn("the image is all zeros: there is no brain to segment; returning zero probabilities", stacklevel=2)
+        warnings.warn("the image is all zeros: there is no brain to segment; returning zero probabilities", stacklevel=3)
         zeros = np.zeros(shape + (n_labels,), np.float32)
         return (zeros, zeros.copy()) if return_std else zeros
     box = brain_box(image)                                                            # 1. crop and normalise
@@ -466,6 +469,16 @@ def predict_volume(
     del grid, answers
     put_back = lambda a: uncrop_from_brain(np.moveaxis(a[(slice(None),) + inner], 0, -1), box, shape)  # 5. put back
     return (put_back(mean), put_back(std)) if return_std else put_back(mean)
+@delegates(_predict_volume)
+def predict_volume(
+    model,  # a channels-first 3D model: `(B, C, x, y, z)` in, `(B, n_labels, x, y, z)` probabilities out
+    image,  # the scan `(X, Y, Z, C)`, raw intensities, background exactly 0
+    **kwargs,  # the window, blending, mirroring and budget settings below
+) -> np.ndarray | tuple:  # probabilities `(X, Y, Z, n_labels)` float32 in the scan's grid, 0 outside the brain box (with `return_std`: and the std, same shape)
+    "Class probabilities of a whole scan: the brain's box, normalised, in planned windows (mirrored if asked), blended and put back"
+    io = model_io(model)
+    return _predict_volume(model, io, check_image(image, io[0]), **kwargs)
+
 
 # %% ../nbs/06c_inference.ipynb #8dfb9f88
 def load_segmentation_model(

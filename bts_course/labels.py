@@ -5,7 +5,7 @@
 # %% ../nbs/05a_labels.ipynb #76e4a197
 from __future__ import annotations
 import numpy as np
-from .data import CLASS_NAMES, check_choice, check_label
+from .data import CLASS_NAMES, check_choice, check_label, renamed_args
 from .scores import BRATS_REGIONS
 
 # %% auto #0
@@ -110,14 +110,15 @@ def regions_to_classes(
     enhancing = np.minimum(r[..., 2], core)
     return np.moveaxis(np.stack([whole - core, core - enhancing, enhancing], -1), -1, axis)
 
+@renamed_args(labels="label")
 def label_channels(
-    labels,  # a label map `(X, Y, Z)` of codes 0-3
+    label,  # the true label map `(X, Y, Z)` of codes 0-3
     outputs:str="classes",  # which channels: "classes" (one per tumour class) or "regions" (BraTS's nested regions)
 ) -> np.ndarray:  # `(X, Y, Z, 3)` bool: what each of a model's channels should say at every voxel
     "The truth of a model's three channels from a label map: class k is code k; a region is its BraTS codes"
-    labels = check_label(labels, "labels")
+    label = check_label(label, "label")
     codes = [(k,) for k in (1, 2, 3)] if check_outputs(outputs) == "classes" else list(BRATS_REGIONS.values())
-    return np.stack([np.isin(labels, c) for c in codes], -1)
+    return np.stack([np.isin(label, c) for c in codes], -1)
 
 # %% ../nbs/05a_labels.ipynb #4bbbd9b0
 def remove_small_enhancing(

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import keras
 from matplotlib.figure import Figure
-from .data import MODALITIES, CLASS_NAMES, SPLITS, atomic_write, example_patches, write_json
+from .data import MODALITIES, CLASS_NAMES, SPLITS, atomic_write, example_patches, renamed_args, write_json
 from .metrics import dice_coefficient, soft_dice_loss
 from .labels import OUTPUTS, THRESHOLD, check_outputs, label_channels, regions_to_classes
 from .model import float32_model, model_divisor, model_outputs, unet_model_3d
@@ -51,8 +51,9 @@ def save_weights(
 ) -> None:  # nothing: the file is written
     "Keras' weights file, marked with what the output channels hold, so a card and its weights can be checked to agree"
     import h5py
+    outputs = check_outputs(outputs)  # before anything is written
     model.save_weights(str(path))
-    with h5py.File(path, "a") as f: f.attrs[OUTPUTS_ATTRIBUTE] = check_outputs(outputs)
+    with h5py.File(path, "a") as f: f.attrs[OUTPUTS_ATTRIBUTE] = outputs
 
 def weights_outputs(
     path,  # a `.weights.h5` file
@@ -184,7 +185,7 @@ def _card(model, architecture, run_dir, weights, scores, split, recipe, course_p
     args = json.loads((run_dir / "train_args.json").read_text())
     state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
     log = pd.read_csv(run_dir / "log.csv") if (run_dir / "log.csv").is_file() else pd.DataFrame()
-    valid = [p for p in example_patches() if p.split == "valid"]
+    valid = [p for p in example_patches() if p.subset == "valid"]
     card = {
         "format": CARD_FORMAT, "weights": weights.name, "sha256": file_sha256(weights), "bytes": weights.stat().st_size,
         "n_parameters": int(model.count_params()), "architecture": architecture, "input": "(B, 4, X, Y, Z) channels first, "
@@ -312,13 +313,14 @@ def learning_curve_figure(
     return fig
 
 # %% ../nbs/06a_pretrained.ipynb #35c099db
+@renamed_args(folder="model_dir")
 def read_card(
-    folder=None,  # a model folder (default: the shipped model's)
+    model_dir=None,  # a model folder (default: the shipped model's)
 ) -> dict:  # the contents of its `model.json`
     "The model card (`model.json`) of a model folder, checked to be one"
-    folder = shipped_model_dir() if folder is None else Path(folder)
-    path = folder / CARD_FILE
-    if not path.is_file(): raise FileNotFoundError(f"{folder}: no {CARD_FILE}; expected a model folder written by 'bts export'")
+    model_dir = shipped_model_dir() if model_dir is None else Path(model_dir)
+    path = model_dir / CARD_FILE
+    if not path.is_file(): raise FileNotFoundError(f"{model_dir}: no {CARD_FILE}; expected a model folder written by 'bts export'")
     try: card = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
@@ -326,25 +328,27 @@ def read_card(
                          f"expected {CARD_FORMAT!r})")
     return card
 
+@renamed_args(folder="model_dir")
 def check_weights(
-    folder=None,  # a model folder (default: the shipped model's)
+    model_dir=None,  # a model folder (default: the shipped model's)
 ) -> Path:  # the weights file, present and intact
     "The weights file of a model folder, after checking that it is there and has the checksum its card records"
-    folder = shipped_model_dir() if folder is None else Path(folder)
-    card = read_card(folder)
-    weights = folder / card["weights"]
-    if not weights.is_file(): raise FileNotFoundError(f"{weights}: the weights file named in {folder / CARD_FILE} is missing")
+    model_dir = shipped_model_dir() if model_dir is None else Path(model_dir)
+    card = read_card(model_dir)
+    weights = model_dir / card["weights"]
+    if not weights.is_file(): raise FileNotFoundError(f"{weights}: the weights file named in {model_dir / CARD_FILE} is missing")
     found = file_sha256(weights)
     if found != card["sha256"]:
         raise ValueError(f"{weights}: SHA-256 {found[:12]}… but the card records {card['sha256'][:12]}…; the file is "
                          f"corrupt, truncated ({weights.stat().st_size:,} bytes, the card says {card['bytes']:,}) or not this model's")
     return weights
 
+@renamed_args(folder="model_dir")
 def load_pretrained(
-    folder=None,  # a model folder written by `export_model` / `bts export` (default: the model shipped with the package)
+    model_dir=None,  # a model folder written by `export_model` / `bts export` (default: the model shipped with the package)
 ) -> keras.Model:  # compiled (soft dice loss, the course's metrics); `(B, 4, X, Y, Z)` -> `(B, 3, X, Y, Z)` probabilities
     "The shipped model (or another model folder), checked and ready: rebuilt from its card, weights loaded, compiled"
-    weights = check_weights(folder)
+    weights = check_weights(model_dir)
     card = read_card(weights.parent)
     try: found = weights_outputs(weights)
     except ValueError as e: raise ValueError(f"{e}: the weights do not fit the architecture in its card") from None
@@ -371,19 +375,19 @@ def load_for_prediction(
 
 # %% ../nbs/06a_pretrained.ipynb #16cb1f02
 def _region_dice(cases: list, thresholds, outputs: str = "classes") -> dict:
-    "Mean whole-scan Dice of each BraTS region over `cases` (probs, labels, mask) at `thresholds` (BraTS conventions)"
+    "Mean whole-scan Dice of each BraTS region over `cases` (probs, label, mask) at `thresholds` (BraTS conventions)"
     from bts_course.labels import probabilities_to_labels
     from bts_course.scores import mean_region_dice
     return mean_region_dice([probabilities_to_labels(probs, thresholds, outputs=outputs) for probs, _, _ in cases],
-                            [labels for _, labels, _ in cases])
+                            [label for _, label, _ in cases])
 
 def _held_out(cases: list, purpose, outputs: str) -> tuple:
     "Each case scored with thresholds and temperatures chosen on the other cases: `(mean region Dice, ECE before, ECE after)`"
     from bts_course.decisions import apply_temperature, choose_thresholds, expected_calibration_error, leave_one_case_out
     def choose(others): return choose_thresholds(others, purpose)[0], _fit_temperatures(others, outputs)
     def score(case, chosen):
-        (probs, labels, mask), (thresholds, temperatures) = case, chosen
-        calibrated, truth = apply_temperature(probs, temperatures), label_channels(labels, outputs)
+        (probs, label, mask), (thresholds, temperatures) = case, chosen
+        calibrated, truth = apply_temperature(probs, temperatures), label_channels(label, outputs)
         return (_region_dice([case], thresholds, outputs),
                 [(expected_calibration_error(probs[..., c], truth[..., c], mask=mask),
                   expected_calibration_error(calibrated[..., c], truth[..., c], mask=mask)) for c in range(len(CLASS_NAMES))])
@@ -395,7 +399,7 @@ def _held_out(cases: list, purpose, outputs: str) -> tuple:
 def _fit_temperatures(cases: list, outputs: str) -> list:
     "One temperature per output channel (class or region), fitted on the brain voxels of `cases`"
     from bts_course.decisions import fit_temperature
-    temps, truths = [], [label_channels(labels, outputs)[mask] for _, labels, mask in cases]
+    temps, truths = [], [label_channels(label, outputs)[mask] for _, label, mask in cases]
     for c in range(len(CLASS_NAMES)):
         p = np.concatenate([probs[..., c][mask] for probs, _, mask in cases])
         t = np.concatenate([truth[:, c] for truth in truths])
@@ -403,9 +407,10 @@ def _fit_temperatures(cases: list, outputs: str) -> list:
     return temps
 
 # %% ../nbs/06a_pretrained.ipynb #5128cd94
+@renamed_args(folder="model_dir", cases="paths")
 def calibrate_model(
-    folder,  # a model folder written by `export_model`: its card is updated in place
-    cases:list,  # paths of labelled validation cases (MSD image files or BraTS folders), e.g. the split's "valid"
+    model_dir,  # a model folder written by `export_model`: its card is updated in place
+    paths:list,  # the labelled validation cases: MSD image files or BraTS folders, e.g. the split's "valid"
     purpose="dice",  # "dice" or ("sensitivity", target), as `decisions.choose_thresholds` takes it
     progress:bool=True,  # a progress bar over the cases
 ) -> dict:  # the updated card: `threshold` and `temperature` per channel, `postprocess`, and `decisions` with their evidence
@@ -416,12 +421,12 @@ def calibrate_model(
     from bts_course.inference import predict_volume
     from bts_course.labels import probabilities_to_labels
     from bts_course.preprocess import brain_mask
-    folder = Path(folder)
-    card, model = read_card(folder), load_pretrained(folder)
+    model_dir = Path(model_dir)
+    card, model = read_card(model_dir), load_pretrained(model_dir)
     outputs = outputs_of(card)
-    if len(cases) < 2: raise ValueError(f"calibrating needs at least 2 labelled cases (one is held out at a time); got {len(cases)}")
+    if len(paths) < 2: raise ValueError(f"calibrating needs at least 2 labelled cases (one is held out at a time); got {len(paths)}")
     data = []
-    for path in tqdm(cases, desc="calibrate", unit="case", disable=not progress):
+    for path in tqdm(paths, desc="calibrate", unit="case", disable=not progress):
         case = read_case(path)
         if case.label is None: raise ValueError(f"{path}: a calibration case needs its label map")
         data.append((predict_volume(model, case.image, progress=False), case.label, brain_mask(case.image)))
@@ -430,17 +435,17 @@ def calibrate_model(
     card["threshold"] = [round(t, 2) for t in thresholds]
     card["temperature"] = _fit_temperatures(data, outputs)
     card["postprocess"], cleaning = choose_postprocessing(
-        [probabilities_to_labels(probs, card["threshold"], outputs=outputs) for probs, _, _ in data], [labels for _, labels, _ in data])
+        [probabilities_to_labels(probs, card["threshold"], outputs=outputs) for probs, _, _ in data], [label for _, label, _ in data])
     card["decisions"] = {
-        "purpose": purpose if isinstance(purpose, str) else list(purpose), "cases": [Path(p).name for p in cases],
+        "purpose": purpose if isinstance(purpose, str) else list(purpose), "cases": [Path(p).name for p in paths],
         "thresholds": dict(zip(OUTPUTS[outputs], card["threshold"], strict=True)),
         "dice_at_0.5": {r: round(d, 4) for r, d in _region_dice(data, THRESHOLD, outputs).items()},
         "dice_at_thresholds": {r: round(float(table.loc[r, "Dice"]), 4) for r in BRATS_REGIONS},
         "dice_at_thresholds_held_out": {r: round(d, 4) for r, d in held_dice.items()},
         "ece_held_out": {"before": round(ece_before, 4), "after temperature scaling": round(ece_after, 4)},
         "postprocessing": cleaning.round(4).to_dict(orient="records")}
-    write_json(card, folder / CARD_FILE)
-    atomic_write(folder / CARD_TEXT, lambda tmp: Path(tmp).write_text(render_card(card)))
+    write_json(card, model_dir / CARD_FILE)
+    atomic_write(model_dir / CARD_TEXT, lambda tmp: Path(tmp).write_text(render_card(card)))
     return card
 
 # %% ../nbs/06a_pretrained.ipynb #85cf995e

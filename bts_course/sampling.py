@@ -5,7 +5,7 @@
 # %% ../nbs/02_sampling.ipynb #23ab5226
 from __future__ import annotations
 import numpy as np
-from .data import N_CLASSES, LABEL_NAMES, check_image, check_label, check_size
+from .data import N_CODES, LABEL_NAMES, check_image, check_label, check_size
 
 # %% auto #0
 __all__ = ['BACKGROUND_THRESHOLD', 'SamplingError', 'get_sub_volume', 'rejection_sample', 'summed_volume_table', 'window_sums',
@@ -95,7 +95,7 @@ def _extract(image: np.ndarray, label: np.ndarray, corner, size, num_classes: in
     return X, y
 
 # %% ../nbs/02_sampling.ipynb #06ca06c5
-def _check_image_label(image, label, num_classes: int = N_CLASSES):
+def _check_image_label(image, label, num_classes: int = N_CODES):
     "An image `(X, Y, Z, C)` float32 and a label `(X, Y, Z)` uint8 of codes `0..num_classes-1` on the same grid"
     image = np.asarray(image)
     if image.ndim != 4: raise ValueError(f"image must be 4D (X, Y, Z, C), found {image.ndim}D with shape {image.shape}")
@@ -117,7 +117,7 @@ def rejection_sample(
     patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
     background_threshold:float=BACKGROUND_THRESHOLD,  # the largest share of background voxels a patch may hold
     max_tries:int=1000,  # random corners to try before giving up with a `SamplingError`
-    num_classes:int=N_CLASSES,  # label codes, background included
+    num_classes:int=N_CODES,  # label codes, background included
 ) -> tuple:  # `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z), tries)`
     "`get_sub_volume`'s loop, saying where the patch starts and how many random corners it tried"
     image, label = _check_image_label(image, label, num_classes)
@@ -188,7 +188,7 @@ def valid_corners(
     patch_size=(160, 160, 16),  # the patch's size `(x, y, z)` (or one int for all three)
     background_threshold=BACKGROUND_THRESHOLD,  # the largest share of background voxels a patch may hold
     min_class_fraction=None,  # optional `{code: share}`: each patch must hold at least this share of class `code`
-    num_classes=N_CLASSES,  # label codes, background included
+    num_classes=N_CODES,  # label codes, background included
 ) -> np.ndarray:  # boolean `(X-x+1, Y-y+1, Z-z+1)`: True where the patch starting there is acceptable
     "Which corners give an acceptable patch; raises `SamplingError` if none does"
     label = check_label(label, "label", num_classes=num_classes)
@@ -217,7 +217,7 @@ def sample_patches(
     *,
     min_class_fraction:dict|None=None,  # optional `{code: share}`: each patch must hold at least this share of class `code`
     pad:bool=False,  # zero-pad a scan smaller than `patch_size` along some axis (else an error)
-    num_classes:int=N_CLASSES,  # label codes, background included
+    num_classes:int=N_CODES,  # label codes, background included
 ) -> list:  # `n` tuples `(X (C, x, y, z), y (num_classes-1, x, y, z), corner (x, y, z))`, float32; corners in the scan's coordinates
     "`n` patches drawn uniformly among those with at most `background_threshold` background"
     rng = np.random.default_rng(rng)

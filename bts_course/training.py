@@ -4,14 +4,15 @@
 
 # %% ../nbs/06_training.ipynb #18cff64b
 from __future__ import annotations
-import csv, json, math, time
+import csv, json, math, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import keras
 import pandas as pd
 from fastcore.basics import patch
-from .data import MODALITIES, CLASS_NAMES, SPLITS, atomic_write, check_choice, check_size, moved_names, write_json
+from .data import (MODALITIES, CLASS_NAMES, SPLITS, atomic_write, check_choice, check_size, moved_names, renamed_args,
+                             write_json)
 from .labels import check_outputs, classes_to_regions
 from .model import check_divisible, model_divisor  # importing the model registers the metrics
 from .preprocess import standardize
@@ -19,21 +20,22 @@ from .preprocess import standardize
 # %% auto #0
 __all__ = ['LEARNING_RATE_SCHEDULES', 'read_config', 'patch_files', 'read_patch', 'model_arrays', 'random_flip',
            'VolumeDataGenerator', 'TrainingState', 'machine_description', 'TimeLimit', 'TrainResult', 'train',
-           'learning_rate_schedule']
+           'cpu_has_bfloat16', 'learning_rate_schedule', 'copy_weights']
 
 # %% ../nbs/06_training.ipynb #dad6cabf
+@renamed_args(data_dir="patch_dir")
 def read_config(
-    data_dir,  # a patch folder made by `bts preprocess` (or `build_patch_dataset`)
+    patch_dir,  # a patch folder made by `bts preprocess` (or `build_patch_dataset`)
 ) -> dict:  # `{'train': [file names], 'valid': [file names]}`
     "The `config.json` of a patch folder: `{'train': [file names], 'valid': [file names]}`"
-    data_dir = Path(data_dir)
-    if not data_dir.exists(): raise FileNotFoundError(f"{data_dir}: no such folder")
-    if not data_dir.is_dir():
-        raise ValueError(f"{data_dir}: not a patch data set; expected a folder holding config.json and the HDF5 patch "
+    patch_dir = Path(patch_dir)
+    if not patch_dir.exists(): raise FileNotFoundError(f"{patch_dir}: no such folder")
+    if not patch_dir.is_dir():
+        raise ValueError(f"{patch_dir}: not a patch data set; expected a folder holding config.json and the HDF5 patch "
                          "files (make one with 'bts preprocess')")
-    path = data_dir / "config.json"
+    path = patch_dir / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{data_dir}: no config.json; expected a patch folder made by 'bts preprocess' "
+        raise FileNotFoundError(f"{patch_dir}: no config.json; expected a patch folder made by 'bts preprocess' "
                                 "(config.json lists the train and valid files)")
     try: config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from e
@@ -42,25 +44,26 @@ def read_config(
     return {s: [str(n) for n in config.get(s, [])] for s in SPLITS}
 
 # %% ../nbs/06_training.ipynb #205551c3
+@renamed_args(data_dir="patch_dir", split="subset")
 def patch_files(
-    data_dir,  # a patch folder, in the course's layout (`train/`, `valid/`) or flat
-    split:str="train",  # which list of `config.json`: 'train' or 'valid'
-    names=None,  # file names to find instead of the split's list
+    patch_dir,  # a patch folder, in the course's layout (`train/`, `valid/`) or flat
+    subset:str="train",  # which list of `config.json`: 'train' or 'valid'
+    names=None,  # file names to find instead of the subset's list
 ) -> list:  # `Path`s of the patch files, in the order listed
-    "Paths of the patch files of `split` listed in `data_dir/config.json` (or of `names`), in either folder layout"
-    data_dir = Path(data_dir)
+    "Paths of the patch files of `subset` listed in `patch_dir/config.json` (or of `names`), in either folder layout"
+    patch_dir = Path(patch_dir)
     if names is None:
-        check_choice(split, SPLITS, "split")
-        names = read_config(data_dir)[split]
-    folders = [data_dir / split, data_dir] + [data_dir / s for s in SPLITS if s != split]
+        check_choice(subset, SPLITS, "subset")
+        names = read_config(patch_dir)[subset]
+    folders = [patch_dir / subset, patch_dir] + [patch_dir / s for s in SPLITS if s != subset]
     paths, missing = [], []
     for name in names:
         hit = next((f / name for f in folders if (f / name).is_file()), None)
         if hit is None: missing.append(name)
         else: paths.append(hit)
     if missing:
-        raise FileNotFoundError(f"{data_dir}: {len(missing)} of the {len(names)} {split} patches listed in config.json "
-                                f"are missing, e.g. {missing[0]} (looked in {split}/ and the folder itself)")
+        raise FileNotFoundError(f"{patch_dir}: {len(missing)} of the {len(names)} {subset} patches listed in config.json "
+                                f"are missing, e.g. {missing[0]} (looked in {subset}/ and the folder itself)")
     return paths
 
 # %% ../nbs/06_training.ipynb #feafb584
@@ -103,19 +106,26 @@ def random_flip(
     if not axes: return X, y, axes
     return np.ascontiguousarray(np.flip(X, axes)), np.ascontiguousarray(np.flip(y, axes)), axes
 
+# %% ../nbs/06_training.ipynb #6c3c0ce7
+def _old_name(obj, old: str, new: str):
+    "The attribute `new` of `obj`, asked for by its old name `old`, with a DeprecationWarning"
+    warnings.warn(f"{type(obj).__name__}.{old} is now {type(obj).__name__}.{new}; use the new name", DeprecationWarning, stacklevel=3)
+    return getattr(obj, new)
+
 # %% ../nbs/06_training.ipynb #b1dfbf96
 class VolumeDataGenerator(keras.utils.PyDataset):
-    "Batches of course patches from `data_dir`: X `(B, C, x, y, z)` standardised float32, y `(B, 3, x, y, z)` float32 classes or regions"
+    "Batches of course patches from `patch_dir`: X `(B, C, x, y, z)` standardised float32, y `(B, 3, x, y, z)` float32 classes or regions"
+    @renamed_args(data_dir="patch_dir", split="subset")
     def __init__(self,
-                 data_dir,  # a patch folder with `config.json` (either layout, see `patch_files`)
-                 split:str="train",  # 'train' or 'valid'
+                 patch_dir,  # a patch folder with `config.json` (either layout, see `patch_files`)
+                 subset:str="train",  # 'train' or 'valid'
                  batch_size:int=3,  # patches per batch (the course's 3); the last batch may be smaller
                  shuffle:bool|None=None,  # a new order every epoch (default: for 'train' only)
                  flip:bool=False,  # flip every patch along random spatial axes (`random_flip`)
                  patch_size=None,  # cut windows of this size `(x, y, z)` out of the stored patches (default: whole)
                  random_crop:bool|None=None,  # windows at random places, else centred (default: random for 'train')
                  seed:int=0,  # seed of the orders, crops and flips
-                 files=None,  # patch files to use instead of those `config.json` lists for `split`
+                 files=None,  # patch files to use instead of those `config.json` lists for `subset`
                  num_channels:int=len(MODALITIES),  # input channels each patch must have
                  num_classes:int=len(CLASS_NAMES),  # tumour classes (the files hold one more: background)
                  cache:bool=False,  # keep the patches in memory after the first read
@@ -125,12 +135,12 @@ class VolumeDataGenerator(keras.utils.PyDataset):
                  **kwargs):  # `workers`, `use_multiprocessing`, `max_queue_size` of `keras.utils.PyDataset`
         super().__init__(**kwargs)
         if int(batch_size) < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self.data_dir, self.split = Path(data_dir), split
-        self.files = [Path(f) for f in files] if files is not None else patch_files(data_dir, split)
-        if not self.files: raise ValueError(f"{data_dir}: no {split} patches listed in config.json")
+        self.patch_dir, self.subset = Path(patch_dir), subset
+        self.files = [Path(f) for f in files] if files is not None else patch_files(patch_dir, subset)
+        if not self.files: raise ValueError(f"{patch_dir}: no {subset} patches listed in config.json")
         self.batch_size, self.seed = int(batch_size), int(seed)
-        self.shuffle = (split == "train") if shuffle is None else bool(shuffle)
-        self.random_crop = (split == "train") if random_crop is None else bool(random_crop)
+        self.shuffle = (subset == "train") if shuffle is None else bool(shuffle)
+        self.random_crop = (subset == "train") if random_crop is None else bool(random_crop)
         self.flip, self.num_channels, self.num_classes = bool(flip), int(num_channels), int(num_classes)
         self._cache = {} if cache else None
         if batches_per_epoch is not None and int(batches_per_epoch) < 1:
@@ -146,6 +156,9 @@ class VolumeDataGenerator(keras.utils.PyDataset):
             raise ValueError(f"patch_size {tuple(patch_size)} must be 3 sizes no larger than the stored patches {stored}")
         self.epoch = 0
         self._order = self._order_for(0)
+
+    data_dir = property(lambda self: _old_name(self, "data_dir", "patch_dir"), doc="The old name of `patch_dir`, for one release")
+    split = property(lambda self: _old_name(self, "split", "subset"), doc="The old name of `subset`, for one release")
 
     def _shape_of(self, path) -> tuple:
         "Spatial size of the patch at `path`, checked against the expected channels and classes"
@@ -167,9 +180,9 @@ class VolumeDataGenerator(keras.utils.PyDataset):
 
 # %% ../nbs/06_training.ipynb #f01fb679
 @patch
-def __repr__(self:VolumeDataGenerator) -> str:  # the folder, the split, the number of patches and the settings
-    "What the generator feeds: folder, split, patches, batch and patch size, shuffling and flipping"
-    return (f"VolumeDataGenerator({str(self.data_dir)!r}, split={self.split!r}, {len(self.files)} patches, "
+def __repr__(self:VolumeDataGenerator) -> str:  # the folder, the subset, the number of patches and the settings
+    "What the generator feeds: folder, subset, patches, batch and patch size, shuffling and flipping"
+    return (f"VolumeDataGenerator({str(self.patch_dir)!r}, subset={self.subset!r}, {len(self.files)} patches, "
             f"batch_size={self.batch_size}, patch_size={self.patch_size}, shuffle={self.shuffle}, flip={self.flip})")
 
 # %% ../nbs/06_training.ipynb #4b9b8bc8
@@ -387,7 +400,8 @@ def train(
         return result()
     for data in (train_data, valid_data):  # the shuffles and augmentations continue where they would have been
         if hasattr(data, "set_epoch"): data.set_epoch(initial_epoch if data is train_data else 0)
-    say(_summary(model, strategy, policy, train_data, valid_data, state, initial_epoch, epochs, out_dir))
+    precision = policy or ("float32 (no bfloat16 instructions on this CPU)" if mixed_precision is True else None)
+    say(_summary(model, strategy, precision, train_data, valid_data, state, initial_epoch, epochs, out_dir))
     cbs = [keras.callbacks.TerminateOnNaN(), keras.callbacks.CSVLogger(str(log), append=True), checkpoints]
     if time_limit is not None: cbs.append(TimeLimit(time_limit))
     t0 = time.monotonic()
@@ -447,7 +461,7 @@ def _prepare_folder(out_dir: Path, state, monitor, mode, patience) -> "TrainingS
     state = state or {}
     return TrainingState(out_dir, monitor, mode, patience, state.get("best"), state.get("best_epoch"), state.get("seconds", 0.0))
 
-def _summary(model, strategy, policy, train_data, valid_data, state, initial_epoch, epochs, out_dir) -> str:
+def _summary(model, strategy, precision, train_data, valid_data, state, initial_epoch, epochs, out_dir) -> str:
     "The line `train` prints before it starts: the model, the devices, the data, where it starts and stops"
     import tensorflow as tf
     devices = ", ".join(d.name.split("physical_device:")[-1] for d in tf.config.list_logical_devices()
@@ -455,17 +469,28 @@ def _summary(model, strategy, policy, train_data, valid_data, state, initial_epo
     start = f"resuming at epoch {initial_epoch + 1} from {out_dir / 'last.keras'}" if state else "starting"
     return (f"{model.name}: {model.count_params():,} parameters on {devices}"
             f"{f' ({strategy.num_replicas_in_sync} replicas)' if strategy is not None else ''}"
-            f"{f', {policy}' if policy else ''}; {_size(train_data)} for training"
+            f"{f', {precision}' if precision else ''}; {_size(train_data)} for training"
             f"{f', {_size(valid_data)} for validation' if valid_data is not None else ''}; "
             f"{start}, up to epoch {epochs}, run folder {out_dir}")
 
+# %% ../nbs/06_training.ipynb #e8a7b0d0
+def cpu_has_bfloat16(
+    cpuinfo="/proc/cpuinfo",  # the kernel's description of the processor (Linux)
+) -> bool:  # True if a flag says the CPU computes bfloat16 natively
+    "Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX-BF16 among the flags of `cpuinfo`); False where the file is missing"
+    try: text = Path(cpuinfo).read_text()
+    except OSError: return False
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
 # %% ../nbs/06_training.ipynb #6ab7605f
-def _mixed_policy(mixed_precision) -> str | None:
-    "The Keras dtype policy name for `mixed_precision` (False, True, or a policy name)"
+def _mixed_policy(mixed_precision, has_bfloat16=None) -> str | None:
+    "The Keras dtype policy name for `mixed_precision` (False, True, or a policy name); True: float16 on a GPU, bfloat16 on a CPU that computes it natively, else full precision"
     if mixed_precision in (False, None): return None
     if mixed_precision is True:
         import tensorflow as tf
-        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+        if tf.config.list_physical_devices("GPU"): return "mixed_float16"
+        return "mixed_bfloat16" if (cpu_has_bfloat16() if has_bfloat16 is None else has_bfloat16) else None
     if mixed_precision not in ("mixed_float16", "mixed_bfloat16"):
         raise ValueError(f"mixed_precision must be True, False, 'mixed_float16' or 'mixed_bfloat16', got {mixed_precision!r}")
     return mixed_precision
@@ -522,3 +547,20 @@ def learning_rate_schedule(
 
 # %% ../nbs/06_training.ipynb #31da4b8f
 __getattr__ = moved_names("bts_course.training", {"train_small_unet": "bts_course.demo"})  # for one release
+
+# %% ../nbs/06_training.ipynb #63dd426c
+def copy_weights(
+    model:keras.Model,  # the model to start from `source`: built, same layers and shapes
+    source:keras.Model,  # a trained model of the same architecture (its outputs may be classes or regions)
+) -> keras.Model:  # `model`, holding `source`'s weights
+    "Copy every layer's weights from `source` into `model`, layer by layer by name, after checking that each shape matches"
+    theirs = {layer.name: layer for layer in source.layers}
+    mine = [layer for layer in model.layers if layer.weights]
+    missing = [layer.name for layer in mine if layer.name not in theirs]
+    if missing: raise ValueError(f"{source.name} has no layers {missing[:4]}{' …' if len(missing) > 4 else ''}: not the architecture of {model.name}")
+    for layer in mine:
+        found, wanted = [tuple(w.shape) for w in theirs[layer.name].weights], [tuple(w.shape) for w in layer.weights]
+        if found != wanted:
+            raise ValueError(f"layer {layer.name}: {source.name}'s weights have shapes {found}, {model.name} needs {wanted}")
+    for layer in mine: layer.set_weights(theirs[layer.name].get_weights())
+    return model

@@ -10,7 +10,7 @@ import numpy as np
 import keras
 from . import evaluation, training, viz
 from . import model as unet
-from .data import CLASS_NAMES, N_CLASSES, check_size, one_hot
+from .data import CLASS_NAMES, N_CODES, check_size, one_hot
 from .metrics import CLASS_DICE_METRICS
 from IPython.display import Image
 from matplotlib.figure import Figure
@@ -35,8 +35,8 @@ def get_labeled_image(
     "The course's labelled RGB volume, by `viz.get_labeled_image`"
     if is_categorical:
         shape = np.shape(label)
-        if len(shape) != 4 or shape[-1] != N_CLASSES:
-            raise ValueError(f"is_categorical=True expects a one-hot label (X, Y, Z, {N_CLASSES}), background first; "
+        if len(shape) != 4 or shape[-1] != N_CODES:
+            raise ValueError(f"is_categorical=True expects a one-hot label (X, Y, Z, {N_CODES}), background first; "
                              f"found shape {shape} (pass is_categorical=False for label codes (X, Y, Z))")
     rgb = viz.get_labeled_image(image, label, alpha=1.0)
     return np.round(rgb * 255).astype(np.uint8)

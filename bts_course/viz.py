@@ -8,7 +8,7 @@ import os, sys, tempfile
 from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
-from .data import (MODALITIES, CLASS_COLORS, CLASS_NAMES, N_CLASSES, atomic_write, check_image, check_label,
+from .data import (MODALITIES, CLASS_COLORS, CLASS_NAMES, N_CODES, atomic_write, check_image, check_label,
                              count_nonfinite)
 
 # %% auto #0
@@ -73,12 +73,15 @@ def get_labeled_image(
 
     Grey is `scale_to_unit(FLAIR, percentile)`; a voxel of class k becomes `(1 - alpha) * grey + alpha * CLASS_COLORS[k]`."""
     image = check_image(image, len(MODALITIES))
-    codes = _label_codes(label, image.shape[:3])
     alpha = float(alpha)
     if not 0 <= alpha <= 1: raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+    return _labeled_image(image, _label_codes(label, image.shape[:3]), alpha, percentile)
+
+def _labeled_image(image: np.ndarray, codes: np.ndarray, alpha: float = 0.5, percentile=None) -> np.ndarray:
+    "`get_labeled_image` of a checked image `(X, Y, Z, 4)` float32 and its codes `(X, Y, Z)`, for callers that checked both"
     grey = scale_to_unit(image[..., MODALITIES.index("FLAIR")], percentile)
     out = np.repeat(grey[..., None], 3, axis=-1)
-    colours = np.zeros((N_CLASSES, 3), np.float32)
+    colours = np.zeros((N_CODES, 3), np.float32)
     for k, rgb in CLASS_COLORS.items(): colours[k] = rgb
     tumour = codes > 0
     out[tumour] = (1 - alpha) * out[tumour] + alpha * colours[codes[tumour]]
@@ -88,7 +91,7 @@ def get_labeled_image(
 def _label_codes(label, shape: tuple) -> np.ndarray:
     "Label codes `(X, Y, Z)` uint8 from codes or the course's one-hot `(X, Y, Z, 4)`, checked against the image's `shape`"
     label = np.asarray(label)
-    if label.ndim == 4 and label.shape[-1] == N_CLASSES and label.shape[:3] == tuple(shape): label = label.argmax(-1)
+    if label.ndim == 4 and label.shape[-1] == N_CODES and label.shape[:3] == tuple(shape): label = label.argmax(-1)
     return check_label(label, "label", shape)
 
 # %% ../nbs/01_explore.ipynb #9615f69d

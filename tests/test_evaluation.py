@@ -11,6 +11,9 @@ from bts_course.labels import probabilities_to_labels
 from bts_course.preprocess import standardize
 from bts_course import evaluation as ev
 from bts_course import inference as inf
+import bts_course.data, bts_course.viz
+from bts_course.metrics import soft_dice_loss
+from bts_course.model import unet_model_3d
 
 
 
@@ -49,6 +52,30 @@ def test_predict_and_viz_honours_threshold_and_ignores_truth(case):
     with pytest.raises(ValueError, match="inside the scan"):
         ev.predict_and_viz(case.image, case.label, m, loc=(100, 0, 0))
 
+
+
+def test_predict_and_viz_checks_the_scan_once(case, monkeypatch):
+    scans = []
+    def counting(image, *args, **kwargs):
+        if np.shape(image)[:3] == case.image.shape[:3]: scans.append(1)
+        return bts_course.data.check_image(image, *args, **kwargs)
+    for module in (ev, inf, bts_course.viz): monkeypatch.setattr(module, "check_image", counting)
+    loc = tuple(s // 2 for s in case.label.shape)
+    labels, fig = ev.predict_and_viz(case.image, case.label, tiny_unet(), loc=loc, progress=False)
+    assert len(scans) == 1 and len(fig.axes) == 6  # predicting and drawing (two label maps) reuse the checked scan
+    scans.clear()
+    inf.predict_volume(tiny_unet(), case.image, progress=False)
+    assert len(scans) == 1
+
+
+def test_predict_and_viz_reads_a_region_model_as_regions(case):
+    m = unet_model_3d(soft_dice_loss, input_shape=(4, None, None, None), depth=2, n_base_filters=2, outputs="regions")
+    loc = tuple(s // 2 for s in case.label.shape)
+    labels, _ = ev.predict_and_viz(case.image, case.label, m, loc=loc, threshold=[0.5, 0.4, 0.6], progress=False)
+    probs = inf.predict_volume(m, case.image, progress=False)
+    np.testing.assert_array_equal(labels, probabilities_to_labels(probs, [0.5, 0.4, 0.6], outputs="regions"))
+    with pytest.raises(ValueError, match="nested"):  # argmax compares exclusive classes: refused for regions, as predict_case does
+        ev.predict_and_viz(case.image, case.label, m, loc=loc, mode="argmax", progress=False)
 
 # ---------------------------------------------------------------- evaluation tables
 def write_msd(root: Path, seeds, shape=(32, 32, 24)):

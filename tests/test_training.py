@@ -1,5 +1,5 @@
 "Data generator, checkpointed training with resume, reloading saved models, and `bts train`"
-import json, subprocess, sys
+import hashlib, json, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,8 @@ from bts_course.demo import write_phantom_dataset
 from bts_course.metrics import soft_dice_loss
 from bts_course.model import model_outputs, unet_model_3d
 from bts_course.preprocess import standardize
-from bts_course.training import (VolumeDataGenerator, TrainingState, model_arrays, patch_files, read_config, read_patch, train)
+from bts_course.training import (VolumeDataGenerator, TrainingState, copy_weights, model_arrays, patch_files, read_config,
+                                 read_patch, train)
 import keras
 import tensorflow as tf
 
@@ -284,3 +285,24 @@ def test_bts_train_errors_are_one_line(args, needle, tmp_path, phantoms):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.stderr[-2000:]
     assert not (tmp_path / "run").exists()
+
+
+def test_bts_train_starts_from_a_trained_model(first_run, phantoms, tmp_path):
+    source = first_run[0] / "best.keras"
+    out = tmp_path / "warm"
+    result = bts("train", phantoms, "--out", out, "--depth", "2", "--base-filters", "4", "--patch-size", "16", "16", "16",
+                 "--epochs", "1", "--batch-size", "2", "--learning-rate", "1e-9", "--outputs", "regions", "--loss", "dice_bce",
+                 "--init-from", source)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained, start = keras.models.load_model(out / "last.keras"), keras.models.load_model(source)
+    for name in ("down0_conv1", "logits"):
+        for mine, theirs in zip(trained.get_layer(name).get_weights(), start.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=1e-6)  # a step at 1e-9 moves nothing: it started from the source
+    fresh = unet_model_3d(soft_dice_loss, (4, None, None, None), depth=2, n_base_filters=4)
+    assert not np.allclose(fresh.get_layer("down0_conv1").get_weights()[0], start.get_layer("down0_conv1").get_weights()[0])
+    args = json.loads((out / "train_args.json").read_text())
+    assert args["init_from"] == str(source) and args["init_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    deeper = lambda: copy_weights(unet_model_3d(soft_dice_loss, (4, None, None, None), depth=3, n_base_filters=4), start)
+    with pytest.raises(ValueError, match="not the architecture"):
+        train(deeper, VolumeDataGenerator(phantoms, "train"), epochs=1, out_dir=tmp_path / "wrong", verbose=0)
+    assert not (tmp_path / "wrong").exists()  # refused before the run folder was made

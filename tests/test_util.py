@@ -182,8 +182,8 @@ def base_dir(tmp_path_factory):
     "The four shipped patches in the course's layout: processed/train/, processed/valid/, processed/config.json"
     root = tmp_path_factory.mktemp("course") / "processed"
     patches = example_patches()
-    for split in ("train", "valid"): write_course_dataset(root / split, [p for p in patches if p.split == split])
-    write_json({s: [p.name for p in patches if p.split == s] for s in ("train", "valid")}, root / "config.json")
+    for split in ("train", "valid"): write_course_dataset(root / split, [p for p in patches if p.subset == split])
+    write_json({s: [p.name for p in patches if p.subset == s] for s in ("train", "valid")}, root / "config.json")
     return f"{root}/"
 
 
