@@ -13,7 +13,6 @@ UNTESTED = {  # still owed a test in their notebook (each is exercised by tests/
     "06_training.ipynb": {"LEARNING_RATE_SCHEDULES"},
     "06b_costs.ipynb": {"ConvLayer", "COST_TERMS", "cost_cache_file"},
     "06c_inference.ipynb": {"ALL_FLIPS"},
-    "08_explorer.ipynb": {"WINDOW_PERCENTILE", "COMPARE_NAMES", "COMPARE_COLORS", "HEAT_LEVELS", "CROSSHAIR_COLOR"},
     "12a_checking.ipynb": {"Feedback", "Message", "FAILED", "Probe"},
     "12b_checks.ipynb": {"Checks"},
     "14_native.ipynb": {"DICOM_TAGS", "SEQUENCE_ALIASES", "REGION_OUTLINES", "BRATS_NAMES"},
