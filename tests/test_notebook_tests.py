@@ -13,7 +13,6 @@ UNTESTED = {  # still owed a test in their notebook (each is exercised by tests/
     "06b_costs.ipynb": {"ConvLayer", "cost_cache_file"},
     "12a_checking.ipynb": {"Feedback", "Message", "FAILED", "Probe"},
     "12b_checks.ipynb": {"Checks"},
-    "14_native.ipynb": {"DICOM_TAGS", "SEQUENCE_ALIASES", "REGION_OUTLINES", "BRATS_NAMES"},
 }
 
 
