@@ -229,7 +229,7 @@ def train_command(
     from bts_course.metrics import LOSSES
     from bts_course.model import unet_model_3d
     import numpy as np
-    from bts_course.pretrained import check_weights, file_sha256, load_for_prediction
+    from bts_course.pretrained import file_sha256, load_for_prediction
     from bts_course.training import (VolumeDataGenerator, copy_weights, learning_rate_schedule, machine_description, patch_files,
                                      read_config, train)
     p = train_parser()
@@ -255,7 +255,7 @@ def train_command(
         strategy = tf.distribute.MirroredStrategy()
     keras.utils.set_random_seed(a.seed)
     layer_normalization = None if a.layer_normalization == "none" else a.layer_normalization
-    source = load_for_prediction(a.init_from)[0] if a.init_from else None
+    source, init_card = load_for_prediction(a.init_from) if a.init_from else (None, {})
     def build():
         model = unet_model_3d(LOSSES[a.loss], input_shape=(len(MODALITIES), None, None, None), depth=a.depth,
                               n_base_filters=a.base_filters, initial_learning_rate=learning_rate,
@@ -264,7 +264,7 @@ def train_command(
     record = {"dataset": str(Path(a.dataset).resolve()), **{k: v for k, v in vars(a).items() if k not in ("dataset", "out", "quiet")},
               "bts_course": _version(), "commit": _git_commit(), "machine": machine_description()}
     if a.init_from:  # which weights it started from, so the record names them even if the folder changes later
-        record["init_sha256"] = file_sha256(check_weights(a.init_from) if Path(a.init_from).is_dir() else Path(a.init_from))
+        record["init_sha256"] = init_card.get("sha256") or file_sha256(a.init_from)  # a folder's card holds the checked one
     record_args = keras.callbacks.LambdaCallback(on_train_begin=lambda logs: write_json(record, out / "train_args.json"))
     result = train(build, train_gen, valid_gen, epochs=a.epochs, out_dir=out, patience=a.patience,
                    strategy=strategy, mixed_precision=a.mixed_precision, resume=not a.no_resume,

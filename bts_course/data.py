@@ -17,7 +17,7 @@ __all__ = ['MODALITIES', 'CLASS_NAMES', 'LABEL_NAMES', 'CLASS_COLORS', 'N_CODES'
            'count_nonfinite', 'check_size', 'check_choice', 'check_image', 'check_patch', 'check_codes', 'check_label',
            'one_hot', 'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'Case',
            'detect_layout', 'nii_stem', 'find_modality', 'label_file_of', 'read_case', 'case_file_name', 'find_cases',
-           'Patch', 'example_patches', 'moved_names', 'renamed_args']
+           'renamed_attribute', 'Patch', 'example_patches', 'moved_names', 'renamed_args']
 
 # %% ../nbs/00_data.ipynb #1220b336
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")  # channel order of every image in this package
@@ -471,6 +471,17 @@ def _search(path: Path, depth: int) -> list:
     return [c for child in sorted(path.iterdir()) if child.is_dir() and not child.name.startswith(".")
             for c in _search(child, depth + 1)]
 
+# %% ../nbs/00_data.ipynb #5f45ba49
+def renamed_attribute(
+    old:str,  # the attribute's old name
+    new:str,  # its name now
+) -> property:  # a read-only property: assign it to `old` in the class body
+    "An attribute's old name, for one release: it reads the new one with a `DeprecationWarning` naming both"
+    def read(self):
+        warnings.warn(f"{type(self).__name__}.{old} is now {type(self).__name__}.{new}; use the new name", DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+    return property(read, doc=f"The old name of `{new}`, for one release")
+
 # %% ../nbs/00_data.ipynb #08ca661c
 @dataclass(eq=False)
 class Patch:
@@ -479,12 +490,7 @@ class Patch:
     y: np.ndarray  # `(X, Y, Z, 4)` float32 one-hot labels, background first, classes last
     name: str  # its file name in the course's data set, e.g. `BRATS_009.nii.gz_12_x42_y77_z72.h5`
     subset: str  # which side of the split it is on: 'train' or 'valid'
-
-    @property
-    def split(self) -> str:
-        "The old name of `subset`, for one release"
-        warnings.warn("Patch.split is now Patch.subset; use the new name", DeprecationWarning, stacklevel=2)
-        return self.subset
+    split = renamed_attribute("split", "subset")  # for one release
 
     @property
     def label(self) -> np.ndarray:

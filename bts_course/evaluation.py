@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
+from fastcore.meta import delegates
 from .data import (MODALITIES, Case, CaseError, atomic_write, case_file_name, check_image, check_patch,
                              check_label, check_size, find_cases, label_file_of, one_hot, read_case, save_nifti)
 from .labels import THRESHOLD, postprocess, probabilities_to_labels
-from fastcore.meta import delegates
 from .inference import _predict_volume, label_header, predict_volume
 from .scores import BRATS_REGIONS, REGION_COLUMNS, brats_region_metrics, check_convention, get_sens_spec_df
 from .model import check_divisible, model_divisor, model_io, model_outputs, round_to_divisor, with_input_shape
@@ -110,7 +110,7 @@ def predict_course_tiles(
     return out
 
 # %% ../nbs/07_evaluation.ipynb #8c35c69d
-@delegates(predict_volume, but=["image"])
+@delegates(predict_volume)
 def predict_and_viz(
     image,  # the scan `(X, Y, Z, 4)`, raw intensities
     label,  # its true label map `(X, Y, Z)`, codes 0-3: drawn, never used to predict
@@ -194,7 +194,7 @@ def score_prediction(
     return CaseEvaluation(case.name, labels, probabilities, sens_spec, regions, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #c8119178
-@delegates(predict_volume, but=["image"])
+@delegates(predict_volume)
 def predict_case(
     model,  # a channels-first 3D model
     case:Case,  # the case to predict, e.g. from `read_case`
@@ -211,7 +211,7 @@ def predict_case(
     labels = probabilities_to_labels(probs, threshold, mode, outputs=model_outputs(model))
     return (labels if not postprocessing else postprocess(labels, **postprocessing)), probs, seconds
 
-@delegates(predict_volume, but=["image"])
+@delegates(predict_volume)
 def evaluate_case(
     model,  # a channels-first 3D model
     case:Case,  # a case with its label map, e.g. from `read_case`
@@ -227,7 +227,7 @@ def evaluate_case(
     return score_prediction(case, labels, probs, seconds, convention)
 
 # %% ../nbs/07_evaluation.ipynb #d3c685fc
-@delegates(predict_volume, but=["image"])
+@delegates(predict_volume)
 def predict_folder(
     model,  # a channels-first 3D model
     paths:list,  # the cases: MSD image files or BraTS case folders, e.g. from `find_cases`
@@ -262,6 +262,7 @@ def write_scores(
     "Write a score table as CSV, atomically (no half-written table after a crash)"
     return atomic_write(csv_path, lambda tmp: table.to_csv(tmp, index=False))
 
+@delegates(predict_volume)
 def evaluate_folder(
     model,  # a channels-first 3D model
     folder,  # an MSD folder, BraTS case folders, or a folder of them

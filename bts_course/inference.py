@@ -14,8 +14,8 @@ import numpy as np
 import nibabel as nib
 import keras
 from tqdm.auto import tqdm
-from . import costs
 from fastcore.meta import delegates
+from . import costs
 from .data import CLASS_NAMES, MODALITIES, check_image, check_size, moved_names, renamed_args
 from .model import check_divisible, float32_model, model_divisor, model_io, receptive_field, round_to_divisor, with_input_shape
 from .preprocess import brain_box, normalize_crop, uncrop_from_brain

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb #18cff64b
 from __future__ import annotations
-import csv, json, math, time, warnings
+import csv, json, math, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -12,7 +12,7 @@ import keras
 import pandas as pd
 from fastcore.basics import patch
 from .data import (MODALITIES, CLASS_NAMES, SPLITS, atomic_write, check_choice, check_size, moved_names, renamed_args,
-                             write_json)
+                             renamed_attribute, write_json)
 from .labels import check_outputs, classes_to_regions
 from .model import check_divisible, model_divisor  # importing the model registers the metrics
 from .preprocess import standardize
@@ -106,12 +106,6 @@ def random_flip(
     if not axes: return X, y, axes
     return np.ascontiguousarray(np.flip(X, axes)), np.ascontiguousarray(np.flip(y, axes)), axes
 
-# %% ../nbs/06_training.ipynb #6c3c0ce7
-def _old_name(obj, old: str, new: str):
-    "The attribute `new` of `obj`, asked for by its old name `old`, with a DeprecationWarning"
-    warnings.warn(f"{type(obj).__name__}.{old} is now {type(obj).__name__}.{new}; use the new name", DeprecationWarning, stacklevel=3)
-    return getattr(obj, new)
-
 # %% ../nbs/06_training.ipynb #b1dfbf96
 class VolumeDataGenerator(keras.utils.PyDataset):
     "Batches of course patches from `patch_dir`: X `(B, C, x, y, z)` standardised float32, y `(B, 3, x, y, z)` float32 classes or regions"
@@ -157,8 +151,8 @@ class VolumeDataGenerator(keras.utils.PyDataset):
         self.epoch = 0
         self._order = self._order_for(0)
 
-    data_dir = property(lambda self: _old_name(self, "data_dir", "patch_dir"), doc="The old name of `patch_dir`, for one release")
-    split = property(lambda self: _old_name(self, "split", "subset"), doc="The old name of `subset`, for one release")
+    data_dir = renamed_attribute("data_dir", "patch_dir")  # for one release
+    split = renamed_attribute("split", "subset")  # for one release
 
     def _shape_of(self, path) -> tuple:
         "Spatial size of the patch at `path`, checked against the expected channels and classes"
