@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import keras
-from .data import atomic_write, check_size
+from .data import atomic_write, cache_dir, check_size
 from .model import _layers, model_divisor, model_io, with_input_shape
 
 # %% auto #0
@@ -280,9 +280,8 @@ def machine_fingerprint() -> dict:  # JSON-ready
     return json.loads(json.dumps(info))  # as it reads back from the file
 
 def cost_cache_file() -> Path:  # the JSON file (it may not exist yet)
-    "The file that keeps measured forward costs: `$BTS_CACHE_DIR/forward_costs.json`, else `bts_course/forward_costs.json` in `$XDG_CACHE_HOME` (default `~/.cache`)"
-    if os.environ.get("BTS_CACHE_DIR"): return Path(os.environ["BTS_CACHE_DIR"]) / "forward_costs.json"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bts_course" / "forward_costs.json"
+    "The file that keeps measured forward costs: `forward_costs.json` in the package's `cache_dir()`"
+    return cache_dir() / "forward_costs.json"
 
 # %% ../nbs/06b_costs.ipynb #28a38653
 def _read_costs(path: Path) -> dict:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #546e726c
 from __future__ import annotations
-import functools, gzip, importlib, json, os, warnings, zlib
+import contextlib, functools, gzip, importlib, json, os, warnings, zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +15,10 @@ import nibabel as nib
 # %% auto #0
 __all__ = ['MODALITIES', 'CLASS_NAMES', 'LABEL_NAMES', 'CLASS_COLORS', 'N_CODES', 'SPLITS', 'LAYOUTS', 'MAX_VOXELS', 'load_case',
            'count_nonfinite', 'check_size', 'check_choice', 'check_image', 'check_patch', 'check_codes', 'check_label',
-           'one_hot', 'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'save_nifti', 'write_json', 'Case',
-           'detect_layout', 'nii_stem', 'find_modality', 'label_file_of', 'read_case', 'case_file_name', 'find_cases',
-           'renamed_attribute', 'Patch', 'example_patches', 'moved_names', 'renamed_args']
+           'one_hot', 'bounding_box', 'Layout', 'CaseError', 'atomic_write', 'locked', 'cache_dir', 'save_nifti',
+           'write_json', 'Case', 'detect_layout', 'nii_stem', 'find_modality', 'label_file_of', 'read_case',
+           'case_file_name', 'find_cases', 'renamed_attribute', 'Patch', 'example_patches', 'moved_names',
+           'renamed_args']
 
 # %% ../nbs/00_data.ipynb #1220b336
 MODALITIES = ("FLAIR", "T1w", "T1gd", "T2w")  # channel order of every image in this package
@@ -284,6 +285,30 @@ def atomic_write(
     finally:
         if tmp.exists(): tmp.unlink()
     return path
+
+# %% ../nbs/00_data.ipynb #7a82db5b
+@contextlib.contextmanager
+def locked(
+    path,  # the lock file (created if missing; its folder must exist)
+    wait:bool=True,  # wait for the holder to finish; False: a RuntimeError at once if another process holds it
+    busy:str="",  # the error's words when `wait` is False and another process holds the lock
+) -> contextlib.AbstractContextManager:  # holds the lock inside the `with` block
+    "An exclusive POSIX record lock on `path` while the block runs (nothing where `fcntl` is missing)"
+    try: import fcntl
+    except ImportError:
+        yield; return
+    with open(path, "a") as f:
+        # a record lock (lockf), not flock: processes forked from us do not inherit it, so it dies with this
+        # process even if a worker outlives it for a moment
+        try: fcntl.lockf(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError: raise RuntimeError(busy or f"{path}: locked by another process") from None
+        try: yield
+        finally: fcntl.lockf(f, fcntl.LOCK_UN)
+
+def cache_dir() -> Path:  # the folder (it may not exist yet)
+    "The package's cache folder: `$BTS_CACHE_DIR`, else `bts_course/` in `$XDG_CACHE_HOME` (default `~/.cache`)"
+    if os.environ.get("BTS_CACHE_DIR"): return Path(os.environ["BTS_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bts_course"
 
 # %% ../nbs/00_data.ipynb #03713f0f
 def save_nifti(

@@ -6,11 +6,10 @@
 from __future__ import annotations
 import json, re, zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from .data import (SPLITS, CaseError, atomic_write, case_file_name, check_size, example_patches, find_cases, label_file_of,
-                             moved_names, read_case, renamed_args, write_json)
+                             locked, moved_names, read_case, renamed_args, write_json)
 from .sampling import BACKGROUND_THRESHOLD, sample_patches
 
 # %% auto #0
@@ -89,7 +88,7 @@ def build_patch_dataset(
     patch_dir = Path(patch_dir)
     if patch_dir.exists() and not patch_dir.is_dir(): raise NotADirectoryError(f"{patch_dir}: exists and is not a folder")
     patch_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(patch_dir):
+    with locked(patch_dir / ".lock", wait=False, busy=f"{patch_dir}: another build is writing to this folder"):
         for leftover in patch_dir.glob(".*.partial*"): leftover.unlink()  # temporary files of a killed run
         manifest = _start_manifest(patch_dir, names, paths, settings, splits)
         todo = [n for n in names if not _is_done(manifest["cases"][n], patch_dir)]
@@ -221,21 +220,6 @@ def _cut_case(path, name, patch_dir, case_seed, settings: dict):
         write_patch_file(Path(patch_dir) / file_name, X, course_y(y))
         files.append(file_name); corners.append(list(corner))
     return name, files, corners
-
-# %% ../nbs/03a_dataset.ipynb #425a996b
-@contextmanager
-def _locked(patch_dir: Path):
-    "Hold an exclusive lock on `patch_dir/.lock` while building (POSIX record lock; none where fcntl is missing)"
-    try: import fcntl
-    except ImportError:
-        yield; return
-    with open(patch_dir / ".lock", "a") as f:
-        # a record lock (lockf), not flock: worker processes forked from us do not inherit it, so it dies
-        # with this process even if a worker outlives it for a moment
-        try: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError: raise RuntimeError(f"{patch_dir}: another build is writing to this folder") from None
-        try: yield
-        finally: fcntl.lockf(f, fcntl.LOCK_UN)
 
 # %% ../nbs/03a_dataset.ipynb #9e5bcbb6
 def _start_manifest(patch_dir: Path, names: list, paths: list, settings: dict, splits: dict) -> dict:

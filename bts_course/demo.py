@@ -4,14 +4,17 @@
 
 # %% ../nbs/09_demo.ipynb #c6a16f21
 from __future__ import annotations
-import shutil, time
+import hashlib, json, shutil, time, warnings
 from dataclasses import dataclass, asdict
+from importlib import resources
 from pathlib import Path
 import keras
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from matplotlib.figure import Figure
-from .data import MODALITIES, Patch, check_size, renamed_args, save_nifti, write_json
+from .data import (MODALITIES, Patch, atomic_write, cache_dir, check_size, locked, renamed_args, save_nifti,
+                             write_json)
 from .dataset import VALID_FRACTION, _patch_file_name, build_patch_dataset, course_y, split_cases, write_course_dataset
 from .evaluation import evaluate_case, plot_prediction
 from .inference import load_segmentation_model
@@ -237,10 +240,27 @@ def train_small_unet(
     n_base_filters:int=8,  # filters of the first level
     learning_rate:float=3e-3,  # Adam's learning rate
     seed:int=0,  # seed of the cases, the patches and the initial weights
+    cache:bool=True,  # keep the trained model in `cache_dir()` and load it next time (the same settings and package)
 ) -> keras.Model:  # the trained model, free spatial input sizes, compiled with the soft dice loss
     "A small U-Net trained in memory on standardised phantom patches: a model to evaluate and explore without a GPU"
+    settings = dict(n_cases=int(n_cases), patches_per_case=int(patches_per_case), shape=check_size(shape, "shape"),
+                    patch_size=check_size(patch_size, "patch_size"), epochs=int(epochs), depth=int(depth),
+                    n_base_filters=int(n_base_filters), learning_rate=float(learning_rate), seed=int(seed))
+    if not cache: return _train_small_unet(**settings)
+    path = _small_unet_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with locked(path.with_suffix(".lock")):  # a second notebook asking at the same time waits, then loads
+        if path.exists():
+            try: return keras.models.load_model(path)
+            except Exception as e: warnings.warn(f"{path}: {type(e).__name__}; training the small model again", stacklevel=2)
+        model = _train_small_unet(**settings)
+        atomic_write(path, model.save)
+    return model
+
+def _train_small_unet(n_cases, patches_per_case, shape, patch_size, epochs, depth, n_base_filters, learning_rate, seed):
+    "`train_small_unet` on checked settings, without the cache"
     X, y = [], []
-    for case_seed in range(seed, seed + int(n_cases)):
+    for case_seed in range(seed, seed + n_cases):
         case = make_phantom(case_seed, shape=shape)
         for px, py, _ in sample_patches(case.image, case.label, patches_per_case, patch_size,
                                         background_threshold=PHANTOM_BACKGROUND_THRESHOLD, rng=case_seed):
@@ -248,5 +268,11 @@ def train_small_unet(
     keras.utils.set_random_seed(seed)
     model = unet_model_3d(soft_dice_loss, input_shape=(len(MODALITIES), None, None, None), depth=depth,
                           n_base_filters=n_base_filters, initial_learning_rate=learning_rate)
-    model.fit(np.stack(X), np.stack(y), batch_size=4, epochs=int(epochs), verbose=0)
+    model.fit(np.stack(X), np.stack(y), batch_size=4, epochs=epochs, verbose=0)
     return model
+
+def _small_unet_file(settings: dict) -> Path:
+    "Where the small model of these settings is kept: named by the settings, Keras and TensorFlow, and the package's code"
+    digest = hashlib.sha256(json.dumps([settings, keras.__version__, tf.__version__], sort_keys=True).encode())
+    for source in sorted(Path(resources.files("bts_course")).glob("*.py")): digest.update(source.read_bytes())
+    return cache_dir() / "small_unet" / f"{digest.hexdigest()[:16]}.keras"

@@ -83,20 +83,21 @@ def window_candidates(
     return _window_candidates(*_candidate_settings(box_shape, divisor, overlap_voxels, min_window), max_voxels)
 
 @renamed_args(shape="box_shape")
+@delegates(window_candidates)
 def choose_window(
     box_shape,  # the brain box `(x, y, z)`, voxels
     divisor=(8, 8, 8),  # every window side is a multiple of this (the model's divisor)
     max_voxels: float = 2e6,  # the most voxels one window may hold
-    overlap_voxels=0,  # least voxels neighbouring windows share: one number or one per axis
-    min_window=None,  # preferred least window side (default: the divisor), never beyond the padded box
+    **kwargs,  # the other settings of `window_candidates`
 ) -> tuple:  # the window `(x, y, z)`
-    "The window that covers `box_shape` computing the fewest voxels: its sides multiples of `divisor`, at most `max_voxels`"
-    padded, divisor, shared, floor = _candidate_settings(box_shape, divisor, overlap_voxels, min_window)
-    fits, relaxed = _window_candidates(padded, divisor, shared, floor, max_voxels)
+    "The cheapest of `window_candidates`: the window that covers `box_shape` computing the fewest voxels (ties: fewer windows)"
+    fits, relaxed = window_candidates(box_shape, divisor, max_voxels, **kwargs)
     if not fits:
-        raise ValueError(f"no window of multiples of {divisor} sharing {overlap_voxels} voxels fits in {max_voxels:,.0f} voxels")
+        raise ValueError(f"no window of multiples of {check_size(divisor, 'divisor')} sharing {kwargs.get('overlap_voxels', 0)} "
+                         f"voxels fits in {max_voxels:,.0f} voxels")
     window, _ = min(fits, key=lambda f: (f[1] * math.prod(f[0]), f[1]))
-    if relaxed: _warn_thin(window, floor, stacklevel=4)  # past the renamed_args wrapper, at the caller
+    if relaxed:  # past the renamed_args wrapper, at the caller
+        _warn_thin(window, check_size(kwargs.get("min_window") or divisor, "min_window"), stacklevel=4)
     return window
 
 def _candidate_settings(shape, divisor, overlap_voxels, min_window) -> tuple:

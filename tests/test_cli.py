@@ -1,14 +1,29 @@
-"Every `bts` command fails cleanly: non-zero exit, one readable line on stderr, no traceback unless --debug"
+"""Every `bts` command fails cleanly: non-zero exit, one readable line on stderr, no traceback unless --debug.
+
+Most cases call `main` in this process (`here`), so the library is imported once per worker rather than once per case;
+a few run the real `bts` executable (`run`), where the native libraries' start-up lines would show on stderr."""
 import subprocess, sys
 from pathlib import Path
 
 import pytest
+
+from bts_course.cli import main
 
 BTS = str(Path(sys.executable).with_name("bts"))
 
 
 def run(*args, cwd=None):
     return subprocess.run([BTS, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture
+def here(capsys):
+    "`here(*args)`: `bts ARGS` through `main` in this process, as a `CompletedProcess`"
+    def call(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out.out, out.err)
+    return call
 
 
 def assert_one_line_error(result, *needles):
@@ -38,9 +53,9 @@ def test_help_lists_commands():
     ["train", "{missing}", "--out", "{tmp}/run"],
     ["predict", "{missing}", "-o", "{tmp}/p.nii.gz", "--model", "{missing}"],
 ])
-def test_missing_path(args, tmp_path):
+def test_missing_path(args, tmp_path, here):
     missing = tmp_path / "does-not-exist"
-    result = run(*[a.format(missing=missing, tmp=tmp_path) for a in args])
+    result = here(*[a.format(missing=missing, tmp=tmp_path) for a in args])
     assert_one_line_error(result, "does-not-exist")
 
 
@@ -50,14 +65,19 @@ def test_missing_path(args, tmp_path):
     ["train", "{junk}", "--out", "{tmp}/run"],
     ["predict", "{junk}", "-o", "{tmp}/p.nii.gz", "--model", "{junk}"],
 ])
-def test_wrong_kind_of_file(args, tmp_path, text_file):
-    result = run(*[a.format(junk=text_file, tmp=tmp_path) for a in args])
+def test_wrong_kind_of_file(args, tmp_path, text_file, here):
+    result = here(*[a.format(junk=text_file, tmp=tmp_path) for a in args])
     assert_one_line_error(result, "notes.txt")
 
 
-@pytest.mark.parametrize("command", ["demo", "download", "preprocess", "train", "predict", "gif"])
-def test_unknown_option(command):
-    assert_one_line_error(run(command, "--no-such-option"), "--no-such-option")
+@pytest.mark.parametrize("command", ["demo", "download", "preprocess", "train", "gif"])
+def test_unknown_option(command, here):
+    assert_one_line_error(here(command, "--no-such-option"), "--no-such-option")
+
+
+def test_unknown_option_in_the_real_command():
+    "The executable, which imports TensorFlow for `predict`: still one line, none of TensorFlow's start-up lines"
+    assert_one_line_error(run("predict", "--no-such-option"), "--no-such-option")
 
 
 def test_debug_shows_traceback(tmp_path):
@@ -82,11 +102,11 @@ def two_cases(tmp_path_factory):
     ({"train": ["{0}", "{1}"], "valid": ["{1}"]}, "is listed twice"),
     ({"train": ["{0}"], "valid": ["{1}", "Brats18_NOT_HERE_1"]}, "in the split but not found, e.g. Brats18_NOT_HERE_1"),
 ])
-def test_a_bad_split_is_one_line_before_any_work(split, needle, two_cases, tmp_path):
+def test_a_bad_split_is_one_line_before_any_work(split, needle, two_cases, tmp_path, here):
     import json
     root, names = two_cases
     path = tmp_path / "split.json"
     path.write_text(json.dumps({side: [n.format(*names) for n in cases] for side, cases in split.items()}))
-    result = run("preprocess", root, tmp_path / "patches", "--split", path, "--patches-per-case", "2", "--patch-size", "32", "32", "16")
+    result = here("preprocess", root, tmp_path / "patches", "--split", path, "--patches-per-case", "2", "--patch-size", "32", "32", "16")
     assert_one_line_error(result, "split.json", needle)
     assert not (tmp_path / "patches").exists()

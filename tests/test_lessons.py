@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bts_course.cli import main
 from bts_course.exercises import EXERCISE, START, course_exercises
 from bts_course.lessons import (INDEX, MANIFEST, assignment, exercise_status, learner_copy, lesson_exercises,
                                 lesson_paths, lessons_dir, read_lesson, write_exercises)
@@ -218,17 +219,18 @@ def test_status_names_a_cell_that_does_not_run_or_never_ends(tmp_path):
 
 
 @pytest.mark.parametrize("what", ["not copies", "not a notebook", "no folder"])
-def test_status_on_bad_input_is_one_line(tmp_path, what):
+def test_status_on_bad_input_is_one_line(tmp_path, what, capsys):
+    "Through `main` in this process (the executable itself runs in the tests above)"
     if what == "not copies": (tmp_path / "notes.ipynb").write_text("{}")
     elif what == "not a notebook":
         write_exercises(tmp_path, only=["standardize"])
         (tmp_path / COURSE["standardize"].lesson).write_text('{"cells": [')
     target = tmp_path / "absent" if what == "no folder" else tmp_path
-    r = subprocess.run([BTS, "exercises", target, "--status"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 1 and r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, (r.stdout, r.stderr)
+    code, r = main(["exercises", str(target), "--status"]), capsys.readouterr()
+    assert code == 1 and r.out == "" and len(r.err.strip().splitlines()) == 1, (r.out, r.err)
     expected = {"not copies": "not a folder of copies written by `bts exercises`",
                 "not a notebook": "not a notebook that can be read", "no folder": "not a folder"}[what]
-    assert expected in r.stderr and "Traceback" not in r.stderr
+    assert expected in r.err and "Traceback" not in r.err
 
 
 # ----------------------------------------------------------------------------------------------------

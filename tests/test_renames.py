@@ -79,3 +79,38 @@ def test_old_attribute_names_still_work(patch_dir):
     assert deprecated(lambda: patch.split) == (patch.subset, "Patch.split is now Patch.subset; use the new name")
     assert deprecated(lambda: data.N_CLASSES) == (data.N_CODES, "bts_course.data.N_CLASSES is now bts_course.data.N_CODES; "
                                                                 "import it from there")
+
+
+def _public_callables():
+    "(qualified name, callable) of every public function, class and method the package's modules export"
+    import importlib, pkgutil, bts_course
+    for info in pkgutil.iter_modules(bts_course.__path__):
+        if info.name.startswith("_") or info.name == "cli": continue
+        module = importlib.import_module(f"bts_course.{info.name}")
+        for name in getattr(module, "__all__", []):
+            obj = getattr(module, name)
+            if inspect.isclass(obj):
+                yield f"{info.name}.{name}", obj
+                for attr, member in vars(obj).items():
+                    if inspect.isfunction(member) and not attr.startswith("_"): yield f"{info.name}.{name}.{attr}", member
+            elif callable(obj): yield f"{info.name}.{name}", obj
+
+
+def test_randomness_has_two_names_with_one_meaning_each():
+    """`seed`: an int that keys one or more derived streams (`[seed, epoch, i]`, a case per seed, SimpleITK's sampler);
+    `rng`: the one stream a function draws from, a `np.random.Generator` or a seed for one (NumPy's SPEC 7). No third
+    name (`random_state`, `random_seed`, `generator`) and no `seed` that takes a generator."""
+    seen = {"seed": [], "rng": []}
+    for where, fn in _public_callables():
+        try: parameters = inspect.signature(fn).parameters
+        except (TypeError, ValueError): continue
+        for name, p in parameters.items():
+            assert name not in ("random_state", "random_seed", "generator"), (where, name)
+            annotation = str(p.annotation)
+            if name == "seed":
+                seen["seed"].append(where)
+                assert "Generator" not in annotation and (p.default is p.empty or p.default is None or isinstance(p.default, int)), where
+            if name == "rng":
+                seen["rng"].append(where)
+                assert "Generator" in annotation or p.annotation is p.empty, where
+    assert len(seen["seed"]) >= 5 and len(seen["rng"]) >= 3, seen   # both conventions are in use, as documented

@@ -402,11 +402,12 @@ def _compare(ours, theirs, where):
             assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=0, abs=1e-9), (where, region, score, a, b)
 
 def test_official_package_value_for_value_on_real_label_maps(official, tmp_path):
-    "Every perturbation of the shipped patches' labels, and five of the shared patches' labels, at 1 mm"
+    """Every perturbation of two shipped patches' labels; five of them (a shift, erosion, the two enhancing-tumour
+    mistakes, scattered voxels) on the other two and on five of the shared patches' labels; at 1 mm"""
     rng = np.random.default_rng(16)
     pairs = {}
     for k, (name, truth) in enumerate(real_truths().items()):
-        subset = None if k < 4 else ("shift 3 y", "eroded", "ET as core", "ET elsewhere", "scattered")
+        subset = None if k < 2 else ("shift 3 y", "eroded", "ET as core", "ET elsewhere", "scattered")
         for what, (pred, ref) in perturbations(truth, rng, subset).items():
             subject = f"BraTS-GLI-{len(pairs) + 1:05d}-000"
             _write_label(TO_2023[ref], tmp_path / "ref" / f"{subject}-seg.nii.gz")
@@ -419,7 +420,7 @@ def test_official_package_value_for_value_on_real_label_maps(official, tmp_path)
         ours = brats_region_metrics(pred, ref)                   # the default convention, 1 mm
         _compare(ours, theirs.loc[f"{subject}-seg.nii.gz"], where)
         n_nan += int(ours["HD95"].isna().sum()); n_penalty += int((ours["HD95"] == 373.0).sum())
-    assert len(pairs) >= 4 * 19 and n_nan >= 4 * 3 and n_penalty >= 4 * 8   # the edge cases were exercised
+    assert len(pairs) >= 2 * 19 + 2 * 5 and n_nan >= 2 * 3 and n_penalty >= 2 * 8   # the edge cases were exercised
 
 def test_brats2023_case_through_read_case_scores_as_the_leaderboard(official, tmp_path):
     "A BraTS 2023 case folder (-seg in 2023 codes) read by read_case and scored by us, against the package on the raw files"
