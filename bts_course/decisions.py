@@ -137,8 +137,9 @@ def choose_postprocessing(
     truths:list,  # the true label maps, same shapes
     component_sizes=(0, 100, 500, 2000),  # candidates for `postprocess`' `min_component_voxels` (0: off)
     enhancing_sizes=(0, 50, 200, 500),  # candidates for `postprocess`' `min_enhancing_voxels` (0: off)
+    min_gain:float=0.005,  # the least mean region Dice a cleaning must add to none to be kept: on a few cases, less is noise
 ) -> tuple:  # `(settings, table)`: `postprocess` keyword arguments, and mean region Dice for every pair of sizes
-    "The cleaning of label maps that scores best on validation cases; off where it does not pay"
+    "The cleaning of label maps that scores best on validation cases, if it beats none by `min_gain`; else off"
     if len(predictions) != len(truths) or not predictions:
         raise ValueError(f"expected as many truths as predictions, at least one; got {len(predictions)} and {len(truths)}")
     truths = [check_label(t, "truth", np.shape(p)) for p, t in zip(predictions, truths, strict=True)]
@@ -151,6 +152,8 @@ def choose_postprocessing(
     table = pd.DataFrame(rows)
     table["mean"] = table[list(BRATS_REGIONS)].mean(axis=1)
     best = table.loc[table["mean"].round(6).idxmax()]  # the first of the best: the smallest sizes, since rows go up
+    none = pd.Series(mean_region_dice(predictions, truths)).mean()  # as the table's mean: regions no case has are left out
+    if best["mean"] < none + min_gain: return {"min_component_voxels": 0, "min_enhancing_voxels": 0}, table
     return {k: int(best[k]) for k in ("min_component_voxels", "min_enhancing_voxels")}, table
 
 # %% ../nbs/07b_decisions.ipynb #b2b39471
