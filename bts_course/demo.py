@@ -248,7 +248,10 @@ def train_small_unet(
                     n_base_filters=int(n_base_filters), learning_rate=float(learning_rate), seed=int(seed))
     if not cache: return _train_small_unet(**settings)
     path = _small_unet_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try: path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only home, say: train, keep nothing
+        warnings.warn(f"cannot keep the small model in {path.parent} ({e.strerror}); training it without the cache", stacklevel=2)
+        return _train_small_unet(**settings)
     with locked(path.with_suffix(".lock")):  # a second notebook asking at the same time waits, then loads
         if path.exists():
             try: return keras.models.load_model(path)
