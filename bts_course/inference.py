@@ -91,16 +91,15 @@ def choose_window(
     **kwargs,  # the other settings of `window_candidates`
 ) -> tuple:  # the window `(x, y, z)`
     "The cheapest of `window_candidates`: the window that covers `box_shape` computing the fewest voxels (ties: fewer windows)"
-    fits, relaxed = window_candidates(box_shape, divisor, max_voxels, **kwargs)
+    padded, divisor, shared, floor = _candidate_settings(box_shape, divisor, **kwargs)  # checked once
+    fits, relaxed = _window_candidates(padded, divisor, shared, floor, max_voxels)
     if not fits:
-        raise ValueError(f"no window of multiples of {check_size(divisor, 'divisor')} sharing {kwargs.get('overlap_voxels', 0)} "
-                         f"voxels fits in {max_voxels:,.0f} voxels")
+        raise ValueError(f"no window of multiples of {divisor} sharing {kwargs.get('overlap_voxels', 0)} voxels fits in {max_voxels:,.0f} voxels")
     window, _ = min(fits, key=lambda f: (f[1] * math.prod(f[0]), f[1]))
-    if relaxed:  # past the renamed_args wrapper, at the caller
-        _warn_thin(window, check_size(kwargs.get("min_window") or divisor, "min_window"), stacklevel=4)
+    if relaxed: _warn_thin(window, floor, stacklevel=4)  # past the renamed_args wrapper, at the caller
     return window
 
-def _candidate_settings(shape, divisor, overlap_voxels, min_window) -> tuple:
+def _candidate_settings(shape, divisor, overlap_voxels=0, min_window=None) -> tuple:
     "The arguments of `window_candidates` checked: `(padded box, divisor, overlap per axis, least window)`"
     divisor = check_size(divisor, "divisor")
     shared = tuple(float(o) for o in np.broadcast_to(np.asarray(overlap_voxels, float), (3,)))
