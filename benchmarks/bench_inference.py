@@ -77,7 +77,7 @@ def course_network(quick: bool):
 
 def rss_gb() -> float:
     "This process's resident memory now, GB"
-    with open("/proc/self/status") as f:
+    with open("/proc/self/status", encoding="utf-8") as f:
         for line in f:
             if line.startswith("VmRSS:"): return int(line.split()[1]) * 1024 / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6

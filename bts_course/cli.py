@@ -159,7 +159,7 @@ def preprocess_command(
                                patch_size=tuple(args.patch_size), background_threshold=args.background_threshold,
                                pad=args.pad, progress=show_progress(args), split=args.split,
                                tumour_patch_fraction=args.tumour_patch_fraction)
-    config = json.loads((dest / CONFIG).read_text())
+    config = json.loads((dest / CONFIG).read_text(encoding="utf-8"))
     print(f"{len(config['train'])} training and {len(config['valid'])} validation patches in {dest}")
     return 0
 
@@ -504,7 +504,7 @@ def export_command(
     "`bts export RUN --out DIR [--scores FILE.csv] [--split FILE.json] [--if-better]`: a model folder from a training run"
     from bts_course.pretrained import export_model, read_card, validation_dice
     args = export_parser().parse_args(argv)
-    description = json.loads(Path(args.describe).read_text()) if args.describe else None
+    description = json.loads(Path(args.describe).read_text(encoding="utf-8")) if args.describe else None
     out = export_model(args.run, args.out, scores=args.scores, split=args.split, recipe=args.recipe,
                        course_patches=args.course_patches, threshold=args.threshold, description=description,
                        if_better=args.if_better)

@@ -90,7 +90,7 @@ _ALLOCATOR_SLACK = 1.3  # measured peak / estimated activations, rounded up (ben
 def _available_bytes() -> float:
     "Memory available to a new allocation now (Linux: MemAvailable; else psutil; else 8 GB assumed)"
     try:
-        with open("/proc/meminfo") as f:
+        with open("/proc/meminfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("MemAvailable:"): return float(line.split()[1]) * 1024
     except OSError: pass
@@ -176,8 +176,8 @@ def _cache_bytes() -> float:
     levels = []
     for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
-            size = (index / "size").read_text().strip()
-            levels.append((int((index / "level").read_text()), float(size[:-1]) * {"K": 2**10, "M": 2**20}.get(size[-1], 1)
+            size = (index / "size").read_text(encoding="utf-8").strip()
+            levels.append((int((index / "level").read_text(encoding="utf-8")), float(size[:-1]) * {"K": 2**10, "M": 2**20}.get(size[-1], 1)
                            if size[-1] in "KM" else float(size)))
         except (OSError, ValueError): continue
     return max(levels)[1] if levels else 32e6
@@ -263,7 +263,7 @@ def model_fingerprint(
 def _processor() -> str:
     "The processor's model name (Linux: /proc/cpuinfo), else what `platform` knows"
     try:
-        with open("/proc/cpuinfo") as f:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("model name"): return line.split(":", 1)[1].strip()
     except OSError: pass
@@ -288,7 +288,7 @@ def _read_costs(path: Path) -> dict:
     "The entries of a forward-cost cache file; {} if there is none, or (with a one-line note) if it cannot be read"
     if not path.exists(): return {}
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         if not (isinstance(data, dict) and data.get("format") == 1 and isinstance(data.get("entries"), dict)):
             raise ValueError("not a bts_course forward-cost cache")
         return data["entries"]
@@ -314,7 +314,7 @@ def _keep_cost(path: Path, entries: dict, key: str, entry: dict):
     "Write `entries` with `entry` under `key` to `path`, atomically; if that fails, say so and go on"
     entries = {**entries, key: entry}
     text = json.dumps({"format": 1, "entries": entries}, indent=1, sort_keys=True)
-    try: atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    try: atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     except OSError as e:
         warnings.warn(f"cannot keep the measured forward cost in {path} ({e}); it will be measured again next time", stacklevel=4)
 

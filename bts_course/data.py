@@ -297,7 +297,7 @@ def locked(
     try: import fcntl
     except ImportError:
         yield; return
-    with open(path, "a") as f:
+    with open(path, "a", encoding="utf-8") as f:
         # a record lock (lockf), not flock: processes forked from us do not inherit it, so it dies with this
         # process even if a worker outlives it for a moment
         try: fcntl.lockf(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -328,7 +328,7 @@ def write_json(
     path,  # the file to write
 ) -> Path:  # `path`
     "Write `obj` as indented JSON at `path`, atomically"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1), encoding="utf-8"))
 
 # %% ../nbs/00_data.ipynb #bfabcb23
 def _check_affines(a, b, file_a, file_b, atol: float = 1e-3):

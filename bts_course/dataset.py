@@ -136,7 +136,7 @@ def read_split(
     source = split if isinstance(split, dict) else Path(split)
     if not isinstance(source, dict):
         if not source.is_file(): raise FileNotFoundError(f"{source}: no such split file")
-        try: source = json.loads(source.read_text())
+        try: source = json.loads(source.read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{split}: not valid JSON ({e})") from None
     if not isinstance(source, dict) or set(source) - set(SPLITS) or not all(
             isinstance(source.get(s, []), list) and all(isinstance(n, str) for n in source.get(s, [])) for s in SPLITS):
@@ -226,7 +226,7 @@ def _start_manifest(patch_dir: Path, names: list, paths: list, settings: dict, s
     "Load the manifest of an interrupted build with the same settings and cases, or start a new one"
     path = patch_dir / MANIFEST
     if path.exists():
-        try: manifest = json.loads(path.read_text())
+        try: manifest = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as e: raise CaseError(f"{path}: unreadable manifest ({e}); remove it to start over") from None
         old = manifest.get("settings", {})
         changed = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in settings.items() if old.get(k) != v]

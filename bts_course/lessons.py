@@ -315,7 +315,7 @@ def write_exercises(
         if what != "unchanged": atomic_write(target, lambda tmp, data=data: Path(tmp).write_bytes(data))
         written[name] = _sha(data)
         done.append((target, what))
-    atomic_write(dest / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps({"files": written}, indent=1, sort_keys=True) + "\n"))
+    atomic_write(dest / MANIFEST, lambda tmp: Path(tmp).write_text(json.dumps({"files": written}, indent=1, sort_keys=True) + "\n", encoding="utf-8"))
     return done
 
 # %% ../nbs/12c_lessons.ipynb #l032

@@ -19,16 +19,17 @@ from .scores import BRATS_REGIONS
 from .training import model_arrays
 
 # %% auto #0
-__all__ = ['WEIGHTS_FILE', 'CARD_FILE', 'CARD_TEXT', 'CURVE_FILE', 'CARD_FORMAT', 'OUTPUTS_ATTRIBUTE', 'shipped_model_dir',
-           'file_sha256', 'save_weights', 'weights_outputs', 'architecture_of', 'outputs_of', 'build_model',
-           'validation_dice', 'export_model', 'render_card', 'learning_curve_figure', 'read_card', 'check_weights',
-           'load_pretrained', 'load_for_prediction', 'calibrate_model', 'median_validation_case']
+__all__ = ['WEIGHTS_FILE', 'CARD_FILE', 'CARD_TEXT', 'CURVE_FILE', 'CARD_FORMAT', 'OUTPUTS_ATTRIBUTE', 'DICE_TARGETS',
+           'shipped_model_dir', 'file_sha256', 'save_weights', 'weights_outputs', 'architecture_of', 'outputs_of',
+           'build_model', 'validation_dice', 'export_model', 'render_card', 'learning_curve_figure', 'read_card',
+           'check_weights', 'load_pretrained', 'load_for_prediction', 'calibrate_model', 'median_validation_case']
 
 # %% ../nbs/06a_pretrained.ipynb #7768e279
 WEIGHTS_FILE, CARD_FILE, CARD_TEXT = "unet_brats2018.weights.h5", "model.json", "MODEL_CARD.md"  # the files of a model folder
 CURVE_FILE = "learning_curve.png"  # the training run's learning curve, beside the card (when the run logged one)
 CARD_FORMAT = "bts_course model 1"  # the `format` every `model.json` names
 OUTPUTS_ATTRIBUTE = "bts_course_outputs"  # the weights file's HDF5 attribute naming what the channels hold (absent: classes)
+DICE_TARGETS = {"Whole tumor": 0.85, "Tumor core": 0.75, "Enhancing tumor": 0.70}  # mean whole-scan Dice of the validation patients that a card is judged against
 
 def shipped_model_dir() -> Path:  # `bts_course/weights` of the installed package
     "The folder of the model that ships with the package"
@@ -72,7 +73,7 @@ def architecture_of(
     "The U-Net's architecture as `bts train` recorded it in `train_args.json`"
     path = Path(run_dir) / "train_args.json"
     if not path.is_file(): raise FileNotFoundError(f"{run_dir}: no train_args.json; expected a run folder made by 'bts train'")
-    args = json.loads(path.read_text())
+    args = json.loads(path.read_text(encoding="utf-8"))
     norm = args.get("layer_normalization", "none")
     return {"depth": int(args["depth"]), "n_base_filters": int(args["base_filters"]),
             "layer_normalization": None if norm == "none" else norm, "deconvolution": bool(args.get("deconvolution", False)),
@@ -141,7 +142,7 @@ def export_model(
     recipe:str|None=None,  # the command that made the run, for the card
     course_patches=None,  # a folder of course-format patches of other patients to score (config.json + *.h5), or None
     threshold:float=THRESHOLD,  # the probability above which a class is predicted
-    description:dict|None=None,  # more fields for the card: title, summary, data, citations, limitations
+    description:dict|None=None,  # more fields for the card: title, summary, data, citations, limitations, tried
     if_better:bool=False,  # replace a model already in `out_dir` only if this one's mean validation Dice is higher
 ) -> Path | None:  # `out_dir`, or None when `if_better` kept the model that was there
     "Write a model folder from a training run: float32 weights, `model.json` (architecture, checksum, record, scores) and `MODEL_CARD.md`"
@@ -164,7 +165,7 @@ def export_model(
                   f"least this run's {validation_dice(card):.4f}")
             return None
         write_json(card, stage / CARD_FILE)
-        (stage / CARD_TEXT).write_text(render_card(card))
+        (stage / CARD_TEXT).write_text(render_card(card), encoding="utf-8")
         if card["training"]["curve"]: learning_curve_figure(card).savefig(stage / CURVE_FILE)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / CURVE_FILE).unlink(missing_ok=True)  # a curve left from the model this one replaces
@@ -182,8 +183,8 @@ def _divisor_text(divisor:tuple) -> str:
 def _card(model, architecture, run_dir, weights, scores, split, recipe, course_patches, threshold, description) -> dict:
     "The contents of `model.json`"
     from bts_course.dataset import read_split, split_lists
-    args = json.loads((run_dir / "train_args.json").read_text())
-    state = json.loads((run_dir / "state.json").read_text()) if (run_dir / "state.json").is_file() else {}
+    args = json.loads((run_dir / "train_args.json").read_text(encoding="utf-8"))
+    state = json.loads((run_dir / "state.json").read_text(encoding="utf-8")) if (run_dir / "state.json").is_file() else {}
     log = pd.read_csv(run_dir / "log.csv") if (run_dir / "log.csv").is_file() else pd.DataFrame()
     valid = [p for p in example_patches() if p.subset == "valid"]
     card = {
@@ -197,7 +198,7 @@ def _card(model, architecture, run_dir, weights, scores, split, recipe, course_p
                      "seconds": state.get("seconds"),
                      "curve": log.round(4).to_dict(orient="list") if len(log) else {}},
         "split": None if split is None else split_lists(read_split(split)),
-        "validation": _validation(scores),
+        "validation": _validation(scores), "targets": dict(DICE_TARGETS),
         "shipped_patch": {"name": valid[0].name, "dice_coefficient": round(_patch_dice(model, valid), 4)},
     }
     if course_patches is not None:
@@ -244,6 +245,17 @@ def _decisions_lines(card: dict) -> list:
                "calibrated as these few cases can tell.") + " Predictions use the raw probabilities; the temperatures are "
             "there for `decisions.apply_temperature`.", ""]
 
+def _targets_lines(card: dict) -> list:
+    "The card's section on its targets: each region's mean validation Dice against its target, met or not"
+    mean, held = card["validation"]["mean"], (card.get("decisions") or {}).get("dice_at_thresholds_held_out", {})
+    rows = [f"| {r} | {mean[f'{r} Dice']:.3f} | " + (f"{held[r]:.3f} | " if held else "") + f"{t:.2f} | "
+            + ("met" if max(mean[f"{r} Dice"], held.get(r, 0)) >= t else "not met") + " |" for r, t in card["targets"].items()]
+    missed = [r.lower() for r, t in card["targets"].items() if max(mean[f"{r} Dice"], held.get(r, 0)) < t]
+    return ["## Targets", "", "Mean whole-scan Dice of the validation patients against what a well-trained model reaches.", "",
+            "| region | Dice at 0.5 | " + ("held out | " if held else "") + "target | |", "|---" * (4 + bool(held)) + "|", *rows, "",
+            *([f"- Not met: {', '.join(missed)}. Out of this recipe's reach: see the learning curve beside this card"
+               + (" and what was tried below." if card.get("tried") else ".")] if missed else []), ""]
+
 def render_card(
     card:dict,  # the contents of `model.json`
 ) -> str:  # Markdown
@@ -280,6 +292,7 @@ def render_card(
                   "| case | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         lines += [f"| {r['case']} | " + " | ".join(show(r[c]) for c in cols) + " |" for r in v["cases"]]
         lines += ["| **mean** | " + " | ".join(f"**{show(v['mean'][c])}**" for c in cols) + " |", ""]
+        if card.get("targets"): lines += _targets_lines(card)
     lines += ["## Course patches", "", f"- The shipped validation patch `{card['shipped_patch']['name']}`: the course's "
               f"`dice_coefficient` {card['shipped_patch']['dice_coefficient']:.4f} (the course's model: 0.5152 over its validation set)."]
     if card.get("course_patches"):
@@ -288,6 +301,7 @@ def render_card(
                   f"trained on): `dice_coefficient` {c['dice_coefficient']:.4f}."]
     lines += [""]
     if card.get("decisions"): lines += _decisions_lines(card)
+    if card.get("tried"): lines += ["## What was tried", "", *[f"- {item}" for item in card["tried"]], ""]
     if card.get("limitations"): lines += ["## Limitations", "", *[f"- {item}" for item in card["limitations"]], ""]
     return "\n".join(lines)
 
@@ -321,7 +335,7 @@ def read_card(
     model_dir = shipped_model_dir() if model_dir is None else Path(model_dir)
     path = model_dir / CARD_FILE
     if not path.is_file(): raise FileNotFoundError(f"{model_dir}: no {CARD_FILE}; expected a model folder written by 'bts export'")
-    try: card = json.loads(path.read_text())
+    try: card = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise ValueError(f"{path}: not a bts_course model card (format {card.get('format') if isinstance(card, dict) else None!r}, "
@@ -445,7 +459,7 @@ def calibrate_model(
         "ece_held_out": {"before": round(ece_before, 4), "after temperature scaling": round(ece_after, 4)},
         "postprocessing": cleaning.round(4).to_dict(orient="records")}
     write_json(card, model_dir / CARD_FILE)
-    atomic_write(model_dir / CARD_TEXT, lambda tmp: Path(tmp).write_text(render_card(card)))
+    atomic_write(model_dir / CARD_TEXT, lambda tmp: Path(tmp).write_text(render_card(card), encoding="utf-8"))
     return card
 
 # %% ../nbs/06a_pretrained.ipynb #85cf995e

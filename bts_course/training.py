@@ -37,7 +37,7 @@ def read_config(
     if not path.is_file():
         raise FileNotFoundError(f"{patch_dir}: no config.json; expected a patch folder made by 'bts preprocess' "
                                 "(config.json lists the train and valid files)")
-    try: config = json.loads(path.read_text())
+    try: config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from e
     if not isinstance(config, dict) or not all(isinstance(config.get(s, []), list) for s in SPLITS):
         raise ValueError(f"{path}: expected {{\"train\": [file names], \"valid\": [file names]}}")
@@ -326,7 +326,7 @@ def machine_description() -> str:  # e.g. "AMD EPYC, 2 CPU cores, TensorFlow 2.2
     import tensorflow as tf
     cpu = platform.processor() or platform.machine()
     try:
-        with open("/proc/cpuinfo") as f: cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        with open("/proc/cpuinfo", encoding="utf-8") as f: cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration): pass
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
     return f"{cpu}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, " + (f"{len(gpus)} GPU(s)" if gpus else "no GPU")
@@ -413,12 +413,12 @@ def _read_log(path: Path) -> pd.DataFrame:
 def _truncate_log(path: Path, epochs_done: int):
     "Keep only the rows of epochs before `epochs_done` in the CSV log (a crash can leave a row the checkpoint lacks)"
     if not path.is_file(): return
-    with open(path, newline="") as f: rows = list(csv.reader(f))
+    with open(path, newline="", encoding="utf-8") as f: rows = list(csv.reader(f))
     if not rows: return
     keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
     if len(keep) == len(rows): return
     def write(tmp):
-        with open(tmp, "w", newline="") as f: csv.writer(f).writerows(keep)
+        with open(tmp, "w", newline="", encoding="utf-8") as f: csv.writer(f).writerows(keep)
     atomic_write(path, write)
 
 def _check_run(out_dir, epochs, steps_per_epoch) -> Path:
@@ -433,7 +433,7 @@ def _resumable_state(out_dir: Path, monitor: str) -> dict | None:
     "`state.json` of a run in `out_dir` to resume (None when there is none), checked to monitor the same value"
     state_path = out_dir / "state.json"
     if not (state_path.is_file() and (out_dir / "last.keras").is_file()): return None
-    state = json.loads(state_path.read_text())
+    state = json.loads(state_path.read_text(encoding="utf-8"))
     if state.get("monitor", monitor) != monitor:
         raise ValueError(f"{out_dir} holds a run that monitored {state['monitor']!r}, not {monitor!r}; "
                          "use another folder or resume=False")
@@ -472,7 +472,7 @@ def cpu_has_bfloat16(
     cpuinfo="/proc/cpuinfo",  # the kernel's description of the processor (Linux)
 ) -> bool:  # True if a flag says the CPU computes bfloat16 natively
     "Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX-BF16 among the flags of `cpuinfo`); False where the file is missing"
-    try: text = Path(cpuinfo).read_text()
+    try: text = Path(cpuinfo).read_text(encoding="utf-8")
     except OSError: return False
     flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
     return bool(flags & {"avx512_bf16", "amx_bf16"})

@@ -685,8 +685,8 @@ class Site:
         shutil.copy2(DOCS / "style.css", static / "style.css")
         from pygments.formatters import HtmlFormatter
         (static / "pygments.css").write_text(HtmlFormatter(style="friendly").get_style_defs(".highlight"), encoding="utf-8")
-        (self.out / ".nojekyll").write_text("")  # GitHub Pages: serve the _static and *_files folders
-        (self.out / MARKER).write_text("built by docs/build.py; safe to delete\n")
+        (self.out / ".nojekyll").write_text("", encoding="utf-8")  # GitHub Pages: serve the _static and *_files folders
+        (self.out / MARKER).write_text("built by docs/build.py; safe to delete\n", encoding="utf-8")
         index_for_search(self.out)
         self.errors += check_links(self.out)
         if self.errors: raise BuildError("broken links or files:\n  " + "\n  ".join(dict.fromkeys(self.errors)))

@@ -22,7 +22,7 @@ def test_the_library_is_what_we_think():
 @pytest.mark.parametrize("module", LIBRARY)
 def test_no_library_module_mentions_the_command_line(module):
     "Not even a lazy import inside a function: the command line sits on top, alone"
-    source = (PACKAGE / f"{module}.py").read_text()
+    source = (PACKAGE / f"{module}.py").read_text(encoding="utf-8")
     assert not re.search(r"(from|import)\s+(bts_course)?\.?cli\b|bts_course\.cli|argparse", source), module
 
 

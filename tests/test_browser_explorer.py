@@ -80,13 +80,13 @@ def wait_for_server(proc, base: str, token: str, log: Path):
     deadline = time.monotonic() + SERVER_START_S
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"jupyter lab exited with {proc.returncode}:\n{log.read_text(encoding='utf-8')[-3000:]}")
         try:
             if get(f"{base}/api/status?token={token}") == 200: break
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"jupyter lab did not answer within {SERVER_START_S} s:\n{log.read_text()[-3000:]}")
+            raise TimeoutError(f"jupyter lab did not answer within {SERVER_START_S} s:\n{log.read_text(encoding='utf-8')[-3000:]}")
         time.sleep(1)
     for attempt in range(5):  # warm-up: the first /lab request renders templates and reads every extension
         try:
@@ -109,7 +109,7 @@ def lab(tmp_path_factory):
     # no news / update pop-ups over the page
     settings = state / "settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}), encoding="utf-8")
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(state / "config"), JUPYTER_RUNTIME_DIR=str(state / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(state / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(state / "workspaces"),
                IPYTHONDIR=str(state / "ipython"), PYTHONUNBUFFERED="1")

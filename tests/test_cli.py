@@ -37,7 +37,7 @@ def assert_one_line_error(result, *needles):
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("junk") / "notes.txt"
-    path.write_text("this is not an MRI file, a data set, or a model\n")
+    path.write_text("this is not an MRI file, a data set, or a model\n", encoding="utf-8")
     return path
 
 
@@ -106,7 +106,7 @@ def test_a_bad_split_is_one_line_before_any_work(split, needle, two_cases, tmp_p
     import json
     root, names = two_cases
     path = tmp_path / "split.json"
-    path.write_text(json.dumps({side: [n.format(*names) for n in cases] for side, cases in split.items()}))
+    path.write_text(json.dumps({side: [n.format(*names) for n in cases] for side, cases in split.items()}), encoding="utf-8")
     result = here("preprocess", root, tmp_path / "patches", "--split", path, "--patches-per-case", "2", "--patch-size", "32", "32", "16")
     assert_one_line_error(result, "split.json", needle)
     assert not (tmp_path / "patches").exists()

@@ -108,22 +108,22 @@ def test_forward_cost_is_measured_once_per_model_and_machine(tmp_path, counted_m
     assert costs.forward_cost(tiny_unet(seed=3), path) == first  # other weights, the same network
     costs.forward_cost(b, path)  # another model: never the first one's cost
     assert len(counted_measure) == 2
-    entries = json.loads(path.read_text())["entries"]
+    entries = json.loads(path.read_text(encoding="utf-8"))["entries"]
     assert sorted(e["model"] for e in entries.values()) == sorted([costs.model_fingerprint(a), costs.model_fingerprint(b)])
     # another machine: the entries kept for this one are not used, and stay
     monkeypatch.setattr(costs, "machine_fingerprint", lambda: {"processor": "another", "cores": 64})
     costs.forward_cost(a, path)
-    assert len(counted_measure) == 3 and len(json.loads(path.read_text())["entries"]) == 3
+    assert len(counted_measure) == 3 and len(json.loads(path.read_text(encoding="utf-8"))["entries"]) == 3
 
 
 def test_a_tampered_entry_under_the_right_key_is_not_used(tmp_path, counted_measure):
     path = tmp_path / "costs.json"
     m = tiny_unet()
     costs.forward_cost(m, path)
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     (key, entry), = data["entries"].items()
     entry["machine"] = {**entry["machine"], "processor": "someone else's"}  # the key says this machine, the entry another
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(data), encoding="utf-8")
     costs.forward_cost(m, path)
     assert len(counted_measure) == 2
 
@@ -135,7 +135,7 @@ def test_a_corrupt_cost_cache_is_ignored_with_one_note_and_rebuilt(tmp_path, cou
     with pytest.warns(UserWarning, match="ignoring the unreadable forward-cost cache") as notes:
         cost = costs.forward_cost(tiny_unet(), path)
     assert len(notes) == 1 and "\n" not in str(notes[0].message) and cost.per_gflop >= 0
-    assert list(json.loads(path.read_text())["entries"].values())[0]["model"] == costs.model_fingerprint(tiny_unet())
+    assert list(json.loads(path.read_text(encoding="utf-8"))["entries"].values())[0]["model"] == costs.model_fingerprint(tiny_unet())
     assert costs.forward_cost(tiny_unet(), path) == cost and len(counted_measure) == 1  # rebuilt: read back next time
 
 
@@ -143,12 +143,12 @@ def test_a_malformed_entry_is_measured_again(tmp_path, counted_measure):
     path = tmp_path / "costs.json"
     m = tiny_unet()
     costs.forward_cost(m, path)
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     for entry in data["entries"].values(): entry["coefficients"]["per_gflop"] = -1
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.warns(UserWarning, match="malformed forward-cost entry"):
         costs.forward_cost(m, path)
-    assert len(counted_measure) == 2 and json.loads(path.read_text())["entries"][next(iter(data["entries"]))]["coefficients"]["per_gflop"] >= 0
+    assert len(counted_measure) == 2 and json.loads(path.read_text(encoding="utf-8"))["entries"][next(iter(data["entries"]))]["coefficients"]["per_gflop"] >= 0
 
 
 def test_cost_cache_location(monkeypatch, tmp_path):

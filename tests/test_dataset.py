@@ -45,7 +45,7 @@ def patch_files(dest):
 def check_dataset(dest, n_patches):
     "Every patch opens and has the course's format; config.json lists exactly the files on disk"
     dest = Path(dest)
-    config = json.loads((dest / "config.json").read_text())
+    config = json.loads((dest / "config.json").read_text(encoding="utf-8"))
     listed = config["train"] + config["valid"]
     assert sorted(listed) == patch_files(dest) and len(listed) == n_patches
     assert not list(dest.glob(".*.partial*"))
@@ -66,7 +66,7 @@ def test_build_format_split_and_content(msd, tmp_path):
     case_of = lambda f: f.split(".nii.gz_")[0]
     train, valid = {case_of(f) for f in config["train"]}, {case_of(f) for f in config["valid"]}
     assert len(valid) == 2 and len(train) == 3 and not train & valid  # split by case, never by patch
-    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["complete"] and manifest["settings"]["seed"] == 1
     assert all(r["status"] == "done" and len(r["files"]) == 3 for r in manifest["cases"].values())
     # content: raw intensities channels first and the one-hot label with background, at the named corner
@@ -84,7 +84,7 @@ def test_build_is_deterministic_whatever_the_workers(msd, tmp_path):
     a = build_patch_dataset(msd, tmp_path / "a", patches_per_case=2, seed=3, workers=1, patch_size=SIZE, progress=False)
     b = build_patch_dataset(msd, tmp_path / "b", patches_per_case=2, seed=3, workers=2, patch_size=SIZE, progress=False)
     assert patch_files(a) == patch_files(b)
-    assert json.loads((a / "config.json").read_text()) == json.loads((b / "config.json").read_text())
+    assert json.loads((a / "config.json").read_text(encoding="utf-8")) == json.loads((b / "config.json").read_text(encoding="utf-8"))
     c = build_patch_dataset(msd, tmp_path / "c", patches_per_case=2, seed=4, workers=1, patch_size=SIZE, progress=False)
     assert patch_files(a) != patch_files(c)
 
@@ -103,10 +103,10 @@ def test_resume_skips_done_cases_and_cleans_up(msd, tmp_path):
     dest = build_patch_dataset(msd, tmp_path / "out", patches_per_case=2, workers=1, patch_size=SIZE, progress=False)
     files = patch_files(dest)
     # simulate an interrupted rerun: one case unfinished, its files half there, a temporary file, an orphan
-    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
     manifest["cases"]["BRATS_002.nii.gz"]["status"] = "pending"
     manifest["complete"] = False
-    (dest / "manifest.json").write_text(json.dumps(manifest))
+    (dest / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     (dest / "BRATS_002.nii.gz_9_x0_y0_z0.h5").write_bytes(b"orphan of an interrupted attempt")
     (dest / ".BRATS_002.nii.gz_1_x3_y3_z3.h5.partial999").write_bytes(b"half-written")
     untouched = {f: (dest / f).stat().st_mtime_ns for f in files if not f.startswith("BRATS_002")}
@@ -159,7 +159,7 @@ def test_brats_folders(tmp_path):
 def test_a_second_build_on_the_same_folder_is_refused(msd, tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a', encoding='utf-8'); "
                                "fcntl.lockf(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
                                str(dest / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
@@ -203,10 +203,10 @@ def test_cli(msd, tmp_path, capsys):
     assert main(["preprocess", str(msd), str(tmp_path / "out"), "--patches-per-case", "2", "--patch-size", *map(str, SIZE),
                  "--valid-fraction", "0.2", "--seed", "1", "--workers", "2", "--background-threshold", "0.96", "--quiet"]) == 0
     assert "8 training and 2 validation patches" in capsys.readouterr().out
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["settings"]["background_threshold"] == 0.96 and manifest["settings"]["patch_size"] == list(SIZE)
     assert main(["preprocess", str(tmp_path / "missing"), str(tmp_path / "o2")]) == 1
-    (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "a_file").write_text("not a folder", encoding="utf-8")
     assert main(["preprocess", str(msd), str(tmp_path / "a_file")]) == 1
     assert main(["preprocess", str(tmp_path / "a_file"), str(tmp_path / "o5")]) == 1
     assert main(["preprocess", str(msd), str(tmp_path / "o3"), "--patch-size", "64", "64"]) == 2
@@ -238,9 +238,9 @@ def test_sigkill_of_the_process_group_mid_run_then_resume(tmp_path):
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not (dest / "config.json").exists()  # an interrupted build has no config.json to mislead a trainer
-    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
     assert sum(r["status"] == "done" for r in manifest["cases"].values()) < 12
     assert main(args) == 0
     check_dataset(dest, 36)
-    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest = json.loads((dest / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["complete"] and all(r["status"] == "done" for r in manifest["cases"].values())

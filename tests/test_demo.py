@@ -26,7 +26,7 @@ def test_demo_writes_every_output(demo_out):
     for step in range(1, 6):
         assert f"[{step}/5]" in stdout
     assert "Written:" in stdout and str(out / "truth_vs_prediction.gif") in stdout
-    marker = json.loads((out / MARKER).read_text())
+    marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
     assert marker["complete"] is True and marker["settings"]["shape"] == list(QUICK.shape)
 
 
@@ -72,7 +72,7 @@ def test_demo_pictures(demo_out):
 
 def test_demo_runs_again_in_its_folder_but_refuses_others(demo_out, tmp_path):
     from bts_course.cli import main as bts
-    (tmp_path / "notes.txt").write_text("keep me")
+    (tmp_path / "notes.txt").write_text("keep me", encoding="utf-8")
     assert bts(["demo", "--quick", "--out", str(tmp_path)]) == 1
-    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

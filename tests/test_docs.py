@@ -308,13 +308,13 @@ def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     (root / "nbs" / "images").mkdir(parents=True)
     (root / "docs").mkdir()
-    (root / "settings.ini").write_text("[DEFAULT]\n")
-    (root / "README.md").write_text(README)
+    (root / "settings.ini").write_text("[DEFAULT]\n", encoding="utf-8")
+    (root / "README.md").write_text(README, encoding="utf-8")
     (root / "docs" / "pic.png").write_bytes(png_bytes((30, 90, 200), (60, 30)))
     (root / "nbs" / "images" / "dot.png").write_bytes(png_bytes())
-    (root / "nbs" / "index.ipynb").write_text(json.dumps(nb_json(("markdown", "{{< include ../README.md >}}"))))
-    (root / "nbs" / "01_fig.ipynb").write_text(json.dumps(FIG_NB))
-    (root / "nbs" / "02_other.ipynb").write_text(json.dumps(OTHER_NB))
+    (root / "nbs" / "index.ipynb").write_text(json.dumps(nb_json(("markdown", "{{< include ../README.md >}}"))), encoding="utf-8")
+    (root / "nbs" / "01_fig.ipynb").write_text(json.dumps(FIG_NB), encoding="utf-8")
+    (root / "nbs" / "02_other.ipynb").write_text(json.dumps(OTHER_NB), encoding="utf-8")
     r = run(EXECUTE, root / "nbs" / "01_fig.ipynb")
     print(f"executed the demo notebook in {r.seconds:.1f} s")
     site = root / "site"
@@ -325,7 +325,7 @@ def demo(tmp_path_factory):
 
 def test_execute_saves_outputs_and_skips_flagged_cells(demo):
     root, _ = demo
-    cs = json.loads((root / "nbs" / "01_fig.ipynb").read_text())["cells"]
+    cs = json.loads((root / "nbs" / "01_fig.ipynb").read_text(encoding="utf-8"))["cells"]
     mimes = [set(o.get("data", {})) for c in cs if c["cell_type"] == "code" for o in c["outputs"]]
     assert any("image/png" in m for m in mimes) and any("image/gif" in m for m in mimes)
     assert any("text/html" in m for m in mimes)
@@ -346,7 +346,7 @@ def test_docs_cells_run_for_the_docs_only(tmp_path):
     assert "docs" in get_config(path=REPO).tst_flags.split()  # the flag nbdev_test skips
     nb = tmp_path / "docs_flag.ipynb"
     nb.write_text(json.dumps(nb_json(("code", "x = 6 * 7"),
-                                     ("code", "#| docs\nopen('docs-cell-ran', 'w').write('x')\nprint('docs-cell', x)"))))
+                                     ("code", "#| docs\nopen('docs-cell-ran', 'w').write('x')\nprint('docs-cell', x)"))), encoding="utf-8")
     nbdev_test = Path(sys.executable).parent / "nbdev_test"
     r = subprocess.run([str(nbdev_test), "--path", str(nb)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -366,9 +366,9 @@ def test_execute_keeps_native_stderr_out_of_outputs(tmp_path):
     nb = tmp_path / "noise.ipynb"
     nb.write_text(json.dumps(nb_json(
         ("code", "import os, sys\nos.write(2, b'native-fd2-line\\n')\nprint('python-stderr-line', file=sys.stderr)"),
-        ("code", "import tensorflow as tf\nprint('tensorflow', tf.__version__.split('.')[0])"))))
+        ("code", "import tensorflow as tf\nprint('tensorflow', tf.__version__.split('.')[0])"))), encoding="utf-8")
     run(EXECUTE, nb)
-    saved = json.loads(nb.read_text())
+    saved = json.loads(nb.read_text(encoding="utf-8"))
     texts = ["".join(o.get("text", "")) for c in saved["cells"] for o in c["outputs"]]
     assert texts[0] == "python-stderr-line\n" and re.fullmatch(r"tensorflow \d+\n", texts[1]) and len(texts) == 2, texts
     sys.path.insert(0, str(REPO / "docs"))
@@ -379,7 +379,7 @@ def test_execute_keeps_native_stderr_out_of_outputs(tmp_path):
 
 def test_execute_fails_loudly_and_leaves_the_notebook(tmp_path):
     nb = tmp_path / "bad.ipynb"
-    nb.write_text(json.dumps(nb_json(("code", "x = 1"), ("code", "raise ValueError('boom-1234')"))))
+    nb.write_text(json.dumps(nb_json(("code", "x = 1"), ("code", "raise ValueError('boom-1234')"))), encoding="utf-8")
     before = nb.read_bytes()
     r = run(EXECUTE, nb, check=False)
     assert r.returncode == 1 and "boom-1234" in r.stderr and "bad.ipynb" in r.stderr
@@ -414,7 +414,7 @@ def test_build_fails_loudly(tmp_path):
     nbs = tmp_path / "nbs"
     nbs.mkdir()
     bad = nb_json(("markdown", "# Bad\n> broken"), ("markdown", "![missing](nowhere.png) [gone](03_gone.ipynb)"))
-    (nbs / "01_bad.ipynb").write_text(json.dumps(bad))
+    (nbs / "01_bad.ipynb").write_text(json.dumps(bad), encoding="utf-8")
     out = tmp_path / "site"
     r = run(BUILD, "--nbs", nbs, "--out", out, check=False)
     assert r.returncode == 1 and "nowhere.png" in r.stderr and "03_gone.ipynb" in r.stderr
@@ -422,7 +422,7 @@ def test_build_fails_loudly(tmp_path):
     err = nb_json(("code", "1/0"))
     err["cells"][0]["outputs"] = [{"output_type": "error", "ename": "ZeroDivisionError", "evalue": "division by zero",
                                    "traceback": []}]
-    (nbs / "01_bad.ipynb").write_text(json.dumps(err))
+    (nbs / "01_bad.ipynb").write_text(json.dumps(err), encoding="utf-8")
     r = run(BUILD, "--nbs", nbs, "--out", out, check=False)
     assert r.returncode == 1 and "ZeroDivisionError" in r.stderr and "01_bad.ipynb" in r.stderr
 
@@ -577,10 +577,10 @@ def test_titles_render_inline_code_and_show_no_backticks_or_directives(site):
 def test_a_broken_link_or_an_output_the_site_cannot_show_is_named(tmp_path):
     nbs = tmp_path / "nbs"
     (nbs / "course").mkdir(parents=True)
-    (nbs / "index.ipynb").write_text(json.dumps(nb_json(("markdown", "# Home\n> home"), ("markdown", "[on](course/01_a.ipynb#nowhere)"))))
+    (nbs / "index.ipynb").write_text(json.dumps(nb_json(("markdown", "# Home\n> home"), ("markdown", "[on](course/01_a.ipynb#nowhere)"))), encoding="utf-8")
     odd = nb_json(("markdown", "# 1. A\n> a lesson"), ("code", "x"))
     odd["cells"][1]["outputs"] = [{"output_type": "display_data", "data": {"application/x-unknown": "?"}, "metadata": {}}]
-    (nbs / "course" / "01_a.ipynb").write_text(json.dumps(odd))
+    (nbs / "course" / "01_a.ipynb").write_text(json.dumps(odd), encoding="utf-8")
     r = run(BUILD, "--nbs", nbs, "--out", tmp_path / "site", check=False)
     assert r.returncode == 1, r.stdout
     assert "index.html: 'course/a.html#nowhere': no id 'nowhere' in course/a.html" in r.stderr, r.stderr

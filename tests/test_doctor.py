@@ -49,7 +49,7 @@ def test_data_folders_are_described(tmp_path):
     empty = tmp_path / "empty"; empty.mkdir()
     assert (check_data(empty).status, check_data(empty).detail) == ("fail", "the folder is empty")
     assert check_data(tmp_path / "missing").detail == "no such folder"
-    (empty / "notes.txt").write_text("x")
+    (empty / "notes.txt").write_text("x", encoding="utf-8")
     assert "no cases among 1 entries (notes.txt)" in check_data(empty).detail
     mixed = tmp_path / "mixed"
     write_msd(mixed / "msd", [0])

@@ -22,7 +22,7 @@ def make_archive(folder: Path) -> bytes:
         save_nifti(case.image, root / "imagesTr" / f"BRATS_{i:03d}.nii.gz")
         save_nifti(case.label, root / "labelsTr" / f"BRATS_{i:03d}.nii.gz")
     (root / "imagesTr" / "._BRATS_001.nii.gz").write_bytes(b"\x00\x05\x16\x07junk")
-    (root / "dataset.json").write_text('{"name": "BRATS"}')
+    (root / "dataset.json").write_text('{"name": "BRATS"}', encoding="utf-8")
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar: tar.add(root, arcname=TASK)
     return buffer.getvalue()

@@ -74,7 +74,7 @@ def test_reference_and_solution_pass_stub_not_attempted_each_mistake_named(name)
 
 def holes_of(ex) -> list:
     "What the learner writes in each `{{...}}` of the exercise's `# STUB:` lines"
-    nb = json.loads((notebooks_dir() / ex.notebook).read_text())
+    nb = json.loads((notebooks_dir() / ex.notebook).read_text(encoding="utf-8"))
     cell = next("".join(c["source"]) for c in nb["cells"] if f"{EXERCISE} {ex.name}\n" in "".join(c["source"]))
     return re.findall(r"\{\{(.+?)\}\}", cell)
 

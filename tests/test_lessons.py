@@ -79,7 +79,7 @@ def test_a_lesson_s_exercise_cell_is_exactly_two_lines(tmp_path):
     lesson = read_lesson(lessons_dir() / COURSE["standardize"].lesson)
     cell = next(c for c in lesson["cells"] if "".join(c["source"]).startswith(f"{EXERCISE} standardize"))
     cell["source"] = ["# EXERCISE: standardize\n", "from bts_course.sampling import standardize"]  # not its home's module
-    (tmp_path / "02_x.ipynb").write_text(json.dumps(lesson))
+    (tmp_path / "02_x.ipynb").write_text(json.dumps(lesson), encoding="utf-8")
     with pytest.raises(ValueError, match="imports it from bts_course.sampling, but its home"):
         assignment(tmp_path)
 
@@ -141,12 +141,12 @@ def test_write_keeps_an_edited_copy_and_refreshes_an_untouched_one(tmp_path):
     assert (dest / MANIFEST).is_file()
     assert {w for _, w in write_exercises(dest)} == {"unchanged"}
     copy = dest / COURSE["standardize"].lesson
-    copy.write_text(copy.read_text().replace("centered = None", "centered = image_slice - image_slice.mean()"))
-    edited = copy.read_text()
+    copy.write_text(copy.read_text(encoding="utf-8").replace("centered = None", "centered = image_slice - image_slice.mean()"), encoding="utf-8")
+    edited = copy.read_text(encoding="utf-8")
     again = dict((p.name, w) for p, w in write_exercises(dest))
-    assert again[copy.name].startswith("kept") and copy.read_text() == edited
+    assert again[copy.name].startswith("kept") and copy.read_text(encoding="utf-8") == edited
     assert dict((p.name, w) for p, w in write_exercises(dest, force=True))[copy.name] == "overwritten"
-    assert "centered = None" in copy.read_text()
+    assert "centered = None" in copy.read_text(encoding="utf-8")
     only = dict((p.name, w) for p, w in write_exercises(tmp_path / "two", only=["standardize", "dice_and_soft_dice"]))
     assert list(only) == [COURSE["standardize"].lesson, COURSE["soft_dice_loss"].lesson, INDEX]
     with pytest.raises(ValueError, match="unknown exercise or lesson 'nope'"): write_exercises(tmp_path, only=["nope"])
@@ -187,10 +187,10 @@ def test_the_wheel_ships_the_lessons_and_the_exercises_homes(tmp_path):
 def put_answer(folder: Path, name: str, source: str):
     "Type `source` into the exercise cell of `name` in the learner's copy and save it, as a learner does"
     path = folder / COURSE[name].lesson
-    nb = json.loads(path.read_text())
+    nb = json.loads(path.read_text(encoding="utf-8"))
     cell = next(c for c in nb["cells"] if c.get("id") == f"solve-{name}")
     cell["source"] = source.splitlines(keepends=True)
-    path.write_text(json.dumps(nb, indent=1))
+    path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
 
 
 def test_status_says_correct_wrong_and_untouched_exactly(tmp_path):
@@ -221,10 +221,10 @@ def test_status_names_a_cell_that_does_not_run_or_never_ends(tmp_path):
 @pytest.mark.parametrize("what", ["not copies", "not a notebook", "no folder"])
 def test_status_on_bad_input_is_one_line(tmp_path, what, capsys):
     "Through `main` in this process (the executable itself runs in the tests above)"
-    if what == "not copies": (tmp_path / "notes.ipynb").write_text("{}")
+    if what == "not copies": (tmp_path / "notes.ipynb").write_text("{}", encoding="utf-8")
     elif what == "not a notebook":
         write_exercises(tmp_path, only=["standardize"])
-        (tmp_path / COURSE["standardize"].lesson).write_text('{"cells": [')
+        (tmp_path / COURSE["standardize"].lesson).write_text('{"cells": [', encoding="utf-8")
     target = tmp_path / "absent" if what == "no folder" else tmp_path
     code, r = main(["exercises", str(target), "--status"]), capsys.readouterr()
     assert code == 1 and r.out == "" and len(r.err.strip().splitlines()) == 1, (r.out, r.err)

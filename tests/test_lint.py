@@ -32,7 +32,7 @@ def test_the_walker_finds_unreachable_code():
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_no_unreachable_code(path):
-    assert not unreachable(ast.parse(path.read_text(encoding="utf-8"))), f"{path}: unreachable statements at lines {unreachable(ast.parse(path.read_text()))}"
+    assert not unreachable(ast.parse(path.read_text(encoding='utf-8'))), f"{path}: unreachable statements at lines {unreachable(ast.parse(path.read_text(encoding='utf-8')))}"
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "nbs").glob("*.ipynb")), ids=lambda p: p.name)

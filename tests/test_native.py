@@ -264,7 +264,7 @@ def series(tmp_path, patient):
 
 
 def test_a_folder_without_dicom(tmp_path):
-    (tmp_path / "notes.txt").write_text("no images here")
+    (tmp_path / "notes.txt").write_text("no images here", encoding="utf-8")
     with pytest.raises(CaseError, match=r"no DICOM series found"): nv.read_series(tmp_path)
 
 

@@ -19,7 +19,7 @@ def exported_names(source: str) -> list:
 
 def untested(notebook: Path, public=None) -> set:
     "Exported names of `notebook` (those in `public`; default: its module's `__all__`) that no later, unexported code cell uses"
-    cells = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    cells = ["".join(c["source"]) for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
     exported = [bool(re.match(r"#\|\s*export", s)) for s in cells]
     if public is None:
         module = next((m.group(1) for s in cells for m in [re.match(r"#\|\s*default_exp\s+(\S+)", s)] if m), None)
@@ -38,7 +38,7 @@ def test_the_checker_finds_an_untested_export(tmp_path):
     nb = {"cells": [cell("#| export\ndef tested(x): return x\nLIMIT = 3\n@patch\ndef grow(self: int): return self"),
                     cell("#| export\ndef _private(): pass\ndef forgotten(): pass"),
                     cell("assert tested(1) == 1 and LIMIT == 3 and grow")]}
-    (tmp_path / "x.ipynb").write_text(json.dumps(nb))
+    (tmp_path / "x.ipynb").write_text(json.dumps(nb), encoding="utf-8")
     assert untested(tmp_path / "x.ipynb", public={"tested", "LIMIT", "grow", "forgotten"}) == {"forgotten"}
 
 

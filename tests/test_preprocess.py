@@ -59,7 +59,7 @@ def test_standardize_course_reference_on_real_patch():
 
 @pytest.mark.skipif(not COURSE_PATCHES.is_dir(), reason="real course patches not available")
 def test_real_course_patches_load_and_standardise():
-    config = json.loads((COURSE_PATCHES / "config.json").read_text())
+    config = json.loads((COURSE_PATCHES / "config.json").read_text(encoding="utf-8"))
     names = config["train"] + config["valid"]
     assert len(names) == 20 and not set(config["train"]) & set(config["valid"])
     for name in names[::4]:

@@ -35,7 +35,7 @@ def test_shipped_weights_are_small_and_match_their_checksum(card):
     assert weights.parent == pretrained.shipped_model_dir()
     assert weights.stat().st_size == card["bytes"] <= 10 * 2**20
     assert pretrained.file_sha256(weights) == card["sha256"]
-    assert (weights.parent / pretrained.CARD_TEXT).read_text().startswith("#")
+    assert (weights.parent / pretrained.CARD_TEXT).read_text(encoding="utf-8").startswith("#")
 
 
 def test_card_states_what_issue_19_asks_for(card):
@@ -48,7 +48,7 @@ def test_card_states_what_issue_19_asks_for(card):
         rows = [r[key] for r in card["validation"]["cases"] if r[key] is not None]
         assert value == pytest.approx(np.mean(rows), abs=1e-4), key
     assert len(card["threshold"]) == 3 and all(0 < t < 1 for t in card["threshold"])
-    assert "clinical" in (pretrained.shipped_model_dir() / pretrained.CARD_TEXT).read_text()
+    assert "clinical" in (pretrained.shipped_model_dir() / pretrained.CARD_TEXT).read_text(encoding="utf-8")
 
 
 def test_shipped_model_is_compiled_and_reaches_its_cards_patch_dice(model, card):
@@ -75,12 +75,12 @@ def test_corrupt_truncated_and_foreign_weights_say_what_is_wrong(tmp_path, card)
     with pytest.raises(FileNotFoundError, match="missing"):
         pretrained.load_pretrained(folder)
     weights.write_bytes(b"not an HDF5 file" * 100)                           # foreign, with a card that vouches for it
-    meta = json.loads((folder / pretrained.CARD_FILE).read_text())
+    meta = json.loads((folder / pretrained.CARD_FILE).read_text(encoding="utf-8"))
     meta["sha256"], meta["bytes"] = pretrained.file_sha256(weights), weights.stat().st_size
-    (folder / pretrained.CARD_FILE).write_text(json.dumps(meta))
+    (folder / pretrained.CARD_FILE).write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ValueError, match=str(weights.name) + ".*do not fit"):
         pretrained.load_pretrained(folder)
-    (folder / pretrained.CARD_FILE).write_text("{not json")
+    (folder / pretrained.CARD_FILE).write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="not valid JSON"):
         pretrained.read_card(folder)
     with pytest.raises(FileNotFoundError, match="no model.json"):
@@ -125,7 +125,7 @@ def test_a_validation_case_scores_as_the_card_says(model, card):
 
 @needs_brats
 def test_the_split_is_by_case_and_never_shares_a_patient():
-    split = json.loads((Path(__file__).resolve().parents[1] / "recipes" / "brats2018" / "split.json").read_text())
+    split = json.loads((Path(__file__).resolve().parents[1] / "recipes" / "brats2018" / "split.json").read_text(encoding="utf-8"))
     on_disk = {p.name for p in BRATS.iterdir() if p.is_dir()}
     assert set(split["train"]) | set(split["valid"]) <= on_disk
     assert not set(split["train"]) & set(split["valid"]) and len(split["valid"]) >= 2
@@ -133,7 +133,7 @@ def test_the_split_is_by_case_and_never_shares_a_patient():
 
 def test_readme_quotes_the_card(card):
     "The README's table of the shipped model says what its card says"
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     held = card["decisions"]["dice_at_thresholds_held_out"]
     for region, name in (("Whole tumor", "whole tumour"), ("Tumor core", "tumour core"), ("Enhancing tumor", "enhancing tumour")):
         assert f"| {name} | {card['validation']['mean'][f'{region} Dice']:.3f} | {held[region]:.3f} |" in readme, region

@@ -18,14 +18,14 @@ def has_commit(commit: str) -> bool:
 def run_recipe(tmp_path: Path, profile: str) -> tuple:
     "Run the recipe with a `bts` that only logs its arguments; the cases are empty folders named as the split names them"
     log, fake = tmp_path / "calls.jsonl", tmp_path / "bts"
-    fake.write_text(f"#!/usr/bin/env python3\nimport json, sys\nopen({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    fake.write_text(f"#!/usr/bin/env python3\nimport json, sys\nopen({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n", encoding="utf-8")
     fake.chmod(0o755)
-    split = json.loads((RECIPE / "split.json").read_text())
+    split = json.loads((RECIPE / "split.json").read_text(encoding="utf-8"))
     data = tmp_path / "brats2018"
     for case in split["train"] + split["valid"]: (data / case).mkdir(parents=True)
     env = {**os.environ, "BTS": str(fake), "BTS_BRATS2018": str(data), "BTS_WORK": str(tmp_path / "work"), "BTS_PROFILE": profile}
     result = subprocess.run(["bash", str(RECIPE / "train.sh")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    calls = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.is_file() else []
     return result, calls, split
 
 

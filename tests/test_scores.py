@@ -336,9 +336,10 @@ def official():
         summary, csv = work / "summary.json", work / "official.csv"
         cmd = [python, "-m", "brats_evaluation.evaluation", "--ref_path", str(ref_dir), "--pred_path", str(pred_dir),
                "--config", "gli", "--summary_json", str(summary)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, encoding="utf-8",  # it prints a banner
+                              env={**os.environ, "PYTHONIOENCODING": "utf-8"})                 # in box-drawing characters
         assert done.returncode == 0, done.stderr[-3000:]
-        report = json.loads(summary.read_text())
+        report = json.loads(summary.read_text(encoding="utf-8"))
         assert report["missings"] == [] and not [m for m in report["metrics"] if "error" in m], done.stdout[-3000:]
         parse = f"from brats_evaluation import parse_seg_results; parse_seg_results({str(summary)!r}, {str(csv)!r})"
         done = subprocess.run([python, "-c", parse], capture_output=True, text=True, timeout=300)

@@ -154,7 +154,7 @@ def test_phantom_dataset_splits_by_case(phantoms):
 def test_clear_errors_for_broken_folders(tmp_path, real):
     with pytest.raises(FileNotFoundError, match="no such folder"):
         read_config(tmp_path / "nothing")
-    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "notes.txt").write_text("hi", encoding="utf-8")
     with pytest.raises(ValueError, match="notes.txt"):
         read_config(tmp_path / "notes.txt")
     broken = tmp_path / "broken"
@@ -186,7 +186,7 @@ def test_one_epoch_writes_checkpoints_and_log(first_run):
     assert list(log.epoch) == [0]
     for column in ("loss", "dice_coefficient", "val_loss", "val_dice_coefficient", "val_dice_edema"):
         assert column in log.columns and np.isfinite(log[column]).all()
-    state = json.loads((out / "state.json").read_text())
+    state = json.loads((out / "state.json").read_text(encoding="utf-8"))
     assert state["epoch"] == 1 and state["best_epoch"] == 0
     assert state["best"] == pytest.approx(log.val_dice_coefficient[0], abs=1e-6)
     assert result.initial_epoch == 0 and result.best_path.is_file()
@@ -202,7 +202,7 @@ def test_resume_continues_from_the_saved_epoch(first_run, phantoms):
     assert result.initial_epoch == 1
     assert list(result.history.epoch) == [0, 1]
     assert int(result.model.optimizer.iterations) == 2 * steps  # the optimiser state came back too
-    assert json.loads((out / "state.json").read_text())["epoch"] == 2
+    assert json.loads((out / "state.json").read_text(encoding="utf-8"))["epoch"] == 2
     again = train(tiny_unet, VolumeDataGenerator(phantoms, "train"), None, epochs=2, out_dir=out, verbose=0,
                   monitor="val_dice_coefficient")
     assert again.initial_epoch == 2 and len(again.history) == 2  # nothing left to do
@@ -242,7 +242,7 @@ def test_training_state_early_stopping_and_best(tmp_path):
         state.on_epoch_end(epoch, {"val_dice_coefficient": value})
         assert model.stop_training == (epoch == 3)
         model.stop_training = False
-    saved = json.loads((tmp_path / "state.json").read_text())
+    saved = json.loads((tmp_path / "state.json").read_text(encoding="utf-8"))
     assert 0 <= saved.pop("seconds") < 60                      # the training time so far, carried over on resume
     assert saved == {"epoch": 4, "monitor": "val_dice_coefficient", "mode": "max", "best": 0.6, "best_epoch": 1}
     with pytest.raises(KeyError, match="val_dice_coefficient"):
@@ -267,7 +267,7 @@ def test_bts_train_on_a_tiny_dataset(phantoms, tmp_path, outputs, loss):
     assert len(log) == 1
     names = ("whole_tumor", "tumor_core", "enhancing_tumor") if outputs == "regions" else ("edema",)
     assert all(any(name in column for column in log.columns) for name in names), list(log.columns)
-    args = json.loads((out / "train_args.json").read_text())
+    args = json.loads((out / "train_args.json").read_text(encoding="utf-8"))
     assert args["depth"] == 2 and args["patch_size"] == [16, 16, 16]
     assert args["outputs"] == outputs and args["loss"] == loss
     model = keras.models.load_model(out / "best.keras")
@@ -302,7 +302,7 @@ def test_bts_train_starts_from_a_trained_model(first_run, phantoms, tmp_path):
             np.testing.assert_allclose(mine, theirs, atol=1e-6)  # a step at 1e-9 moves nothing: it started from the source
     fresh = unet_model_3d(soft_dice_loss, (4, None, None, None), depth=2, n_base_filters=4)
     assert not np.allclose(fresh.get_layer("down0_conv1").get_weights()[0], start.get_layer("down0_conv1").get_weights()[0])
-    args = json.loads((out / "train_args.json").read_text())
+    args = json.loads((out / "train_args.json").read_text(encoding="utf-8"))
     assert args["init_from"] == str(source) and args["init_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
     deeper = lambda: copy_weights(unet_model_3d(soft_dice_loss, (4, None, None, None), depth=3, n_base_filters=4), start)
     with pytest.raises(ValueError, match="not the architecture"):

@@ -200,7 +200,7 @@ def course_batch(folder, names, crop=None):
 
 
 def test_volume_data_generator_the_assignments_call(base_dir):
-    with open(base_dir + "config.json") as json_file:
+    with open(base_dir + "config.json", encoding="utf-8") as json_file:
         config = json.load(json_file)
     train_generator = util.VolumeDataGenerator(config["train"], base_dir + "train/", batch_size=3, dim=(160, 160, 16), verbose=0)
     valid_generator = util.VolumeDataGenerator(config["valid"], base_dir + "valid/", batch_size=3, dim=(160, 160, 16), verbose=0)
@@ -218,7 +218,7 @@ def test_volume_data_generator_the_assignments_call(base_dir):
 @pytest.mark.skipif(not SHARED.is_dir(), reason="the shared real patches are not on this machine")
 def test_volume_data_generator_on_the_courses_own_folder(capsys):
     "The 20 real patches as the course cut them: every train file once per epoch, in batches of 3 (the last of 1)"
-    config = json.loads((SHARED / "config.json").read_text())
+    config = json.loads((SHARED / "config.json").read_text(encoding="utf-8"))
     gen = util.VolumeDataGenerator(config["train"], f"{SHARED}/train/", batch_size=3)
     assert len(gen) == 6  # 16 patches: the course's floor would drop one
     sizes = [len(gen[i][0]) for i in range(len(gen))]
@@ -228,7 +228,7 @@ def test_volume_data_generator_on_the_courses_own_folder(capsys):
 
 
 def test_volume_data_generator_crops_a_smaller_dim(base_dir):
-    names = json.loads(Path(base_dir + "config.json").read_text())["train"]
+    names = json.loads(Path(base_dir + "config.json").read_text(encoding="utf-8"))["train"]
     gen = util.VolumeDataGenerator(names, base_dir + "train/", batch_size=3, shuffle=False, dim=(128, 96, 16), verbose=0)
     X, y = gen[0]
     X_ref, y_ref = course_batch(base_dir + "train/", names, crop=(slice(16, 144), slice(32, 128), slice(0, 16)))
@@ -238,7 +238,7 @@ def test_volume_data_generator_crops_a_smaller_dim(base_dir):
 
 
 def test_volume_data_generator_order(base_dir, capsys):
-    names = json.loads(Path(base_dir + "config.json").read_text())["train"]
+    names = json.loads(Path(base_dir + "config.json").read_text(encoding="utf-8"))["train"]
     def order(gen):
         for i in range(len(gen)): gen[i]
         return [Path(line.removeprefix("Training on: ")).name for line in capsys.readouterr().out.splitlines()]
@@ -266,14 +266,14 @@ def test_volume_data_generator_order(base_dir, capsys):
     (lambda b, n: util.VolumeDataGenerator(n, b + "train/", batch_size=0), ValueError, "batch_size must be at least 1"),
 ])
 def test_volume_data_generator_errors(base_dir, call, error, message):
-    names = json.loads(Path(base_dir + "config.json").read_text())["train"]
+    names = json.loads(Path(base_dir + "config.json").read_text(encoding="utf-8"))["train"]
     with pytest.raises(error, match=message):
         call(base_dir, names)
 
 
 def test_fit_and_evaluate_take_the_generators(base_dir):
     "Keras 3's fit / evaluate in place of fit_generator / evaluate_generator, unpacked as the assignment does"
-    config = json.loads(Path(base_dir + "config.json").read_text())
+    config = json.loads(Path(base_dir + "config.json").read_text(encoding="utf-8"))
     train_generator = util.VolumeDataGenerator(config["train"], base_dir + "train/", batch_size=3, dim=(32, 32, 16), verbose=0)
     valid_generator = util.VolumeDataGenerator(config["valid"], base_dir + "valid/", batch_size=3, dim=(32, 32, 16), verbose=0)
     keras.utils.set_random_seed(0)
