@@ -136,6 +136,7 @@ def test_readme_quotes_the_card(card):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     held = card["decisions"]["dice_at_thresholds_held_out"]
     for region, name in (("Whole tumor", "whole tumour"), ("Tumor core", "tumour core"), ("Enhancing tumor", "enhancing tumour")):
-        assert f"| {name} | {card['validation']['mean'][f'{region} Dice']:.3f} | {held[region]:.3f} |" in readme, region
+        assert (f"| {name} | {card['validation']['mean'][f'{region} Dice']:.3f} | {held[region]:.3f} | "
+                f"{card['targets'][region]:.2f} |") in readme, region
     assert f"{card['n_parameters']:,} parameters" in readme
     assert f"is {card['course_patches']['dice_coefficient']:.3f}," in readme
