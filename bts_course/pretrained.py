@@ -248,9 +248,10 @@ def _decisions_lines(card: dict) -> list:
 def _targets_lines(card: dict) -> list:
     "The card's section on its targets: each region's mean validation Dice against its target, met or not"
     mean, held = card["validation"]["mean"], (card.get("decisions") or {}).get("dice_at_thresholds_held_out", {})
+    met = {r: max(mean[f"{r} Dice"], held.get(r, 0)) >= t for r, t in card["targets"].items()}
     rows = [f"| {r} | {mean[f'{r} Dice']:.3f} | " + (f"{held[r]:.3f} | " if held else "") + f"{t:.2f} | "
-            + ("met" if max(mean[f"{r} Dice"], held.get(r, 0)) >= t else "not met") + " |" for r, t in card["targets"].items()]
-    missed = [r.lower() for r, t in card["targets"].items() if max(mean[f"{r} Dice"], held.get(r, 0)) < t]
+            + ("met" if met[r] else "not met") + " |" for r, t in card["targets"].items()]
+    missed = [r.lower() for r in card["targets"] if not met[r]]
     return ["## Targets", "", "Mean whole-scan Dice of the validation patients against what a well-trained model reaches.", "",
             "| region | Dice at 0.5 | " + ("held out | " if held else "") + "target | |", "|---" * (4 + bool(held)) + "|", *rows, "",
             *([f"- Not met: {', '.join(missed)}. Out of this recipe's reach: see the learning curve beside this card"
