@@ -180,16 +180,15 @@ COURSE_PATCH_DICE = 0.5152  # the course model's published dice_coefficient on i
 
 def targets():
     "The shipped model's card against the targets: one line per target, met or not"
-    from bts_course.pretrained import DICE_TARGETS, read_card
+    from bts_course.pretrained import DICE_TARGETS, _targets_met, read_card
     card = read_card()
     mean = card["validation"]["mean"]
-    print(f"{len(card['validation']['cases'])} validation patients, whole scans through predict_volume at threshold 0.5:")
-    for region, target in DICE_TARGETS.items():
-        dice = mean[f"{region} Dice"]
-        print(f"{region:16s} mean Dice {dice:.4f} (target >= {target}): {'met' if dice >= target else 'not met'}")
     held = card.get("decisions", {}).get("dice_at_thresholds_held_out")
-    if held: print("at the card's thresholds, each case scored with thresholds chosen on the others: "
-                   + ", ".join(f"{r} {d:.4f}" for r, d in held.items()))
+    print(f"{len(card['validation']['cases'])} validation patients, whole scans through predict_volume at threshold 0.5"
+          + (" and at the card's thresholds, each case scored with thresholds chosen on the others:" if held else ":"))
+    for region, met in _targets_met(card).items():
+        print(f"{region:16s} mean Dice {mean[f'{region} Dice']:.4f}" + (f", held out {held[region]:.4f}" if held else "")
+              + f" (target >= {(card.get('targets') or DICE_TARGETS)[region]}): {'met' if met else 'not met'}")
     course = card.get("course_patches")
     if course:
         print(f"course-format patches of an unseen patient ({course['n']} of {course['folder']}): dice_coefficient "

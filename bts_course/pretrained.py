@@ -245,10 +245,15 @@ def _decisions_lines(card: dict) -> list:
                "calibrated as these few cases can tell.") + " Predictions use the raw probabilities; the temperatures are "
             "there for `decisions.apply_temperature`.", ""]
 
+def _targets_met(card: dict) -> dict:
+    "Region -> whether the card's mean validation Dice, at 0.5 or at its held-out thresholds, reaches the region's target"
+    mean, held = card["validation"]["mean"], (card.get("decisions") or {}).get("dice_at_thresholds_held_out", {})
+    return {r: max(mean[f"{r} Dice"], held.get(r, 0)) >= t for r, t in (card.get("targets") or DICE_TARGETS).items()}
+
 def _targets_lines(card: dict) -> list:
     "The card's section on its targets: each region's mean validation Dice against its target, met or not"
     mean, held = card["validation"]["mean"], (card.get("decisions") or {}).get("dice_at_thresholds_held_out", {})
-    met = {r: max(mean[f"{r} Dice"], held.get(r, 0)) >= t for r, t in card["targets"].items()}
+    met = _targets_met(card)
     rows = [f"| {r} | {mean[f'{r} Dice']:.3f} | " + (f"{held[r]:.3f} | " if held else "") + f"{t:.2f} | "
             + ("met" if met[r] else "not met") + " |" for r, t in card["targets"].items()]
     missed = [r.lower() for r in card["targets"] if not met[r]]
